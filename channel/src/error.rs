@@ -1,0 +1,173 @@
+//! The error type shared by every channel, helper and main-loop call.
+//!
+//! Each variant tells the caller what to do next:
+//!
+//! * [`Error::WouldBlock`]: a non-blocking channel has nothing to give or no
+//!   room to take; wait for readiness (a watch, or [`crate::io`] helpers) and
+//!   retry.
+//! * [`Error::UnexpectedEof`]: the peer closed in the middle of a record; the
+//!   message says how many bytes were still missing.
+//! * [`Error::Unsupported`]: the channel lacks a feature the call needs
+//!   (fd passing, seeking, peeking, ...); asking again will not help.
+//! * [`Error::Closed`]: the channel was closed by this side.
+//! * [`Error::Os`]: the operating system refused an operation; the message
+//!   names the operation and the channel.
+//! * [`Error::Address`]: an endpoint string could not be parsed; the message
+//!   quotes it and says what was expected.
+//! * [`Error::Protocol`]: a peer sent something that breaks the rules of a
+//!   layer (TLS, websocket, multifd, ...).
+//!
+//! Every variant but `WouldBlock` carries the channel's name, so a message
+//! that reaches a user says which channel failed.
+
+use std::fmt;
+use std::io;
+
+/// `Result` with the channel [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a channel operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A non-blocking channel cannot make progress now.
+    #[error("operation would block")]
+    WouldBlock,
+
+    /// The peer closed the stream before a whole unit arrived.
+    #[error("{channel}: unexpected end of file during {op}: {missing} of {expected} bytes missing")]
+    UnexpectedEof {
+        /// Name of the channel.
+        channel: String,
+        /// The operation that hit EOF (for example `read_all`).
+        op: &'static str,
+        /// Bytes the caller asked for.
+        expected: usize,
+        /// Bytes that never arrived.
+        missing: usize,
+    },
+
+    /// The channel does not support a feature the call needs.
+    #[error("{channel}: {feature} is not supported by this channel")]
+    Unsupported {
+        /// Name of the channel.
+        channel: String,
+        /// The feature or operation, for example `fd passing`.
+        feature: &'static str,
+    },
+
+    /// The channel was closed by this side.
+    #[error("{channel}: channel is closed")]
+    Closed {
+        /// Name of the channel.
+        channel: String,
+    },
+
+    /// The operating system refused an operation.
+    #[error("{channel}: {op} failed: {source}")]
+    Os {
+        /// Name of the channel (or of the object, for a listener).
+        channel: String,
+        /// The operation, for example `connect to 127.0.0.1:4444`.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An endpoint string could not be parsed.
+    #[error("invalid address {input:?}: expected {expected}")]
+    Address {
+        /// The input as given.
+        input: String,
+        /// What the parser expected.
+        expected: String,
+    },
+
+    /// A peer broke the rules of a protocol layer.
+    #[error("{channel}: {message}")]
+    Protocol {
+        /// Name of the channel.
+        channel: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Os`] for `channel` from `source`, mapping `EAGAIN` to
+    /// [`Error::WouldBlock`].
+    pub fn os(channel: &str, op: impl fmt::Display, source: io::Error) -> Error {
+        if source.kind() == io::ErrorKind::WouldBlock {
+            return Error::WouldBlock;
+        }
+        Error::Os {
+            channel: channel.to_owned(),
+            op: op.to_string(),
+            source,
+        }
+    }
+
+    /// An [`Error::Os`] from `errno` right now.
+    pub fn last_os(channel: &str, op: impl fmt::Display) -> Error {
+        Error::os(channel, op, io::Error::last_os_error())
+    }
+
+    /// An [`Error::Unsupported`].
+    pub fn unsupported(channel: &str, feature: &'static str) -> Error {
+        Error::Unsupported {
+            channel: channel.to_owned(),
+            feature,
+        }
+    }
+
+    /// An [`Error::Closed`].
+    pub fn closed(channel: &str) -> Error {
+        Error::Closed {
+            channel: channel.to_owned(),
+        }
+    }
+
+    /// An [`Error::Protocol`].
+    pub fn protocol(channel: &str, message: impl fmt::Display) -> Error {
+        Error::Protocol {
+            channel: channel.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// True for [`Error::WouldBlock`].
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Error::WouldBlock)
+    }
+
+    /// The raw OS error number, if this is an OS error that has one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::WouldBlock => io::ErrorKind::WouldBlock,
+            Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
+            Error::Unsupported { .. } => io::ErrorKind::Unsupported,
+            Error::Closed { .. } => io::ErrorKind::NotConnected,
+            Error::Os { source, .. } => source.kind(),
+            Error::Address { .. } => io::ErrorKind::InvalidInput,
+            Error::Protocol { .. } => io::ErrorKind::InvalidData,
+        };
+        if let Error::Os { source, .. } = &e {
+            if let Some(code) = source.raw_os_error() {
+                // Keep errno visible to callers that inspect it, but keep our
+                // message (which names the channel) as well.
+                return io::Error::new(io::Error::from_raw_os_error(code).kind(), e);
+            }
+        }
+        io::Error::new(kind, e)
+    }
+}

@@ -1,0 +1,1 @@
+//! I/O helpers over any [`Channel`](crate::Channel).

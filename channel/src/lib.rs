@@ -1,0 +1,37 @@
+//! transit-channel: one [`Channel`] trait for every transport, and the shared
+//! main loop that drives them.
+//!
+//! This crate is the Rust counterpart of QEMU's `io/` subsystem:
+//!
+//! * [`Channel`] (QIOChannel): vectored I/O with fds and flags, blocking and
+//!   non-blocking, shutdown from any thread, watches.
+//! * Transports: [`socket`] (TCP, UNIX, vsock, inherited fds), [`file`],
+//!   [`buffer`], [`null`].
+//! * [`io`]: `read_all`, `write_all` and friends with QEMU's EOF rules, in
+//!   blocking and async forms, and `std::io` adapters.
+//! * [`main_loop`]: a glib-style `MainContext` with sources, priorities, fd
+//!   watches with read back-pressure, timers, idle, bottom halves, a local
+//!   executor, signals and an fd for nesting in other loops.
+//! * [`task`]: work on a worker thread, completion on a context.
+//! * [`dns`]: name resolution on hickory-resolver.
+//! * [`address`]: endpoint URIs (`tcp:HOST:PORT`, `unix:PATH`, ...).
+
+pub mod address;
+pub mod buffer;
+pub mod channel;
+pub mod dns;
+pub mod error;
+pub mod file;
+pub mod io;
+pub mod main_loop;
+pub mod null;
+pub mod socket;
+pub mod task;
+
+pub use address::SocketAddress;
+
+pub use channel::{
+    Channel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown, ShutdownChannel,
+    ShutdownHandle, WatchFds, WatchSource, WriteFlags,
+};
+pub use error::{Error, Result};
