@@ -270,8 +270,12 @@ pub trait Channel: Send {
     /// Write from `bufs` in order; `fds` go with the first byte (needs
     /// [`Features::FD_PASS`]).
     #[doc(alias = "qio_channel_writev_full")]
-    fn writev(&mut self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], flags: WriteFlags)
-        -> Result<usize>;
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> Result<usize>;
 
     /// Switch between blocking and non-blocking mode.
     fn set_blocking(&mut self, blocking: bool) -> Result<()>;
@@ -341,75 +345,83 @@ pub trait Channel: Send {
     }
 }
 
-impl<C: Channel + ?Sized> Channel for Box<C> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn set_name(&mut self, name: String) {
-        (**self).set_name(name)
-    }
-    fn features(&self) -> Features {
-        (**self).features()
-    }
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> Result<usize> {
-        (**self).readv(bufs, fds, flags)
-    }
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> Result<usize> {
-        (**self).writev(bufs, fds, flags)
-    }
-    fn set_blocking(&mut self, blocking: bool) -> Result<()> {
-        (**self).set_blocking(blocking)
-    }
-    fn is_blocking(&self) -> bool {
-        (**self).is_blocking()
-    }
-    fn close(&mut self) -> Result<()> {
-        (**self).close()
-    }
-    fn watch_source(&self) -> WatchSource {
-        (**self).watch_source()
-    }
-    fn shutdown(&mut self, how: Shutdown) -> Result<()> {
-        (**self).shutdown(how)
-    }
-    fn shutdown_handle(&self) -> Result<ShutdownHandle> {
-        (**self).shutdown_handle()
-    }
-    fn set_delay(&mut self, enabled: bool) -> Result<()> {
-        (**self).set_delay(enabled)
-    }
-    fn set_cork(&mut self, enabled: bool) -> Result<()> {
-        (**self).set_cork(enabled)
-    }
-    fn seek(&mut self, pos: SeekFrom) -> Result<u64> {
-        (**self).seek(pos)
-    }
-    fn flush(&mut self) -> Result<FlushOutcome> {
-        (**self).flush()
-    }
-    fn local_address(&self) -> Option<SocketAddress> {
-        (**self).local_address()
-    }
-    fn peer_address(&self) -> Option<SocketAddress> {
-        (**self).peer_address()
-    }
-    fn preadv(&mut self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<usize> {
-        (**self).preadv(bufs, offset)
-    }
-    fn pwritev(&mut self, bufs: &[IoSlice<'_>], offset: u64) -> Result<usize> {
-        (**self).pwritev(bufs, offset)
-    }
+/// Forward every `Channel` method through a pointer-like wrapper.
+macro_rules! forward_channel {
+    ($ty:ty) => {
+        impl<C: Channel + ?Sized> Channel for $ty {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn set_name(&mut self, name: String) {
+                (**self).set_name(name)
+            }
+            fn features(&self) -> Features {
+                (**self).features()
+            }
+            fn readv(
+                &mut self,
+                bufs: &mut [IoSliceMut<'_>],
+                fds: Option<&mut Vec<OwnedFd>>,
+                flags: ReadFlags,
+            ) -> Result<usize> {
+                (**self).readv(bufs, fds, flags)
+            }
+            fn writev(
+                &mut self,
+                bufs: &[IoSlice<'_>],
+                fds: &[BorrowedFd<'_>],
+                flags: WriteFlags,
+            ) -> Result<usize> {
+                (**self).writev(bufs, fds, flags)
+            }
+            fn set_blocking(&mut self, blocking: bool) -> Result<()> {
+                (**self).set_blocking(blocking)
+            }
+            fn is_blocking(&self) -> bool {
+                (**self).is_blocking()
+            }
+            fn close(&mut self) -> Result<()> {
+                (**self).close()
+            }
+            fn watch_source(&self) -> WatchSource {
+                (**self).watch_source()
+            }
+            fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+                (**self).shutdown(how)
+            }
+            fn shutdown_handle(&self) -> Result<ShutdownHandle> {
+                (**self).shutdown_handle()
+            }
+            fn set_delay(&mut self, enabled: bool) -> Result<()> {
+                (**self).set_delay(enabled)
+            }
+            fn set_cork(&mut self, enabled: bool) -> Result<()> {
+                (**self).set_cork(enabled)
+            }
+            fn seek(&mut self, pos: SeekFrom) -> Result<u64> {
+                (**self).seek(pos)
+            }
+            fn flush(&mut self) -> Result<FlushOutcome> {
+                (**self).flush()
+            }
+            fn local_address(&self) -> Option<SocketAddress> {
+                (**self).local_address()
+            }
+            fn peer_address(&self) -> Option<SocketAddress> {
+                (**self).peer_address()
+            }
+            fn preadv(&mut self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> Result<usize> {
+                (**self).preadv(bufs, offset)
+            }
+            fn pwritev(&mut self, bufs: &[IoSlice<'_>], offset: u64) -> Result<usize> {
+                (**self).pwritev(bufs, offset)
+            }
+        }
+    };
 }
+
+forward_channel!(Box<C>);
+forward_channel!(&mut C);
 
 /// Check the generic rules of `readv` before a transport runs it: fds need
 /// `FD_PASS`, `MSG_PEEK` needs `READ_MSG_PEEK`.

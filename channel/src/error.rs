@@ -35,7 +35,9 @@ pub enum Error {
     WouldBlock,
 
     /// The peer closed the stream before a whole unit arrived.
-    #[error("{channel}: unexpected end of file during {op}: {missing} of {expected} bytes missing")]
+    #[error(
+        "{channel}: unexpected end of file during {op}: {missing} of {expected} bytes missing"
+    )]
     UnexpectedEof {
         /// Name of the channel.
         channel: String,
