@@ -25,13 +25,24 @@ pub mod file;
 pub mod io;
 pub mod main_loop;
 pub mod null;
+pub mod scripted;
 pub mod socket;
 pub mod task;
 
 pub use address::SocketAddress;
+pub use buffer::BufferChannel;
+pub use dns::Resolver;
+pub use file::FileChannel;
+pub use null::NullChannel;
+pub use scripted::ScriptedChannel;
+pub use socket::{KeepAlive, SocketChannel};
 
 pub use channel::{
     Channel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown, ShutdownChannel,
     ShutdownHandle, WatchFds, WatchSource, WriteFlags,
 };
 pub use error::{Error, Result};
+pub use main_loop::{
+    BottomHalf, ContextHandle, ControlFlow, IoThread, MainContext, MainLoop, Priority, Source,
+    SourceId,
+};

@@ -1,0 +1,148 @@
+//! Listening on every resolved address: dual-stack with a `V6ONLY` retry,
+//! one shared port when the kernel picks it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use transit_channel::socket::SocketChannel;
+use transit_channel::{Channel, Error, Result, SocketAddress};
+
+/// How many times a set of addresses on port 0 is retried when the port the
+/// kernel gave the first socket is taken on another address.
+const PORT0_ATTEMPTS: usize = 8;
+
+/// Listen on every address in `resolved` (the resolver's answer for
+/// `requested`). Succeeds if at least one listens; otherwise returns the
+/// first error.
+pub(crate) fn listen_all(
+    name: &str,
+    requested: &SocketAddress,
+    resolved: &[SocketAddress],
+    backlog: u32,
+) -> Result<Vec<SocketChannel>> {
+    let mut opened = Vec::new();
+    let mut first_err: Option<Error> = None;
+    let mut inet = Vec::new();
+    for addr in resolved {
+        match addr {
+            SocketAddress::Inet { host, port } => match host.parse::<IpAddr>() {
+                Ok(ip) => inet.push(SocketAddr::new(ip, *port)),
+                Err(_) => {
+                    first_err.get_or_insert_with(|| {
+                        Error::protocol(
+                            name,
+                            format!("the resolver returned a non-numeric host {host:?}"),
+                        )
+                    });
+                }
+            },
+            other => match SocketChannel::listen_sync(other, backlog) {
+                Ok(sock) => opened.push(sock),
+                Err(e) => {
+                    first_err.get_or_insert(context(e, name, other));
+                }
+            },
+        }
+    }
+
+    if !inet.is_empty() {
+        let shared_port = inet.len() > 1 && inet.iter().all(|a| a.port() == 0);
+        let attempts = if shared_port { PORT0_ATTEMPTS } else { 1 };
+        for attempt in 1..=attempts {
+            let set = listen_inet_set(name, &inet, backlog, shared_port);
+            if set.port_taken && attempt < attempts {
+                // Close this set and ask the kernel for another port.
+                for mut sock in set.socks {
+                    let _ = sock.close();
+                }
+                continue;
+            }
+            opened.extend(set.socks);
+            if let Some(e) = set.first_err {
+                first_err.get_or_insert(e);
+            }
+            break;
+        }
+    }
+
+    if opened.is_empty() {
+        return Err(first_err.unwrap_or_else(|| {
+            Error::protocol(name, format!("{requested} resolved to no address"))
+        }));
+    }
+    Ok(opened)
+}
+
+/// The outcome of one pass over the inet addresses.
+struct InetSet {
+    socks: Vec<SocketChannel>,
+    first_err: Option<Error>,
+    /// With a shared kernel port: a later address found that port taken.
+    port_taken: bool,
+}
+
+fn listen_inet_set(name: &str, addrs: &[SocketAddr], backlog: u32, shared_port: bool) -> InetSet {
+    let mut set = InetSet {
+        socks: Vec::new(),
+        first_err: None,
+        port_taken: false,
+    };
+    let mut port: Option<u16> = None;
+    for &addr in addrs {
+        let mut addr = addr;
+        if let (true, Some(p)) = (shared_port, port) {
+            addr.set_port(p);
+        }
+        match listen_one(addr, backlog) {
+            Ok(sock) => {
+                if port.is_none() {
+                    port = match sock.local_address() {
+                        Some(SocketAddress::Inet { port, .. }) => Some(port),
+                        _ => None,
+                    };
+                }
+                set.socks.push(sock);
+            }
+            Err(e) => {
+                if shared_port && port.is_some() && e.raw_os_error() == Some(libc::EADDRINUSE) {
+                    set.port_taken = true;
+                }
+                let requested = SocketAddress::Inet {
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                };
+                set.first_err.get_or_insert(context(e, name, &requested));
+            }
+        }
+    }
+    set
+}
+
+/// Listen on one inet address. IPv6 first tries dual-stack; if that
+/// collides with an IPv4 socket on the same port, `IPV6_V6ONLY`.
+fn listen_one(addr: SocketAddr, backlog: u32) -> Result<SocketChannel> {
+    if addr.is_ipv6() {
+        match SocketChannel::listen_on(addr, backlog, Some(false)) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                SocketChannel::listen_on(addr, backlog, Some(true))
+            }
+            other => other,
+        }
+    } else {
+        SocketChannel::listen_on(addr, backlog, None)
+    }
+}
+
+/// Name the listener and the address in a listen error.
+fn context(e: Error, name: &str, addr: &SocketAddress) -> Error {
+    match e {
+        Error::Os { op, source, .. } => Error::Os {
+            channel: name.to_owned(),
+            op: format!("listen on {addr}: {op}"),
+            source,
+        },
+        Error::Protocol { message, .. } => {
+            Error::protocol(name, format!("listen on {addr}: {message}"))
+        }
+        other => other,
+    }
+}
