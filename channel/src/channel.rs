@@ -300,6 +300,17 @@ pub trait Channel: Send {
         Err(Error::unsupported(self.name(), "shutdown"))
     }
 
+    /// End the stream cleanly at this layer and the layers below: TLS sends
+    /// close_notify, a websocket sends its close frame. No writes may
+    /// follow; reads may go on until the peer's EOF. Plain transports have
+    /// nothing to say and return `Ok(())`. multifd calls it on every channel
+    /// of a successful session so a receiver can tell truncation from the
+    /// end.
+    #[doc(alias = "qio_channel_tls_bye")]
+    fn bye(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Enable (true) or disable Nagle's algorithm. A hint: ignored where it
     /// means nothing.
     fn set_delay(&mut self, _enabled: bool) -> Result<()> {
@@ -391,6 +402,9 @@ macro_rules! forward_channel {
             }
             fn shutdown_handle(&self) -> Result<ShutdownHandle> {
                 (**self).shutdown_handle()
+            }
+            fn bye(&mut self) -> Result<()> {
+                (**self).bye()
             }
             fn set_delay(&mut self, enabled: bool) -> Result<()> {
                 (**self).set_delay(enabled)
