@@ -1,1 +1,116 @@
-//! multifd.
+//! transit-multifd: parallel page streams of RAM-like images and byte
+//! streams over any [`Channel`](transit_channel::Channel).
+//!
+//! A session is one *main* channel plus N *page* channels, each any
+//! `Box<dyn Channel>` (TCP, UNIX, TLS, websocket, ...): the caller connects
+//! or accepts them and hands them over. The [`Sender`] runs one thread per
+//! page channel (`multifd-send-<i>`); a producer walks the image and hands
+//! batches of page offsets round-robin to idle channels (double-buffered,
+//! no copy); each worker finds zero pages, folds the digest while the page
+//! is in cache, and writes header + pages with one `writev` straight from
+//! the image. The [`Receiver`] classifies connections by their first bytes
+//! in any arrival order, then runs one thread per channel (`multifd-recv-<i>`)
+//! that `readv`s pages straight into the destination image, skips zero
+//! pages in fresh memory, and meets the others at SYNC barriers. At the end
+//! the receiver compares totals and digest and answers with a verdict.
+//!
+//! Modules: [`wire`] (the format, slice-based decoders), [`image`]
+//! (sources and destinations), [`zero`], [`digest`], [`progress`] (live
+//! counters, final [`Stats`]), [`error`].
+//!
+//! Limits: images must fit in the address space (`usize`); the source must
+//! not change during a pass (between passes it may, through
+//! [`Sender::image_mut`]); compression is reserved on the wire but only
+//! `none` exists.
+//!
+//! # Example
+//!
+//! ```
+//! use transit_multifd::image::{Content, ImageSpec, SourceImage};
+//! use transit_multifd::{Destination, Payload, RecvConfig, Receiver, SendConfig, Sender};
+//! use transit_channel::{Channel, SocketChannel};
+//!
+//! let spec = ImageSpec { size: 1 << 20, page_size: 4096, zero_ratio: 0.5, seed: 7, content: Content::Random };
+//! let source = SourceImage::generate(&spec)?;
+//! let expected = source.as_slice().to_vec();
+//!
+//! // Two page channels plus the main one, over UNIX socket pairs.
+//! let mut send_side: Vec<Box<dyn Channel>> = Vec::new();
+//! let mut recv_side: Vec<Box<dyn Channel>> = Vec::new();
+//! for _ in 0..3 {
+//!     let (a, b) = SocketChannel::pair()?;
+//!     send_side.push(Box::new(a));
+//!     recv_side.push(Box::new(b));
+//! }
+//! let receiver = std::thread::spawn(move || {
+//!     let mut rx = Receiver::new(RecvConfig::default(), Destination::Memory { prefault: true });
+//!     for ch in recv_side.into_iter().rev() {
+//!         rx.accept_channel(ch)?; // any order
+//!     }
+//!     rx.run()
+//! });
+//! let main = send_side.remove(0);
+//! let mut tx = Sender::new(SendConfig::default(), Payload::Image(source), main, send_side)?;
+//! tx.send_all()?;
+//! let sent = tx.finish()?;
+//! let got = receiver.join().unwrap()?;
+//! assert_eq!(got.image.unwrap().as_slice(), &expected[..]);
+//! assert_eq!(sent.zero_pages, spec.zero_pages());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod progress;
+mod receiver;
+mod sender;
+mod session;
+pub mod wire;
+pub mod zero;
+
+pub use error::{ChannelId, Error, Result, Stage};
+pub use image::{Content, DestImage, ImageSpec, SourceImage};
+pub use progress::{ChannelStats, Progress, Stats};
+pub use receiver::{Accepted, Destination, Receiver, RecvConfig, RecvOutcome};
+pub use sender::{Payload, SendConfig, Sender};
+pub use session::AbortHandle;
+pub use wire::{Compression, SessionHeader, Totals};
+
+/// Fill `buf` from the kernel's random source (for session uuids and
+/// temporary names); falls back to time and address entropy if the call
+/// fails.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into the
+        // valid, exclusively borrowed `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+    if filled < buf.len() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut x = t ^ (buf.as_ptr() as u64) ^ u64::from(std::process::id());
+        for b in &mut buf[filled..] {
+            x = x
+                .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                .wrapping_add(0x1405_7b7e_f767_814f);
+            *b = (x >> 56) as u8;
+        }
+    }
+}
+
+/// A new random session uuid (version 4 layout).
+pub fn new_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    random_bytes(&mut u);
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}

@@ -1,0 +1,589 @@
+//! RAM-like images: what a sender reads pages from and a receiver writes
+//! pages into.
+//!
+//! Sources ([`SourceImage`]):
+//! * [`SourceImage::generate`]: a deterministic image from an [`ImageSpec`]
+//!   (size, zero-page ratio, seed, random or compressible content),
+//!   generated in parallel before any transfer starts, so generation never
+//!   counts in transfer timing;
+//! * [`SourceImage::map_file`]: a file mapped read-only (the file must not
+//!   be truncated while mapped: reading past its new end raises SIGBUS, as
+//!   with any `mmap`);
+//! * [`SourceImage::from_vec`], [`SourceImage::copy_from_slice`],
+//!   [`SourceImage::from_static`]: bytes the caller already has.
+//!
+//! Destinations ([`DestImage`]):
+//! * [`DestImage::anonymous`]: anonymous memory, optionally pre-faulted
+//!   (`MAP_POPULATE`) so page faults do not land in the transfer;
+//! * [`DestImage::create_file`]: a new file at a temporary path next to the
+//!   target, sized with `ftruncate` and mapped shared;
+//!   [`DestImage::persist`] syncs it and renames it into place, and dropping
+//!   an image that was not persisted unlinks the temporary file.
+//!
+//! A new destination is *fresh*: every byte is zero, so the receiver skips
+//! zero pages that were never written (writing zeros into fresh memory
+//! would only cost page faults) and writes zeros only over pages that
+//! received data before (passes 2..N). An image that took part in a
+//! session is no longer fresh.
+//!
+//! # Example
+//!
+//! ```
+//! use transit_multifd::image::{Content, ImageSpec, SourceImage};
+//!
+//! let spec = ImageSpec { size: 1 << 20, page_size: 4096, zero_ratio: 0.5, seed: 42, content: Content::Random };
+//! let a = SourceImage::generate(&spec)?;
+//! let b = SourceImage::generate(&spec)?;
+//! assert_eq!(a.as_slice(), b.as_slice()); // deterministic
+//! let zero = a.as_slice().chunks(4096).filter(|p| p.iter().all(|&x| x == 0)).count() as u64;
+//! assert_eq!(zero, spec.zero_pages());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// An `mmap`ed region, unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Mapping is plain memory owned by this value; access is
+// synchronized by the owners (shared reads, or exclusive writes proven by
+// the receiver's page claims).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only hands out raw pointers and shared
+// slices.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn anonymous(len: usize, populate: bool) -> io::Result<Mapping> {
+        let flags =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if populate { libc::MAP_POPULATE } else { 0 };
+        Mapping::map(len, libc::PROT_READ | libc::PROT_WRITE, flags, -1)
+    }
+
+    fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
+        if len == 0 {
+            return Ok(Mapping {
+                ptr: NonNull::dangling(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (addr null); no
+        // existing memory is affected. The result is checked below.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap at 0"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is a live mapping (or dangling with len 0)
+        // readable for the lifetime of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` gives exclusive access; callers
+        // only use this on writable mappings.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: msync on our own live mapping.
+        if unsafe { libc::msync(self.ptr.as_ptr().cast(), self.len, libc::MS_SYNC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: unmapping the region this value mapped; no slice
+            // borrowed from it outlives self.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+/// Content of generated non-zero pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Content {
+    /// Pseudo-random bytes (incompressible).
+    #[default]
+    Random,
+    /// Text-like bytes: a few random words repeated over the page (a
+    /// general-purpose compressor shrinks it several times).
+    Compressible,
+}
+
+/// How to generate a source image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageSpec {
+    /// Length in bytes (the last page may be partial).
+    pub size: u64,
+    /// Page size (zero pages are chosen per page).
+    pub page_size: u32,
+    /// Share of zero pages, `0.0..=1.0`: each page is zero when a hash of
+    /// (seed, page index) falls below the ratio, so the count is close to
+    /// `ratio * pages`, exact at 0 and 1.
+    pub zero_ratio: f64,
+    /// Seed: the same spec always gives the same bytes.
+    pub seed: u64,
+    /// Non-zero page content.
+    pub content: Content,
+}
+
+impl ImageSpec {
+    /// Pages in the image.
+    pub fn pages(&self) -> u64 {
+        self.size.div_ceil(u64::from(self.page_size.max(1)))
+    }
+
+    /// True if page `index` is a zero page.
+    pub fn is_zero_page(&self, index: u64) -> bool {
+        if self.zero_ratio <= 0.0 {
+            return false;
+        }
+        if self.zero_ratio >= 1.0 {
+            return true;
+        }
+        let threshold = (self.zero_ratio * (u64::MAX as f64)) as u64;
+        splitmix(self.seed ^ 0x5eed_0000_0000_0000 ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            < threshold
+    }
+
+    /// Number of zero pages.
+    pub fn zero_pages(&self) -> u64 {
+        (0..self.pages()).filter(|&i| self.is_zero_page(i)).count() as u64
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if !self.page_size.is_power_of_two()
+            || !(crate::wire::MIN_PAGE_SIZE..=crate::wire::MAX_PAGE_SIZE).contains(&self.page_size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "page size {} is not a power of two in 512..=65536",
+                    self.page_size
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.zero_ratio) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("zero-page ratio {} is not in 0..=1", self.zero_ratio),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Fill one non-zero page deterministically from (seed, index).
+fn fill_page(spec: &ImageSpec, index: u64, page: &mut [u8]) {
+    let mut state = splitmix(spec.seed ^ index.wrapping_mul(0xd134_2543_de82_ef95));
+    // wyrand: one multiply per 8 bytes.
+    let mut next = || {
+        state = state.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    };
+    match spec.content {
+        Content::Random => {
+            let mut words = page.chunks_exact_mut(8);
+            for w in &mut words {
+                w.copy_from_slice(&next().to_ne_bytes());
+            }
+            let tail = words.into_remainder();
+            let last = next().to_ne_bytes();
+            tail.copy_from_slice(&last[..tail.len()]);
+        }
+        Content::Compressible => {
+            // Eight random lower-case words of 8 letters, repeated.
+            let mut dict = [[0u8; 8]; 8];
+            for word in dict.iter_mut() {
+                let r = next();
+                for (i, c) in word.iter_mut().enumerate() {
+                    *c = b'a' + ((r >> (i * 5)) % 26) as u8;
+                }
+                word[7] = b' ';
+            }
+            let mut pick = next();
+            for (i, w) in page.chunks_mut(8).enumerate() {
+                if i % 16 == 0 {
+                    pick = next();
+                }
+                let word = &dict[((pick >> ((i % 16) * 3)) & 7) as usize];
+                w.copy_from_slice(&word[..w.len()]);
+            }
+        }
+    }
+    // A data page is never all zero.
+    if let Some(b) = page.first_mut() {
+        *b |= 1;
+    }
+}
+
+enum SourceMem {
+    Map { map: Mapping, writable: bool },
+    Vec(Vec<u8>),
+    Static(&'static [u8]),
+}
+
+/// A sender's image: memory the sender reads pages from.
+pub struct SourceImage {
+    mem: SourceMem,
+}
+
+impl std::fmt::Debug for SourceImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceImage")
+            .field("len", &self.len())
+            .field("writable", &self.is_writable())
+            .finish()
+    }
+}
+
+impl SourceImage {
+    /// Generate the image described by `spec` (deterministic from the
+    /// seed), using every core.
+    pub fn generate(spec: &ImageSpec) -> io::Result<SourceImage> {
+        spec.check()?;
+        let len = usize::try_from(spec.size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        // Pre-populate: the kernel zeroes pages in bulk much faster than
+        // first-touch faults, and zero pages then need no write at all.
+        let mut map = Mapping::anonymous(len, true)?;
+        let page = spec.page_size as usize;
+        let data = map.as_mut_slice();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pages = spec.pages() as usize;
+        let per = pages.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (t, part) in data.chunks_mut(per * page).enumerate() {
+                s.spawn(move || {
+                    for (i, p) in part.chunks_mut(page).enumerate() {
+                        let index = (t * per + i) as u64;
+                        if !spec.is_zero_page(index) {
+                            fill_page(spec, index, p);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(SourceImage {
+            mem: SourceMem::Map {
+                map,
+                writable: true,
+            },
+        })
+    }
+
+    /// Map the file at `path` read-only as the image.
+    pub fn map_file(path: &Path) -> io::Result<SourceImage> {
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        let map = Mapping::map(len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd())?;
+        Ok(SourceImage {
+            mem: SourceMem::Map {
+                map,
+                writable: false,
+            },
+        })
+    }
+
+    /// Use `v` as the image (no copy).
+    pub fn from_vec(v: Vec<u8>) -> SourceImage {
+        SourceImage {
+            mem: SourceMem::Vec(v),
+        }
+    }
+
+    /// Copy `data` into a new anonymous mapping.
+    pub fn copy_from_slice(data: &[u8]) -> io::Result<SourceImage> {
+        let mut map = Mapping::anonymous(data.len(), true)?;
+        map.as_mut_slice().copy_from_slice(data);
+        Ok(SourceImage {
+            mem: SourceMem::Map {
+                map,
+                writable: true,
+            },
+        })
+    }
+
+    /// Use static bytes as the image (read-only).
+    pub fn from_static(data: &'static [u8]) -> SourceImage {
+        SourceImage {
+            mem: SourceMem::Static(data),
+        }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.mem {
+            SourceMem::Map { map, .. } => map.as_slice(),
+            SourceMem::Vec(v) => v,
+            SourceMem::Static(s) => s,
+        }
+    }
+
+    /// The bytes, writable (`None` for a mapped file or static bytes).
+    pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
+        match &mut self.mem {
+            SourceMem::Map {
+                map,
+                writable: true,
+            } => Some(map.as_mut_slice()),
+            SourceMem::Vec(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// True if [`as_mut_slice`](Self::as_mut_slice) gives access.
+    pub fn is_writable(&self) -> bool {
+        matches!(
+            self.mem,
+            SourceMem::Map { writable: true, .. } | SourceMem::Vec(_)
+        )
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// True for an empty image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The temporary file behind a file destination.
+struct TempFile {
+    file: File,
+    tmp: PathBuf,
+    target: PathBuf,
+    persisted: bool,
+}
+
+/// A receiver's image: memory the receiver writes pages into.
+pub struct DestImage {
+    map: Mapping,
+    fresh: bool,
+    file: Option<TempFile>,
+}
+
+impl std::fmt::Debug for DestImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestImage")
+            .field("len", &self.map.len)
+            .field("fresh", &self.fresh)
+            .field("file", &self.file.as_ref().map(|t| &t.target))
+            .finish()
+    }
+}
+
+impl DestImage {
+    /// Anonymous memory of `size` bytes, all zero. With `prefault`, every
+    /// page is faulted in now (`MAP_POPULATE`) instead of during the
+    /// transfer.
+    pub fn anonymous(size: u64, prefault: bool) -> io::Result<DestImage> {
+        let len = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        Ok(DestImage {
+            map: Mapping::anonymous(len, prefault)?,
+            fresh: true,
+            file: None,
+        })
+    }
+
+    /// A new file of `size` bytes that becomes `target` on
+    /// [`persist`](Self::persist). It is created (exclusively) at a
+    /// temporary path in the same directory, sized with `ftruncate` (so
+    /// pages never written stay holes) and mapped shared.
+    pub fn create_file(target: &Path, size: u64, prefault: bool) -> io::Result<DestImage> {
+        let len = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let name = target.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        let mut nonce = [0u8; 8];
+        crate::random_bytes(&mut nonce);
+        tmp_name.push(format!(
+            ".transit-{}-{:016x}.tmp",
+            std::process::id(),
+            u64::from_ne_bytes(nonce)
+        ));
+        let tmp = target.with_file_name(tmp_name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        let temp = TempFile {
+            file,
+            tmp,
+            target: target.to_path_buf(),
+            persisted: false,
+        };
+        // From here `temp` unlinks the file if anything fails.
+        temp.file.set_len(size)?;
+        let flags = libc::MAP_SHARED | if prefault { libc::MAP_POPULATE } else { 0 };
+        let map = Mapping::map(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            temp.file.as_raw_fd(),
+        )?;
+        Ok(DestImage {
+            map,
+            fresh: true,
+            file: Some(temp),
+        })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.map.as_slice()
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.fresh = false;
+        self.map.as_mut_slice()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len
+    }
+
+    /// True for an empty image.
+    pub fn is_empty(&self) -> bool {
+        self.map.len == 0
+    }
+
+    /// True while no byte was written: every byte is zero.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    pub(crate) fn mark_used(&mut self) {
+        self.fresh = false;
+    }
+
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// The temporary path of a file destination.
+    pub fn temp_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|t| t.tmp.as_path())
+    }
+
+    /// Make a file destination durable and move it into place: `msync`,
+    /// `fsync`, rename to the target, `fsync` the directory. Returns the
+    /// target path. An anonymous image cannot be persisted.
+    pub fn persist(mut self) -> io::Result<PathBuf> {
+        let Some(t) = self.file.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an anonymous image has no file to persist",
+            ));
+        };
+        self.map.sync()?;
+        t.file.sync_all()?;
+        fs::rename(&t.tmp, &t.target)?;
+        t.persisted = true;
+        if let Some(dir) = t.target.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = File::open(dir) {
+                // Best effort: some file systems refuse fsync on directories.
+                let _ = d.sync_all();
+            }
+        }
+        Ok(t.target.clone())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_zero_and_one_are_exact() {
+        let mut spec = ImageSpec {
+            size: 64 * 4096 + 100,
+            page_size: 4096,
+            zero_ratio: 0.0,
+            seed: 1,
+            content: Content::Random,
+        };
+        let img = SourceImage::generate(&spec).unwrap();
+        assert!(img
+            .as_slice()
+            .chunks(4096)
+            .all(|p| p.iter().any(|&b| b != 0)));
+        spec.zero_ratio = 1.0;
+        let img = SourceImage::generate(&spec).unwrap();
+        assert!(img.as_slice().iter().all(|&b| b == 0));
+        assert_eq!(spec.zero_pages(), 65);
+    }
+
+    #[test]
+    fn different_seeds_give_different_images() {
+        let mut spec = ImageSpec {
+            size: 1 << 16,
+            page_size: 4096,
+            zero_ratio: 0.3,
+            seed: 1,
+            content: Content::Compressible,
+        };
+        let a = SourceImage::generate(&spec).unwrap();
+        spec.seed = 2;
+        let b = SourceImage::generate(&spec).unwrap();
+        assert_ne!(a.as_slice(), b.as_slice());
+    }
+}

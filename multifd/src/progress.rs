@@ -1,0 +1,173 @@
+//! Live counters and final statistics of a session.
+//!
+//! [`Progress`] is shared (`Arc`) between the channel threads, which bump
+//! relaxed atomic counters once per packet, and any observer (a progress
+//! bar on another thread) that calls [`Progress::snapshot`]. When a session
+//! ends, the same snapshot is returned as [`Stats`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Counters of one page channel.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    bytes: AtomicU64,
+    wire_bytes: AtomicU64,
+    pages: AtomicU64,
+    zero_pages: AtomicU64,
+    packets: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl ChannelCounters {
+    pub(crate) fn packet(&self, pages: u64, zero: u64, payload: u64, wire: u64) {
+        self.pages.fetch_add(pages, Relaxed);
+        self.zero_pages.fetch_add(zero, Relaxed);
+        self.bytes.fetch_add(payload, Relaxed);
+        self.wire_bytes.fetch_add(wire, Relaxed);
+        self.packets.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn busy(&self, since: Instant) {
+        self.busy_ns
+            .fetch_add(since.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    fn snapshot(&self, id: u32) -> ChannelStats {
+        ChannelStats {
+            id,
+            bytes: self.bytes.load(Relaxed),
+            wire_bytes: self.wire_bytes.load(Relaxed),
+            pages: self.pages.load(Relaxed),
+            zero_pages: self.zero_pages.load(Relaxed),
+            packets: self.packets.load(Relaxed),
+            busy_seconds: self.busy_ns.load(Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Live counters of a session, readable from any thread.
+#[derive(Debug)]
+pub struct Progress {
+    started: Mutex<Instant>,
+    channels: Box<[ChannelCounters]>,
+    syncs: AtomicU64,
+    peak_buffers: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new(channels: u32) -> Progress {
+        Progress {
+            started: Mutex::new(Instant::now()),
+            channels: (0..channels).map(|_| ChannelCounters::default()).collect(),
+            syncs: AtomicU64::new(0),
+            peak_buffers: AtomicU64::new(0),
+        }
+    }
+
+    /// Restart the clock (when the data phase begins).
+    pub(crate) fn restart(&self) {
+        *crate::session::lock(&self.started) = Instant::now();
+    }
+
+    pub(crate) fn channel(&self, id: u32) -> &ChannelCounters {
+        &self.channels[id as usize]
+    }
+
+    pub(crate) fn sync_done(&self) {
+        self.syncs.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn buffers_in_use(&self, n: u64) {
+        self.peak_buffers.fetch_max(n, Relaxed);
+    }
+
+    /// Payload bytes moved so far, all channels.
+    pub fn bytes(&self) -> u64 {
+        self.channels.iter().map(|c| c.bytes.load(Relaxed)).sum()
+    }
+
+    /// Counters now.
+    pub fn snapshot(&self) -> Stats {
+        let channels: Vec<ChannelStats> = self
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.snapshot(i as u32))
+            .collect();
+        Stats {
+            bytes: channels.iter().map(|c| c.bytes).sum(),
+            wire_bytes: channels.iter().map(|c| c.wire_bytes).sum(),
+            pages: channels.iter().map(|c| c.pages).sum(),
+            zero_pages: channels.iter().map(|c| c.zero_pages).sum(),
+            packets: channels.iter().map(|c| c.packets).sum(),
+            syncs: self.syncs.load(Relaxed),
+            seconds: crate::session::lock(&self.started).elapsed().as_secs_f64(),
+            digest: 0,
+            stream_len: 0,
+            peak_buffers: self.peak_buffers.load(Relaxed),
+            channels,
+        }
+    }
+}
+
+/// Statistics of one page channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    /// Channel id.
+    pub id: u32,
+    /// Payload bytes (page or chunk data).
+    pub bytes: u64,
+    /// Bytes on the wire (headers and entries included).
+    pub wire_bytes: u64,
+    /// Normal pages (stream: data chunks).
+    pub pages: u64,
+    /// Zero pages (stream: zero chunks).
+    pub zero_pages: u64,
+    /// Packets, SYNC and END included.
+    pub packets: u64,
+    /// Seconds the channel's thread spent working on packets (scan, hash,
+    /// I/O), as opposed to waiting for work.
+    pub busy_seconds: f64,
+}
+
+/// Statistics of a session (live with [`Progress::snapshot`], final from
+/// `Sender::finish` / `Receiver::run`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Payload bytes, all channels.
+    pub bytes: u64,
+    /// Bytes on the page channels' wire.
+    pub wire_bytes: u64,
+    /// Normal pages.
+    pub pages: u64,
+    /// Zero pages.
+    pub zero_pages: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Completed sync barriers.
+    pub syncs: u64,
+    /// Seconds since the session's data phase started.
+    pub seconds: f64,
+    /// Session digest (0 without verification or before the end).
+    pub digest: u64,
+    /// Stream length (stream mode) or image size.
+    pub stream_len: u64,
+    /// Stream mode: most chunk buffers in use at once on this side (the
+    /// pool is bounded; this shows how much of it was needed).
+    pub peak_buffers: u64,
+    /// Per channel.
+    pub channels: Vec<ChannelStats>,
+}
+
+impl Stats {
+    /// Payload throughput in bytes per second.
+    pub fn bytes_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bytes as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}

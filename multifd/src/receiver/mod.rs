@@ -1,0 +1,578 @@
+//! The receiving side of a session: [`Receiver`].
+//!
+//! Setup: the caller accepts connections (from any listener, in any order)
+//! and hands each to [`Receiver::accept_channel`], which classifies it by
+//! its first four bytes (peeking where the channel supports `MSG_PEEK`),
+//! reads its session header or init packet and files it. Page channels
+//! that arrive before the main channel wait until it comes. Once the main
+//! channel and all N page channels are present, [`Receiver::run`] creates
+//! the destination, answers the sender with an accept record and runs the
+//! session.
+//!
+//! Threads: one per page channel (`multifd-recv-<i>`) reads packet headers
+//! and `readv`s pages straight into the destination image; the caller's
+//! thread reads the main channel's records; in stream mode a writer thread
+//! (`multifd-recv-writer`) puts chunks in order into the sink.
+//!
+//! Ordering: a page is claimed in a per-epoch bitmap before it is read, so
+//! two channels never write one page between two barriers (a sender that
+//! tries is a protocol error). At a SYNC every channel thread and the main
+//! thread meet at a barrier; the last to arrive clears the claims. A zero
+//! page is written as zeros only over a page that received data before; in
+//! fresh memory it costs nothing.
+
+mod run;
+mod stream;
+
+use run::Run;
+
+use std::io::{IoSliceMut, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use transit_channel::{io as chio, Channel, Features, ReadFlags};
+
+use crate::error::{ChannelId, Ctx, Error, Result, Stage};
+use crate::image::DestImage;
+use crate::progress::{Progress, Stats};
+use crate::session::{self, read_exact_deadline, write_record, AbortHandle, Failure};
+use crate::wire::{
+    self, ConnectionKind, ErrorCode, InitPacket, Layout, Record, SessionHeader, WireError,
+    INIT_PACKET_LEN, SESSION_HEADER_LEN,
+};
+
+/// Parameters of a receiving session.
+#[derive(Debug, Clone)]
+pub struct RecvConfig {
+    /// Refuse a sender whose channel count differs.
+    pub expected_channels: Option<u32>,
+    /// Accept only this session uuid.
+    pub expected_uuid: Option<[u8; 16]>,
+    /// How long one connection may take to send its first structure
+    /// (default 10 s; `None` waits forever).
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl Default for RecvConfig {
+    fn default() -> RecvConfig {
+        RecvConfig {
+            expected_channels: None,
+            expected_uuid: None,
+            handshake_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Where received data goes. An image session needs `Memory`, `File` or
+/// `Image`; a stream session needs `Writer`.
+pub enum Destination {
+    /// New anonymous memory of the image's size.
+    Memory {
+        /// Fault every page in before the transfer.
+        prefault: bool,
+    },
+    /// A new file that becomes `path` when the caller calls
+    /// [`DestImage::persist`] on the outcome's image.
+    File {
+        /// Final path.
+        path: PathBuf,
+        /// Fault every page in before the transfer.
+        prefault: bool,
+    },
+    /// An image the caller prepared; its length must equal the sender's
+    /// image size.
+    Image(DestImage),
+    /// A sink that receives the stream in order.
+    Writer(Box<dyn Write + Send>),
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Memory { prefault } => write!(f, "Memory {{ prefault: {prefault} }}"),
+            Destination::File { path, prefault } => {
+                write!(f, "File {{ path: {path:?}, prefault: {prefault} }}")
+            }
+            Destination::Image(i) => write!(f, "Image({i:?})"),
+            Destination::Writer(_) => f.write_str("Writer(..)"),
+        }
+    }
+}
+
+/// What [`Receiver::accept_channel`] filed a connection as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// The main channel.
+    Main,
+    /// Page channel `n`.
+    Page(u32),
+}
+
+/// The result of a successful session.
+pub struct RecvOutcome {
+    /// Statistics (digest and stream length included).
+    pub stats: Stats,
+    /// The sender's session header.
+    pub session: SessionHeader,
+    /// The image (image sessions).
+    pub image: Option<DestImage>,
+    /// The sink, flushed (stream sessions).
+    pub writer: Option<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for RecvOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvOutcome")
+            .field("stats", &self.stats)
+            .field("session", &self.session)
+            .field("image", &self.image)
+            .finish()
+    }
+}
+
+struct Conn {
+    ch: Box<dyn Channel>,
+    ctx: Ctx,
+}
+
+/// The receiving side of a multifd session. See the [module
+/// documentation](self).
+pub struct Receiver {
+    config: RecvConfig,
+    dest: Option<Destination>,
+    session: Option<SessionHeader>,
+    main: Option<Conn>,
+    pending: Vec<(Conn, InitPacket)>,
+    pages: Vec<Option<Conn>>,
+    rejected: Vec<Error>,
+    failure: Arc<Failure>,
+    fatal: Option<(Ctx, WireError)>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("session", &self.session)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+impl Receiver {
+    /// A receiver waiting for connections.
+    pub fn new(config: RecvConfig, dest: Destination) -> Receiver {
+        Receiver {
+            config,
+            dest: Some(dest),
+            session: None,
+            main: None,
+            pending: Vec::new(),
+            pages: Vec::new(),
+            rejected: Vec::new(),
+            failure: Arc::new(Failure::default()),
+            fatal: None,
+            progress: None,
+        }
+    }
+
+    /// The sender's session header, once the main channel arrived.
+    pub fn session(&self) -> Option<&SessionHeader> {
+        self.session.as_ref()
+    }
+
+    /// Live counters, once the main channel arrived.
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
+    }
+
+    /// A handle that aborts the session from any thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            failure: self.failure.clone(),
+        }
+    }
+
+    /// True once the main channel and every page channel are present.
+    pub fn is_ready(&self) -> bool {
+        self.session.is_some() && self.pages.iter().all(Option::is_some)
+    }
+
+    /// Page channels that arrived before the main channel and turned out
+    /// to belong to another session (dropped when the main channel came).
+    pub fn take_rejected(&mut self) -> Vec<Error> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// Take one new connection: classify it by its first bytes, read its
+    /// session header or init packet and file it.
+    ///
+    /// An `Err` rejects that connection (garbage, another session's uuid,
+    /// an extra connection, a timeout) and the receiver keeps waiting for
+    /// good ones, unless the session itself is broken (a duplicate channel
+    /// id, an id out of range, a channel-count mismatch with
+    /// [`RecvConfig::expected_channels`]): then the sender is told why and
+    /// every later call fails too.
+    pub fn accept_channel(&mut self, mut ch: Box<dyn Channel>) -> Result<Accepted> {
+        let mut ctx = Ctx::new(ChannelId::Unclassified, session::peer_of(&*ch));
+        if let Some((fctx, e)) = &self.fatal {
+            // Tell whoever this is (a late main channel reads it).
+            let _ = chio::write_all(
+                &mut ch,
+                &Record::Error {
+                    code: ErrorCode::Refused,
+                    message: e.to_string(),
+                }
+                .to_bytes(),
+            );
+            return Err(fctx.proto(Stage::Handshake, e.clone()));
+        }
+        if self.failure.is_failed() {
+            return Err(Error::Aborted("the session was aborted".into()));
+        }
+        if self.is_ready() {
+            let channels = self.pages.len() as u32;
+            return Err(ctx.proto(Stage::Handshake, WireError::ExtraConnection { channels }));
+        }
+        ch.set_blocking(true)
+            .map_err(|e| ctx.io(Stage::Handshake, e))?;
+        let timeout = self.config.handshake_timeout;
+        let deadline = session::deadline(timeout);
+        let mut buf = [0u8; SESSION_HEADER_LEN];
+        let consumed = read_magic(&mut *ch, &mut buf, deadline, timeout, &ctx)?;
+        let kind = wire::classify(&buf[..4]).map_err(|e| ctx.proto(Stage::Handshake, e))?;
+        let len = match kind {
+            ConnectionKind::Main => {
+                ctx.id = ChannelId::Main;
+                SESSION_HEADER_LEN
+            }
+            ConnectionKind::Page => INIT_PACKET_LEN,
+        };
+        let start = if consumed { 4 } else { 0 };
+        if !read_exact_deadline(
+            &mut *ch,
+            &mut buf[start..len],
+            deadline,
+            timeout,
+            &ctx,
+            Stage::Handshake,
+        )? {
+            return Err(ctx.io(
+                Stage::Handshake,
+                transit_channel::Error::UnexpectedEof {
+                    channel: ch.name().to_owned(),
+                    op: "read the handshake",
+                    expected: len,
+                    missing: len - start,
+                },
+            ));
+        }
+        match kind {
+            ConnectionKind::Main => match wire::decode_session_header(&buf) {
+                Ok(hdr) => self.add_main(Conn { ch, ctx }, hdr),
+                Err(e) => Err(refuse(&mut *ch, &ctx, e)),
+            },
+            ConnectionKind::Page => {
+                let init =
+                    wire::decode_init_packet(&buf).map_err(|e| ctx.proto(Stage::Handshake, e))?;
+                ctx.id = ChannelId::Page(init.channel_id);
+                self.add_page(Conn { ch, ctx }, init)
+            }
+        }
+    }
+
+    fn add_main(&mut self, mut conn: Conn, hdr: SessionHeader) -> Result<Accepted> {
+        if let Some(s) = &self.session {
+            let e = if hdr.uuid == s.uuid {
+                WireError::DuplicateMain
+            } else {
+                WireError::UuidMismatch {
+                    found: hdr.uuid,
+                    expected: s.uuid,
+                }
+            };
+            return Err(refuse(&mut *conn.ch, &conn.ctx, e));
+        }
+        if let Some(u) = self.config.expected_uuid {
+            if hdr.uuid != u {
+                let e = WireError::UuidMismatch {
+                    found: hdr.uuid,
+                    expected: u,
+                };
+                return Err(refuse(&mut *conn.ch, &conn.ctx, e));
+            }
+        }
+        if let Some(n) = self.config.expected_channels {
+            if hdr.channels != n {
+                let e = WireError::ChannelCountMismatch {
+                    found: hdr.channels,
+                    expected: n,
+                };
+                let err = refuse(&mut *conn.ch, &conn.ctx, e.clone());
+                self.fatal = Some((conn.ctx.clone(), e));
+                return Err(err);
+            }
+        }
+        if let Ok(h) = conn.ch.shutdown_handle() {
+            self.failure.set_main_handle(h);
+        }
+        conn.ch.set_name(format!("multifd-main {}", conn.ch.name()));
+        self.session = Some(hdr);
+        self.progress = Some(Arc::new(Progress::new(hdr.channels)));
+        self.pages = (0..hdr.channels).map(|_| None).collect();
+        self.main = Some(conn);
+        for (conn, init) in std::mem::take(&mut self.pending) {
+            if init.uuid != hdr.uuid {
+                let e = WireError::UuidMismatch {
+                    found: init.uuid,
+                    expected: hdr.uuid,
+                };
+                self.rejected.push(conn.ctx.proto(Stage::Handshake, e));
+                continue;
+            }
+            self.file_page(conn, init)?;
+        }
+        Ok(Accepted::Main)
+    }
+
+    fn add_page(&mut self, conn: Conn, init: InitPacket) -> Result<Accepted> {
+        if let Some(u) = self.config.expected_uuid {
+            if init.uuid != u {
+                let e = WireError::UuidMismatch {
+                    found: init.uuid,
+                    expected: u,
+                };
+                return Err(conn.ctx.proto(Stage::Handshake, e));
+            }
+        }
+        let id = init.channel_id;
+        match self.session {
+            Some(s) => {
+                if init.uuid != s.uuid {
+                    let e = WireError::UuidMismatch {
+                        found: init.uuid,
+                        expected: s.uuid,
+                    };
+                    return Err(conn.ctx.proto(Stage::Handshake, e));
+                }
+                self.file_page(conn, init)?;
+            }
+            None => {
+                if id >= wire::MAX_CHANNELS {
+                    let e = WireError::ChannelIdOutOfRange {
+                        id,
+                        channels: wire::MAX_CHANNELS,
+                    };
+                    return Err(conn.ctx.proto(Stage::Handshake, e));
+                }
+                if self
+                    .pending
+                    .iter()
+                    .any(|(_, p)| p.uuid == init.uuid && p.channel_id == id)
+                {
+                    return Err(self.set_fatal(&conn.ctx, WireError::DuplicateChannel { id }));
+                }
+                if self.pending.len() >= wire::MAX_CHANNELS as usize {
+                    let e = WireError::ExtraConnection {
+                        channels: wire::MAX_CHANNELS,
+                    };
+                    return Err(conn.ctx.proto(Stage::Handshake, e));
+                }
+                if let Ok(h) = conn.ch.shutdown_handle() {
+                    self.failure.add_page_handle(h);
+                }
+                self.pending.push((conn, init));
+            }
+        }
+        Ok(Accepted::Page(id))
+    }
+
+    /// File a page channel of this session into its slot.
+    fn file_page(&mut self, mut conn: Conn, init: InitPacket) -> Result<()> {
+        let Some(s) = self.session else {
+            return Err(Error::Config("no session yet".into()));
+        };
+        if let Err(e) = init.check(&s) {
+            return Err(self.set_fatal(&conn.ctx, e));
+        }
+        let id = init.channel_id as usize;
+        if self.pages[id].is_some() {
+            return Err(self.set_fatal(
+                &conn.ctx,
+                WireError::DuplicateChannel {
+                    id: init.channel_id,
+                },
+            ));
+        }
+        if let Ok(h) = conn.ch.shutdown_handle() {
+            self.failure.add_page_handle(h);
+        }
+        conn.ch
+            .set_name(format!("multifd-recv-{id} {}", conn.ch.name()));
+        self.pages[id] = Some(conn);
+        Ok(())
+    }
+
+    /// The session is broken: remember why, tell the sender on the main
+    /// channel if it is here.
+    fn set_fatal(&mut self, ctx: &Ctx, e: WireError) -> Error {
+        if let Some(m) = self.main.as_mut() {
+            let rec = Record::Error {
+                code: ErrorCode::Protocol,
+                message: format!("{}: {e}", ctx.id),
+            };
+            let _ = chio::write_all(&mut m.ch, &rec.to_bytes());
+        }
+        self.fatal = Some((ctx.clone(), e.clone()));
+        ctx.proto(Stage::Handshake, e)
+    }
+
+    /// Run the session once every channel is present: create the
+    /// destination, accept, receive until the end record, verify, and
+    /// answer with the verdict. Returns the statistics and the image (or
+    /// the sink).
+    pub fn run(mut self) -> Result<RecvOutcome> {
+        if let Some((ctx, e)) = &self.fatal {
+            return Err(ctx.proto(Stage::Handshake, e.clone()));
+        }
+        let (Some(session), Some(progress), true) =
+            (self.session, self.progress.clone(), self.is_ready())
+        else {
+            let have = self.pages.iter().filter(|p| p.is_some()).count();
+            return Err(Error::Config(format!(
+                "run called before every channel arrived (main channel {}, {have} of {} page channels)",
+                if self.main.is_some() { "present" } else { "missing" },
+                self.pages.len()
+            )));
+        };
+        let Some(mut main) = self.main.take() else {
+            return Err(Error::Config("no main channel".into()));
+        };
+        let failure = self.failure.clone();
+        if failure.is_failed() {
+            return Err(failure.take_error());
+        }
+        let target = match prepare(&session, self.dest.take()) {
+            Ok(t) => t,
+            Err(e) => {
+                let rec = Record::Error {
+                    code: e.code(),
+                    message: e.to_string(),
+                };
+                let _ = chio::write_all(&mut main.ch, &rec.to_bytes());
+                return Err(e);
+            }
+        };
+        write_record(
+            &mut main.ch,
+            &Record::Accept {
+                channels: session.channels,
+            },
+            &main.ctx,
+            Stage::Handshake,
+        )?;
+        progress.restart();
+        let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
+        let mut run = Run::start(session, progress, failure, target, conns);
+        let result = run.serve_main(&mut main);
+        run.finish(&mut main, result)
+    }
+}
+
+/// Reply to a refused main channel with an error record; build the error.
+fn refuse(ch: &mut dyn Channel, ctx: &Ctx, e: WireError) -> Error {
+    let rec = Record::Error {
+        code: ErrorCode::Refused,
+        message: e.to_string(),
+    };
+    let _ = chio::write_all(ch, &rec.to_bytes());
+    ctx.proto(Stage::Handshake, e)
+}
+
+/// Get the first four bytes into `buf[..4]`: peek where possible (returns
+/// false: nothing consumed), else read them (returns true).
+fn read_magic(
+    ch: &mut dyn Channel,
+    buf: &mut [u8],
+    deadline: Option<std::time::Instant>,
+    timeout: Option<Duration>,
+    ctx: &Ctx,
+) -> Result<bool> {
+    let eof = |ch: &dyn Channel, got: usize| {
+        ctx.io(
+            Stage::Handshake,
+            transit_channel::Error::UnexpectedEof {
+                channel: ch.name().to_owned(),
+                op: "read the connection magic",
+                expected: 4,
+                missing: 4 - got,
+            },
+        )
+    };
+    if ch.has_feature(Features::READ_MSG_PEEK) {
+        loop {
+            session::wait_readable(ch, deadline, ctx, Stage::Handshake, timeout)?;
+            match ch.readv(
+                &mut [IoSliceMut::new(&mut buf[..4])],
+                None,
+                ReadFlags::MSG_PEEK,
+            ) {
+                Ok(0) => return Err(eof(ch, 0)),
+                Ok(n) if n >= 4 => return Ok(false),
+                // Fewer than 4 bytes so far (rare): readiness stays on, so
+                // back off briefly instead of spinning.
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(transit_channel::Error::WouldBlock) => {}
+                Err(e) => return Err(ctx.io(Stage::Handshake, e)),
+            }
+        }
+    }
+    if !read_exact_deadline(ch, &mut buf[..4], deadline, timeout, ctx, Stage::Handshake)? {
+        return Err(eof(ch, 0));
+    }
+    Ok(true)
+}
+
+enum Target {
+    Image(DestImage),
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Create or check the destination for the session's layout.
+fn prepare(session: &SessionHeader, dest: Option<Destination>) -> Result<Target> {
+    let refuse = |m: String| Err(Error::Config(m));
+    match (session.layout, dest) {
+        (_, None) => refuse("no destination".into()),
+        (Layout::Image { size }, Some(Destination::Memory { prefault })) => {
+            DestImage::anonymous(size, prefault)
+                .map(Target::Image)
+                .map_err(|e| Error::data(format!("allocate a {size}-byte destination image"), e))
+        }
+        (Layout::Image { size }, Some(Destination::File { path, prefault })) => {
+            DestImage::create_file(&path, size, prefault)
+                .map(Target::Image)
+                .map_err(|e| Error::data(format!("create destination file {}", path.display()), e))
+        }
+        (Layout::Image { size }, Some(Destination::Image(img))) => {
+            if img.len() as u64 != size {
+                return refuse(format!(
+                    "the destination image has {} bytes but the sender's image has {size}",
+                    img.len()
+                ));
+            }
+            Ok(Target::Image(img))
+        }
+        (Layout::Image { .. }, Some(Destination::Writer(_))) => refuse(
+            "the sender sends an image but the destination is a byte stream; \
+             use a memory or file destination"
+                .into(),
+        ),
+        (Layout::Stream, Some(Destination::Writer(w))) => Ok(Target::Stream(w)),
+        (Layout::Stream, Some(_)) => refuse(
+            "the sender sends a byte stream but the destination is an image; \
+             use a writer destination"
+                .into(),
+        ),
+    }
+}

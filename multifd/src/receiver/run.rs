@@ -1,0 +1,669 @@
+//! A running receive session: the channel threads ([`Reader`]), the SYNC
+//! [`Barrier`], the shared destination image with its page bitmaps, and the
+//! main thread's record loop ([`Run`]).
+
+use std::collections::VecDeque;
+use std::io::{IoSliceMut, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use transit_channel::{io as chio, Channel};
+
+use super::stream::{write_stream, Chunk, StreamShared, StreamState, STREAM_DEPTH};
+use super::{Conn, RecvOutcome, Target};
+use crate::digest::{page_hash, zero_hash, Digest};
+use crate::error::{Ctx, Error, Result, Stage};
+use crate::image::DestImage;
+use crate::progress::Progress;
+use crate::session::{self, lock, read_record, write_record, Failure, Wake};
+use crate::wire::{
+    self, Layout, PacketFlags, PacketHeader, Record, SessionHeader, Totals, VerdictStatus,
+    WireError, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
+};
+
+/// The destination image shared by the channel threads, with the
+/// per-epoch claim bitmap and the "received data before" bitmap.
+struct ImageShared {
+    image: DestImage,
+    base: *mut u8,
+    claimed: Box<[AtomicU64]>,
+    written: Box<[AtomicU64]>,
+}
+
+// SAFETY: `base` points into `image`, owned by this value. Threads write
+// disjoint pages: a page is claimed (atomically) before any access in an
+// epoch, and epochs are ordered by the barrier's mutex.
+unsafe impl Send for ImageShared {}
+// SAFETY: as above.
+unsafe impl Sync for ImageShared {}
+
+impl ImageShared {
+    fn new(mut image: DestImage, pages: u64) -> ImageShared {
+        let words = pages.div_ceil(64) as usize;
+        let fill = if image.is_fresh() { 0 } else { u64::MAX };
+        image.mark_used();
+        let base = image.ptr();
+        ImageShared {
+            image,
+            base,
+            claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
+        }
+    }
+
+    /// Claim page `idx` for this epoch; false if it was claimed already.
+    fn claim(&self, idx: u64) -> bool {
+        let bit = 1u64 << (idx % 64);
+        self.claimed[(idx / 64) as usize].fetch_or(bit, Relaxed) & bit == 0
+    }
+
+    fn clear_claims(&self) {
+        for w in self.claimed.iter() {
+            w.store(0, Relaxed);
+        }
+    }
+
+    fn set_written(&self, idx: u64) {
+        self.written[(idx / 64) as usize].fetch_or(1 << (idx % 64), Relaxed);
+    }
+
+    /// Clear the written bit; true if it was set.
+    fn take_written(&self, idx: u64) -> bool {
+        let bit = 1u64 << (idx % 64);
+        self.written[(idx / 64) as usize].fetch_and(!bit, Relaxed) & bit != 0
+    }
+
+    /// # Safety
+    /// The range is inside the image and claimed by the caller this epoch.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut<'a>(&self, off: u64, len: usize) -> &'a mut [u8] {
+        // SAFETY: the caller guarantees bounds and exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(off as usize), len) }
+    }
+}
+
+/// The SYNC barrier: N channel threads plus the main thread. Wakes with
+/// `false` when the session fails.
+struct Barrier {
+    st: Mutex<(u32, u64)>,
+    cv: Condvar,
+    parties: u32,
+    failure: Arc<Failure>,
+    on_complete: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Barrier {
+    fn wait(&self) -> bool {
+        let mut g = lock(&self.st);
+        if self.failure.is_failed() {
+            return false;
+        }
+        g.0 += 1;
+        if g.0 == self.parties {
+            (self.on_complete)();
+            g.0 = 0;
+            g.1 += 1;
+            self.cv.notify_all();
+            return true;
+        }
+        let generation = g.1;
+        while g.1 == generation {
+            if self.failure.is_failed() {
+                return false;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        true
+    }
+}
+
+impl Wake for Barrier {
+    fn wake(&self) {
+        let _g = lock(&self.st);
+        self.cv.notify_all();
+    }
+}
+
+enum Kind {
+    Image(Arc<ImageShared>),
+    Stream(Arc<StreamShared>),
+}
+
+/// A running session on the receiving side.
+pub(super) struct Run {
+    session: SessionHeader,
+    progress: Arc<Progress>,
+    failure: Arc<Failure>,
+    barrier: Arc<Barrier>,
+    image: Option<Arc<ImageShared>>,
+    threads: Vec<JoinHandle<Digest>>,
+    writer: Option<JoinHandle<(Box<dyn Write + Send>, u64)>>,
+}
+
+impl Run {
+    pub(super) fn start(
+        session: SessionHeader,
+        progress: Arc<Progress>,
+        failure: Arc<Failure>,
+        target: Target,
+        conns: Vec<Conn>,
+    ) -> Run {
+        let n = conns.len();
+        let (kind_of, image, stream, sink) = match target {
+            Target::Image(img) => {
+                let shared = Arc::new(ImageShared::new(img, session.page_count()));
+                (Some(shared.clone()), Some(shared), None, None)
+            }
+            Target::Stream(w) => {
+                let chunk = session.packet_payload as usize;
+                let shared = Arc::new(StreamShared {
+                    st: Mutex::new(StreamState {
+                        queues: (0..n)
+                            .map(|_| VecDeque::with_capacity(STREAM_DEPTH))
+                            .collect(),
+                        free: (0..n)
+                            .map(|_| (0..STREAM_DEPTH).map(|_| vec![0u8; chunk]).collect())
+                            .collect(),
+                        done: vec![false; n],
+                        in_use: 0,
+                    }),
+                    cv: Condvar::new(),
+                    failure: failure.clone(),
+                    progress: progress.clone(),
+                });
+                failure.add_waker(shared.clone());
+                (None, None, Some(shared), Some(w))
+            }
+        };
+        // Weak: the image is taken back out of its Arc at the end.
+        let claims = kind_of.as_ref().map(Arc::downgrade);
+        let sync_progress = progress.clone();
+        let barrier = Arc::new(Barrier {
+            st: Mutex::new((0, 0)),
+            cv: Condvar::new(),
+            parties: n as u32 + 1,
+            failure: failure.clone(),
+            on_complete: Box::new(move || {
+                if let Some(c) = claims.as_ref().and_then(std::sync::Weak::upgrade) {
+                    c.clear_claims();
+                }
+                sync_progress.sync_done();
+            }),
+        });
+        failure.add_waker(barrier.clone());
+
+        let mut run = Run {
+            session,
+            progress,
+            failure,
+            barrier,
+            image,
+            threads: Vec::with_capacity(n),
+            writer: None,
+        };
+        let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
+        if let (Some(shared), Some(sink)) = (stream.clone(), sink) {
+            let spawned = std::thread::Builder::new()
+                .name("multifd-recv-writer".into())
+                .spawn(move || write_stream(shared, sink, ctxs));
+            match spawned {
+                Ok(h) => run.writer = Some(h),
+                Err(e) => {
+                    run.failure
+                        .fail(Error::data("spawn the stream writer thread", e), true);
+                }
+            }
+        }
+        let cap = session.pages_per_packet() as usize;
+        for (i, conn) in conns.into_iter().enumerate() {
+            let kind = match (&run.image, &stream) {
+                (Some(img), _) => Kind::Image(img.clone()),
+                (None, Some(s)) => Kind::Stream(s.clone()),
+                (None, None) => unreachable!("a target is an image or a stream"),
+            };
+            let reader = Reader {
+                id: i,
+                ch: conn.ch,
+                ctx: conn.ctx,
+                session,
+                progress: run.progress.clone(),
+                failure: run.failure.clone(),
+                barrier: run.barrier.clone(),
+                kind,
+                epoch: 0,
+                last_packet: None,
+                digest: Digest::default(),
+                entries: vec![0u8; cap * session.entry_len()],
+                offsets: Vec::with_capacity(cap),
+                iov: Vec::with_capacity(cap),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("multifd-recv-{i}"))
+                .spawn(move || reader.run());
+            match spawned {
+                Ok(h) => run.threads.push(h),
+                Err(e) => {
+                    run.failure
+                        .fail(Error::data("spawn a receiver thread", e), true);
+                    break;
+                }
+            }
+        }
+        run
+    }
+
+    /// Read main-channel records until the end record; returns the
+    /// sender's totals.
+    pub(super) fn serve_main(&mut self, main: &mut Conn) -> Result<Totals> {
+        let mut epoch = 0u32;
+        loop {
+            if self.failure.is_failed() {
+                return Err(self.failure.take_error());
+            }
+            let rec = read_record(&mut main.ch, None, None, &main.ctx, Stage::Sync);
+            match rec {
+                Err(_) | Ok(None) if self.failure.is_failed() => {
+                    return Err(self.failure.take_error())
+                }
+                Err(e) => return Err(e),
+                Ok(None) => {
+                    return Err(main.ctx.io(
+                        Stage::Sync,
+                        transit_channel::Error::UnexpectedEof {
+                            channel: main.ch.name().to_owned(),
+                            op: "wait for a sync or end record",
+                            expected: wire::RECORD_HEADER_LEN,
+                            missing: wire::RECORD_HEADER_LEN,
+                        },
+                    ))
+                }
+                Ok(Some(Record::Sync { epoch: e })) => {
+                    if e != epoch {
+                        return Err(main.ctx.proto(
+                            Stage::Sync,
+                            WireError::Epoch {
+                                found: e,
+                                expected: epoch,
+                            },
+                        ));
+                    }
+                    if !self.barrier.wait() {
+                        return Err(self.failure.take_error());
+                    }
+                    epoch += 1;
+                }
+                Ok(Some(Record::End(t))) => return Ok(t),
+                Ok(Some(Record::Error { code, message })) => {
+                    return Err(main.ctx.remote(Stage::Sync, code, message))
+                }
+                Ok(Some(_)) => {
+                    return Err(main.ctx.proto(
+                        Stage::Sync,
+                        WireError::Unexpected("record from the sender (accept or verdict)"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Join everything, verify, answer the sender.
+    pub(super) fn finish(mut self, main: &mut Conn, result: Result<Totals>) -> Result<RecvOutcome> {
+        let sent = match result {
+            Ok(t) => t,
+            Err(e) => return Err(self.fail(main, e)),
+        };
+        let mut digest = Digest::default();
+        let mut panicked = false;
+        for t in std::mem::take(&mut self.threads) {
+            match t.join() {
+                Ok(d) => digest.merge(d),
+                Err(_) => panicked = true,
+            }
+        }
+        let mut writer_out = None;
+        if let Some(w) = self.writer.take() {
+            match w.join() {
+                Ok(out) => writer_out = Some(out),
+                Err(_) => panicked = true,
+            }
+        }
+        if panicked {
+            let e = Error::Aborted("a receiver thread panicked".into());
+            return Err(self.fail(main, e));
+        }
+        if self.failure.is_failed() {
+            let e = self.failure.take_error();
+            return Err(self.fail(main, e));
+        }
+        let mut stats = self.progress.snapshot();
+        let got = Totals {
+            pages: stats.pages,
+            zero_pages: stats.zero_pages,
+            bytes: stats.bytes,
+            packets: stats.packets,
+            stream_len: match self.session.layout {
+                Layout::Image { size } => size,
+                Layout::Stream => writer_out.as_ref().map_or(0, |w| w.1),
+            },
+            digest: if self.session.verify { digest.0 } else { 0 },
+        };
+        let status = if got == sent {
+            VerdictStatus::Ok
+        } else {
+            VerdictStatus::Mismatch
+        };
+        write_record(
+            &mut main.ch,
+            &Record::Verdict {
+                status,
+                totals: got,
+            },
+            &main.ctx,
+            Stage::End,
+        )?;
+        if status == VerdictStatus::Ok {
+            // Best effort: the sender may already have closed.
+            let _ = main.ch.bye();
+        }
+        if status == VerdictStatus::Mismatch {
+            return Err(Error::Mismatch {
+                sender: sent,
+                receiver: got,
+            });
+        }
+        stats.digest = got.digest;
+        stats.stream_len = got.stream_len;
+        let image = match self.image.take() {
+            Some(shared) => match Arc::try_unwrap(shared) {
+                Ok(s) => Some(s.image),
+                Err(_) => return Err(Error::Aborted("destination image still shared".into())),
+            },
+            None => None,
+        };
+        Ok(RecvOutcome {
+            stats,
+            session: self.session,
+            image,
+            writer: writer_out.map(|w| w.0),
+        })
+    }
+
+    /// The failure path: record `e`, wake and join every thread, tell the
+    /// sender why.
+    fn fail(&mut self, main: &mut Conn, e: Error) -> Error {
+        self.failure.fail(e, true);
+        // A channel that broke under us may be the sender giving up: its
+        // reason may already sit on the main channel.
+        if self
+            .failure
+            .first_stage()
+            .is_some_and(|(_, channel)| channel)
+        {
+            let wait = Some(session::REASON_WAIT);
+            if let Ok(Some(Record::Error { code, message })) = read_record(
+                &mut main.ch,
+                session::deadline(wait),
+                wait,
+                &main.ctx,
+                Stage::Sync,
+            ) {
+                self.failure
+                    .fail(main.ctx.remote(Stage::Sync, code, message), true);
+            }
+        }
+        session::send_error_record(&mut main.ch, &self.failure);
+        self.failure.shutdown_main();
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.failure.take_error()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() || self.writer.is_some() {
+            self.failure
+                .fail(Error::Aborted("the receiver was dropped".into()), true);
+            for t in std::mem::take(&mut self.threads) {
+                let _ = t.join();
+            }
+            if let Some(w) = self.writer.take() {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// One page channel's thread.
+struct Reader {
+    id: usize,
+    ch: Box<dyn Channel>,
+    ctx: Ctx,
+    session: SessionHeader,
+    progress: Arc<Progress>,
+    failure: Arc<Failure>,
+    barrier: Arc<Barrier>,
+    kind: Kind,
+    epoch: u32,
+    last_packet: Option<u64>,
+    digest: Digest,
+    entries: Vec<u8>,
+    offsets: Vec<u64>,
+    iov: Vec<IoSliceMut<'static>>,
+}
+
+impl Reader {
+    fn run(mut self) -> Digest {
+        if let Err(e) = self.serve() {
+            // A channel that broke may be the peer giving up: let its
+            // reason reach the main thread before waking it.
+            let wake_main = !matches!(e, Error::Channel { .. });
+            self.failure.fail(e, wake_main);
+        }
+        if let Kind::Stream(s) = &self.kind {
+            s.finish_channel(self.id);
+        }
+        self.digest
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        let mut hdr = [0u8; PACKET_HEADER_LEN];
+        loop {
+            let more = chio::read_all_eof(&mut self.ch, &mut hdr)
+                .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+            if !more {
+                if self.failure.is_failed() {
+                    return Ok(());
+                }
+                return Err(self.ctx.io(
+                    Stage::RecvHeader,
+                    transit_channel::Error::UnexpectedEof {
+                        channel: self.ch.name().to_owned(),
+                        op: "read a packet header (the sender closed before its END packet)",
+                        expected: PACKET_HEADER_LEN,
+                        missing: PACKET_HEADER_LEN,
+                    },
+                ));
+            }
+            let h = wire::decode_packet_header(&hdr, &self.session)
+                .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+            if h.epoch != self.epoch {
+                return Err(self.ctx.proto(
+                    Stage::RecvHeader,
+                    WireError::Epoch {
+                        found: h.epoch,
+                        expected: self.epoch,
+                    },
+                ));
+            }
+            if let Some(p) = self.last_packet.filter(|&p| h.packet_num <= p) {
+                return Err(self.ctx.proto(
+                    Stage::RecvHeader,
+                    WireError::PacketOrder {
+                        found: h.packet_num,
+                        previous: p,
+                    },
+                ));
+            }
+            self.last_packet = Some(h.packet_num);
+            if h.flags.contains(PacketFlags::SYNC) {
+                self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                if !self.barrier.wait() {
+                    return Ok(());
+                }
+                self.epoch += 1;
+                continue;
+            }
+            if h.flags.contains(PacketFlags::END) {
+                self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                return Ok(());
+            }
+            match &self.kind {
+                Kind::Image(img) => {
+                    let img = img.clone();
+                    self.recv_pages(&h, &img)?
+                }
+                Kind::Stream(s) => {
+                    let s = s.clone();
+                    if !self.recv_chunk(&h, &s)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn counters_packet(&self, pages: u64, zero: u64, payload: u64, wire: usize) {
+        self.progress
+            .channel(self.id as u32)
+            .packet(pages, zero, payload, wire as u64);
+    }
+
+    fn recv_pages(&mut self, h: &PacketHeader, img: &ImageShared) -> Result<()> {
+        let started = std::time::Instant::now();
+        let n = h.entries_len(&self.session);
+        chio::read_all(&mut self.ch, &mut self.entries[..n])
+            .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+        wire::decode_page_offsets(&self.entries[..n], h, &self.session, &mut self.offsets)
+            .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        let shift = self.session.page_size.trailing_zeros();
+        for &off in &self.offsets {
+            if !img.claim(off >> shift) {
+                return Err(self.ctx.proto(
+                    Stage::RecvHeader,
+                    WireError::DuplicatePage {
+                        offset: off,
+                        epoch: self.epoch,
+                    },
+                ));
+            }
+        }
+        let normal = h.normal as usize;
+        let mut iov = session::recycle(std::mem::take(&mut self.iov));
+        let mut run: Option<(u64, usize)> = None;
+        for &o in &self.offsets[..normal] {
+            let len = self.session.page_len(o);
+            run = match run {
+                Some((start, l)) if start + l as u64 == o => Some((start, l + len)),
+                Some((start, l)) => {
+                    // SAFETY: decoded offsets are inside the image and
+                    // every page of the run was claimed above.
+                    iov.push(IoSliceMut::new(unsafe { img.slice_mut(start, l) }));
+                    Some((o, len))
+                }
+                None => Some((o, len)),
+            };
+        }
+        if let Some((start, l)) = run {
+            // SAFETY: as above.
+            iov.push(IoSliceMut::new(unsafe { img.slice_mut(start, l) }));
+        }
+        let r = session::readv_all(&mut self.ch, &mut iov);
+        self.iov = session::recycle(iov);
+        r.map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
+        let verify = self.session.verify;
+        for &o in &self.offsets[..normal] {
+            let len = self.session.page_len(o);
+            if verify {
+                // SAFETY: claimed page inside the image, just received.
+                let page = unsafe { img.slice_mut(o, len) };
+                self.digest.add(page_hash(o, page));
+            }
+            img.set_written(o >> shift);
+        }
+        for &o in &self.offsets[normal..] {
+            let len = self.session.page_len(o);
+            if img.take_written(o >> shift) {
+                // SAFETY: claimed page inside the image.
+                unsafe { img.slice_mut(o, len) }.fill(0);
+            }
+            if verify {
+                self.digest.add(zero_hash(o, len as u32));
+            }
+        }
+        self.counters_packet(
+            normal as u64,
+            u64::from(h.zero),
+            u64::from(h.payload_len),
+            PACKET_HEADER_LEN + n + h.payload_len as usize,
+        );
+        self.progress.channel(self.id as u32).busy(started);
+        Ok(())
+    }
+
+    /// Receive one stream chunk; false when the session failed meanwhile.
+    fn recv_chunk(&mut self, h: &PacketHeader, s: &StreamShared) -> Result<bool> {
+        let mut e = [0u8; STREAM_ENTRY_LEN];
+        chio::read_all(&mut self.ch, &mut e).map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+        let entry = wire::decode_stream_entry(&e, h, &self.session)
+            .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        let Some(buf) = s.reserve(self.id, !entry.zero) else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let data = match buf {
+            Some(mut b) => {
+                let r = chio::read_all(&mut self.ch, &mut b[..entry.len as usize]);
+                if let Err(err) = r {
+                    // Give the buffer back so the pool stays whole.
+                    let mut st = lock(&s.st);
+                    st.free[self.id].push(b);
+                    st.in_use -= 1;
+                    return Err(self.ctx.io(Stage::RecvPages, err));
+                }
+                if self.session.verify {
+                    self.digest
+                        .add(page_hash(entry.offset, &b[..entry.len as usize]));
+                }
+                Some(b)
+            }
+            None => {
+                if self.session.verify {
+                    self.digest.add(zero_hash(entry.offset, entry.len));
+                }
+                None
+            }
+        };
+        s.push(
+            self.id,
+            Chunk {
+                offset: entry.offset,
+                len: entry.len,
+                data,
+            },
+        );
+        self.counters_packet(
+            u64::from(!entry.zero),
+            u64::from(entry.zero),
+            u64::from(h.payload_len),
+            PACKET_HEADER_LEN + STREAM_ENTRY_LEN + h.payload_len as usize,
+        );
+        self.progress.channel(self.id as u32).busy(started);
+        Ok(true)
+    }
+}

@@ -1,0 +1,350 @@
+//! The sender's per-channel threads ([`Worker`]) and what they share with
+//! the producer: the job slots ([`State`], [`Shared`]) and the image's raw
+//! memory ([`RawImage`]).
+
+use std::io::IoSlice;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use transit_channel::{io as chio, Channel, Condition, WriteFlags};
+
+use crate::digest::{page_hash, zero_hash, Digest};
+use crate::error::{Ctx, Error, Result, Stage};
+use crate::progress::{ChannelCounters, Progress};
+use crate::session::{self, lock, Failure, Wake, IOV_MAX};
+use crate::wire::{
+    PacketFlags, PacketHeader, SessionHeader, StreamEntry, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
+};
+use crate::zero::is_zero;
+
+/// The image's memory as the workers see it: a raw base pointer. Every
+/// access (workers' shared reads, the owner's `image`/`image_mut`) derives
+/// from this one pointer.
+#[derive(Clone, Copy)]
+pub(super) struct RawImage {
+    pub(super) base: *mut u8,
+    pub(super) len: usize,
+}
+
+// SAFETY: the pointer refers to memory owned by the Sender's SourceImage,
+// which outlives every worker (Sender joins them before dropping it, and a
+// leaked Sender leaks the image too). Workers only read it; the owner
+// writes only through `image_mut`, which first waits until no worker holds
+// a job (so no worker reads it concurrently).
+unsafe impl Send for RawImage {}
+// SAFETY: as above.
+unsafe impl Sync for RawImage {}
+
+impl RawImage {
+    /// # Safety
+    /// `off + len <= self.len` and no one writes the range meanwhile.
+    pub(super) unsafe fn slice<'a>(&self, off: u64, len: usize) -> &'a [u8] {
+        // SAFETY: the caller guarantees bounds and no concurrent writes.
+        unsafe { std::slice::from_raw_parts(self.base.add(off as usize), len) }
+    }
+}
+
+pub(super) enum Job {
+    Pages(Vec<u64>),
+    Chunk {
+        buf: Vec<u8>,
+        offset: u64,
+        len: usize,
+    },
+    Sync,
+    End,
+}
+
+pub(super) struct State {
+    pub(super) slots: Vec<Option<Job>>,
+    pub(super) busy: Vec<bool>,
+    pub(super) free_batches: Vec<Vec<u64>>,
+    pub(super) free_chunks: Vec<Vec<u8>>,
+    pub(super) chunk_pool: usize,
+}
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    pub(super) work: Vec<Condvar>,
+    pub(super) idle: Condvar,
+    pub(super) failure: Arc<Failure>,
+}
+
+impl Wake for Shared {
+    fn wake(&self) {
+        let _g = lock(&self.state);
+        for c in &self.work {
+            c.notify_all();
+        }
+        self.idle.notify_all();
+    }
+}
+
+/// One page channel's thread.
+pub(super) struct Worker {
+    pub(super) id: usize,
+    pub(super) ch: Box<dyn Channel>,
+    pub(super) ctx: Ctx,
+    pub(super) session: SessionHeader,
+    pub(super) shared: Arc<Shared>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) raw: Option<RawImage>,
+    pub(super) packet_num: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) epoch: u32,
+    pub(super) digest: Digest,
+    pub(super) hdr: Vec<u8>,
+    pub(super) normal: Vec<u64>,
+    pub(super) zero: Vec<u64>,
+    pub(super) iov: Vec<IoSlice<'static>>,
+}
+
+impl Worker {
+    pub(super) fn run(mut self) -> Digest {
+        let shared = self.shared.clone();
+        loop {
+            let job = {
+                let mut st = lock(&shared.state);
+                loop {
+                    if shared.failure.is_failed() {
+                        return self.digest;
+                    }
+                    if let Some(j) = st.slots[self.id].take() {
+                        st.busy[self.id] = true;
+                        break j;
+                    }
+                    st = shared.work[self.id]
+                        .wait(st)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            // The slot is free: the producer may queue the next job now.
+            shared.idle.notify_all();
+            let started = Instant::now();
+            let end = matches!(job, Job::End);
+            let result = self.process(&job);
+            self.counters().busy(started);
+            {
+                let mut st = lock(&shared.state);
+                st.busy[self.id] = false;
+                match job {
+                    Job::Pages(mut v) => {
+                        v.clear();
+                        st.free_batches.push(v);
+                    }
+                    Job::Chunk { buf, .. } => st.free_chunks.push(buf),
+                    Job::Sync | Job::End => {}
+                }
+            }
+            shared.idle.notify_all();
+            if let Err(e) = result {
+                shared.failure.fail(e, false);
+                return self.digest;
+            }
+            if end {
+                return self.digest;
+            }
+        }
+    }
+
+    fn counters(&self) -> &ChannelCounters {
+        self.progress.channel(self.id as u32)
+    }
+
+    fn next_packet_num(&self) -> u64 {
+        self.packet_num
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn process(&mut self, job: &Job) -> Result<()> {
+        match job {
+            Job::Pages(offsets) => self.send_pages(offsets),
+            Job::Chunk { buf, offset, len } => self.send_chunk(&buf[..*len], *offset),
+            Job::Sync => {
+                self.send_control(PacketFlags::SYNC, Stage::Sync)?;
+                self.epoch += 1;
+                Ok(())
+            }
+            Job::End => {
+                self.send_control(PacketFlags::END, Stage::End)?;
+                // A layered transport ends its stream cleanly (TLS
+                // close_notify), so the peer can tell the end from a cut.
+                self.ch.bye().map_err(|e| self.ctx.io(Stage::End, e))
+            }
+        }
+    }
+
+    fn send_control(&mut self, flags: PacketFlags, stage: Stage) -> Result<()> {
+        let mut b = [0u8; PACKET_HEADER_LEN];
+        PacketHeader {
+            flags,
+            packet_num: self.next_packet_num(),
+            normal: 0,
+            zero: 0,
+            payload_len: 0,
+            epoch: self.epoch,
+        }
+        .encode_into(&mut b);
+        chio::write_all(&mut self.ch, &b).map_err(|e| self.ctx.io(stage, e))?;
+        self.counters().packet(0, 0, 0, PACKET_HEADER_LEN as u64);
+        Ok(())
+    }
+
+    fn send_pages(&mut self, offsets: &[u64]) -> Result<()> {
+        let Some(raw) = self.raw else {
+            return Err(Error::Config("pages in a stream session".into()));
+        };
+        let verify = self.session.verify;
+        self.normal.clear();
+        self.zero.clear();
+        for &off in offsets {
+            let len = self.session.page_len(off);
+            // SAFETY: the producer only queues offsets of pages inside the
+            // image; nobody writes the image while a job is queued.
+            let page = unsafe { raw.slice(off, len) };
+            if is_zero(page) {
+                self.zero.push(off);
+                if verify {
+                    self.digest.add(zero_hash(off, len as u32));
+                }
+            } else {
+                self.normal.push(off);
+                if verify {
+                    self.digest.add(page_hash(off, page));
+                }
+            }
+        }
+        let payload: usize = self.normal.iter().map(|&o| self.session.page_len(o)).sum();
+        let hdr = PacketHeader {
+            flags: PacketFlags::DATA,
+            packet_num: self.next_packet_num(),
+            normal: self.normal.len() as u32,
+            zero: self.zero.len() as u32,
+            payload_len: payload as u32,
+            epoch: self.epoch,
+        };
+        self.hdr.clear();
+        self.hdr.resize(PACKET_HEADER_LEN, 0);
+        hdr.encode_into(&mut self.hdr);
+        for &o in self.normal.iter().chain(self.zero.iter()) {
+            self.hdr.extend_from_slice(&o.to_be_bytes());
+        }
+        let mut iov = session::recycle(std::mem::take(&mut self.iov));
+        iov.push(IoSlice::new(&self.hdr));
+        // Contiguous normal pages travel as one iovec.
+        let mut run: Option<(u64, usize)> = None;
+        for &o in &self.normal {
+            let len = self.session.page_len(o);
+            run = match run {
+                Some((start, l)) if start + l as u64 == o => Some((start, l + len)),
+                Some((start, l)) => {
+                    // SAFETY: a run of pages inside the image (see above).
+                    iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
+                    Some((o, len))
+                }
+                None => Some((o, len)),
+            };
+        }
+        if let Some((start, l)) = run {
+            // SAFETY: as above.
+            iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
+        }
+        let header_len = self.hdr.len();
+        let r = write_tracked(&mut *self.ch, &mut iov);
+        self.iov = session::recycle(iov);
+        if let Err((e, written)) = r {
+            let stage = if written < header_len {
+                Stage::SendHeader
+            } else {
+                Stage::SendPages
+            };
+            return Err(self.ctx.io(stage, e));
+        }
+        self.counters().packet(
+            self.normal.len() as u64,
+            self.zero.len() as u64,
+            payload as u64,
+            (header_len + payload) as u64,
+        );
+        Ok(())
+    }
+
+    fn send_chunk(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        let zero = is_zero(data);
+        if self.session.verify {
+            self.digest.add(if zero {
+                zero_hash(offset, data.len() as u32)
+            } else {
+                page_hash(offset, data)
+            });
+        }
+        let payload = if zero { 0 } else { data.len() };
+        let mut b = [0u8; PACKET_HEADER_LEN + STREAM_ENTRY_LEN];
+        PacketHeader {
+            flags: PacketFlags::DATA,
+            packet_num: self.next_packet_num(),
+            normal: u32::from(!zero),
+            zero: u32::from(zero),
+            payload_len: payload as u32,
+            epoch: self.epoch,
+        }
+        .encode_into(&mut b);
+        StreamEntry {
+            offset,
+            len: data.len() as u32,
+            zero,
+        }
+        .encode_into(&mut b[PACKET_HEADER_LEN..]);
+        let mut iov = [IoSlice::new(&b), IoSlice::new(&data[..payload])];
+        if let Err((e, written)) = write_tracked(&mut *self.ch, &mut iov) {
+            let stage = if written < b.len() {
+                Stage::SendHeader
+            } else {
+                Stage::SendPages
+            };
+            return Err(self.ctx.io(stage, e));
+        }
+        self.counters().packet(
+            u64::from(!zero),
+            u64::from(zero),
+            payload as u64,
+            (b.len() + payload) as u64,
+        );
+        Ok(())
+    }
+}
+
+/// Write every buffer (at most `IOV_MAX` per call); on error also say how
+/// many bytes went out, so the caller can tell header from payload.
+fn write_tracked(
+    ch: &mut dyn Channel,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::result::Result<(), (transit_channel::Error, usize)> {
+    let mut written = 0usize;
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let take = bufs.len().min(IOV_MAX);
+        match ch.writev(&bufs[..take], &[], WriteFlags::empty()) {
+            Ok(0) => {
+                return Err((
+                    transit_channel::Error::os(
+                        ch.name(),
+                        "writev",
+                        std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote 0 bytes"),
+                    ),
+                    written,
+                ))
+            }
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(transit_channel::Error::WouldBlock) => {
+                if let Err(e) = chio::wait_blocking(&ch.watch_source(), Condition::OUT, None) {
+                    return Err((e, written));
+                }
+            }
+            Err(e) => return Err((e, written)),
+        }
+    }
+    Ok(())
+}

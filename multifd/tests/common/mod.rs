@@ -1,0 +1,257 @@
+//! Helpers shared by the multifd integration tests: channel pairs, bounded
+//! waits, a corrupting channel wrapper and a hand-driven "raw" sender.
+
+#![allow(dead_code)]
+
+use std::io::{IoSlice, IoSliceMut, SeekFrom};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use transit_channel::{
+    io as chio, Channel, Features, FlushOutcome, ReadFlags, Result as ChResult, ShutdownHandle,
+    SocketAddress, SocketChannel, WatchSource, WriteFlags,
+};
+use transit_multifd::image::{Content, ImageSpec};
+use transit_multifd::wire::{self, InitPacket, Layout, Record, SessionHeader};
+use transit_multifd::Compression;
+
+/// Boxed channels.
+pub type Chans = Vec<Box<dyn Channel>>;
+
+/// `n` connected UNIX socket pairs: (sender ends, receiver ends).
+pub fn unix_pairs(n: usize) -> (Chans, Chans) {
+    let (mut a, mut b): (Chans, Chans) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (x, y) = SocketChannel::pair().expect("socketpair");
+        a.push(Box::new(x));
+        b.push(Box::new(y));
+    }
+    (a, b)
+}
+
+/// `n` TCP connections over 127.0.0.1 (port 0): (client ends, server ends).
+pub fn tcp_pairs(n: usize) -> (Chans, Chans) {
+    let addr: SocketAddress = "tcp:127.0.0.1:0".parse().expect("address");
+    let mut listener = SocketChannel::listen_sync(&addr, 64).expect("listen");
+    let bound = listener.local_address().expect("bound address");
+    let (mut a, mut b): (Chans, Chans) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(Box::new(
+            SocketChannel::connect_sync(&bound).expect("connect"),
+        ));
+        b.push(Box::new(listener.accept().expect("accept")));
+    }
+    (a, b)
+}
+
+/// Run `f` on a thread and wait at most `secs` for it; a test that would
+/// hang fails instead.
+pub fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s (or the worker panicked)"),
+    }
+}
+
+/// An image spec with 4 KiB pages.
+pub fn spec(size: u64, zero_ratio: f64, seed: u64) -> ImageSpec {
+    ImageSpec {
+        size,
+        page_size: 4096,
+        zero_ratio,
+        seed,
+        content: Content::Random,
+    }
+}
+
+/// A channel wrapper that flips one bit of the byte at written stream
+/// position `corrupt_at`, and/or sleeps before every read.
+pub struct Tamper {
+    pub inner: Box<dyn Channel>,
+    pub corrupt_at: Option<u64>,
+    pub pos: u64,
+    pub read_delay: Option<Duration>,
+}
+
+impl Tamper {
+    /// Flip a bit at `at`.
+    pub fn corrupt(inner: Box<dyn Channel>, at: u64) -> Box<dyn Channel> {
+        Box::new(Tamper {
+            inner,
+            corrupt_at: Some(at),
+            pos: 0,
+            read_delay: None,
+        })
+    }
+
+    /// Sleep `d` before every read.
+    pub fn slow(inner: Box<dyn Channel>, d: Duration) -> Box<dyn Channel> {
+        Box::new(Tamper {
+            inner,
+            corrupt_at: None,
+            pos: 0,
+            read_delay: Some(d),
+        })
+    }
+}
+
+impl Channel for Tamper {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn set_name(&mut self, name: String) {
+        self.inner.set_name(name)
+    }
+    fn features(&self) -> Features {
+        self.inner.features()
+    }
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> ChResult<usize> {
+        if let Some(d) = self.read_delay {
+            std::thread::sleep(d);
+        }
+        self.inner.readv(bufs, fds, flags)
+    }
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> ChResult<usize> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let at = self.corrupt_at.unwrap_or(u64::MAX);
+        if at < self.pos || at >= self.pos + len {
+            let n = self.inner.writev(bufs, fds, flags)?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let mut v: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        v[(at - self.pos) as usize] ^= 0x40;
+        let n = self.inner.writev(&[IoSlice::new(&v)], fds, flags)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn set_blocking(&mut self, blocking: bool) -> ChResult<()> {
+        self.inner.set_blocking(blocking)
+    }
+    fn is_blocking(&self) -> bool {
+        self.inner.is_blocking()
+    }
+    fn close(&mut self) -> ChResult<()> {
+        self.inner.close()
+    }
+    fn watch_source(&self) -> WatchSource {
+        self.inner.watch_source()
+    }
+    fn shutdown_handle(&self) -> ChResult<ShutdownHandle> {
+        self.inner.shutdown_handle()
+    }
+    fn seek(&mut self, pos: SeekFrom) -> ChResult<u64> {
+        self.inner.seek(pos)
+    }
+    fn flush(&mut self) -> ChResult<FlushOutcome> {
+        self.inner.flush()
+    }
+}
+
+/// A session header for crafted streams.
+pub fn header(channels: u32, size: u64) -> SessionHeader {
+    SessionHeader {
+        version: wire::VERSION,
+        uuid: [0x11; 16],
+        page_size: 4096,
+        channels,
+        layout: Layout::Image { size },
+        compression: Compression::None,
+        verify: true,
+        packet_payload: 512 * 1024,
+    }
+}
+
+/// The init packet of channel `id` for `h`.
+pub fn init(h: &SessionHeader, id: u32) -> [u8; wire::INIT_PACKET_LEN] {
+    InitPacket {
+        version: wire::VERSION,
+        uuid: h.uuid,
+        channel_id: id,
+    }
+    .encode()
+}
+
+/// A hand-driven sender: writes the handshake on raw channels and reads
+/// the accept record, so a test can then write crafted packets.
+pub fn raw_handshake(main: &mut dyn Channel, pages: &mut [Box<dyn Channel>], h: &SessionHeader) {
+    chio::write_all(main, &h.encode()).expect("write header");
+    for (i, ch) in pages.iter_mut().enumerate() {
+        chio::write_all(ch, &init(h, i as u32)).expect("write init");
+    }
+    let rec = read_record(main).expect("accept record");
+    assert!(
+        matches!(rec, Record::Accept { channels } if channels == h.channels),
+        "{rec:?}"
+    );
+}
+
+/// Read one record from a raw channel (`None` at end of file or error).
+pub fn read_record(ch: &mut dyn Channel) -> Option<Record> {
+    let mut hdr = [0u8; wire::RECORD_HEADER_LEN];
+    chio::read_all(ch, &mut hdr).ok()?;
+    let h = wire::decode_record_header(&hdr).ok()?;
+    let mut body = vec![0u8; h.len as usize];
+    chio::read_all(ch, &mut body).ok()?;
+    wire::decode_record_body(&h, &body).ok()
+}
+
+use transit_multifd::{
+    Destination, Payload, Receiver, RecvConfig, RecvOutcome, Result as MfResult, SendConfig,
+    Sender, SourceImage, Stats,
+};
+
+/// Run a receiver on `chans` (accepted in the given order) on a thread.
+pub fn spawn_receiver(
+    chans: Chans,
+    config: RecvConfig,
+    dest: Destination,
+) -> std::thread::JoinHandle<MfResult<RecvOutcome>> {
+    std::thread::spawn(move || {
+        let mut rx = Receiver::new(config, dest);
+        for ch in chans {
+            rx.accept_channel(ch)?;
+        }
+        rx.run()
+    })
+}
+
+/// Send `source` with one full pass over `send` (main first) to a receiver
+/// on `recv` (accepted in reverse order: page channels before main).
+pub fn image_roundtrip(
+    send: Chans,
+    mut recv: Chans,
+    source: SourceImage,
+    config: SendConfig,
+) -> (MfResult<Stats>, MfResult<RecvOutcome>) {
+    recv.reverse();
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Memory { prefault: true },
+    );
+    let mut send = send;
+    let main = send.remove(0);
+    let sent = (|| {
+        let mut tx = Sender::new(config, Payload::Image(source), main, send)?;
+        tx.send_all()?;
+        tx.finish()
+    })();
+    let got = rx.join().expect("receiver thread");
+    (sent, got)
+}
