@@ -1,4 +1,7 @@
-//! The `transit` command line.
+//! The `transit` command line: see the `transit` library crate and
+//! `docs/cli.md`.
+
 fn main() {
-    println!("transit {}", env!("CARGO_PKG_VERSION"));
+    let code = transit::main_entry();
+    std::process::exit(code);
 }

@@ -1,0 +1,362 @@
+//! `transit bench`: both ends of a multifd session in one process, over
+//! every transport available, for each channel count; one table row (or
+//! JSON object) per run.
+//!
+//! Transports: `tcp` (127.0.0.1), `unix` (a socket in the temp dir),
+//! `buffer` (page channels are in-process [`PipeChannel`]s: one memcpy,
+//! no kernel; the main channel, which carries a few records, is a UNIX
+//! socket pair) and `null` (page channels discard what they are given and
+//! a minimal peer on the main channel accepts the session and echoes the
+//! sender's totals as the verdict: the sender's framework alone: batching,
+//! zero-page scan, digest, packet building).
+//!
+//! The image is generated once before the first run and is not timed.
+//! `seconds` is the sender's data phase (from the receiver's accept to the
+//! verdict; the receiver's destination set-up happens before it); CPU% is
+//! this process's CPU time (both ends) over the wall time of the same
+//! phase, 100% = one core.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use transit_channel::{io as chio, Channel, NullChannel, SocketAddress, SocketChannel};
+use transit_multifd::wire::{self, Record, VerdictStatus};
+use transit_multifd::{
+    Content, Destination, ImageSpec, Payload, Receiver, RecvConfig, SendConfig, Sender,
+    SourceImage, Stats,
+};
+
+use crate::cli::BenchArgs;
+use crate::error::AppError;
+use crate::pipe::PipeChannel;
+use crate::report::{emit_json, human_bytes, CpuClock};
+
+/// Every transport `bench` knows, in table order.
+pub const TRANSPORTS: [&str; 4] = ["tcp", "unix", "buffer", "null"];
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Transport name.
+    pub transport: String,
+    /// Page channels.
+    pub channels: u32,
+    /// Image size.
+    pub image_bytes: u64,
+    /// Payload bytes moved (non-zero pages).
+    pub data_bytes: u64,
+    /// Zero pages.
+    pub zero_pages: u64,
+    /// Seconds of the data phase.
+    pub seconds: f64,
+    /// Image GB/s.
+    pub image_rate_gbps: f64,
+    /// Data GB/s.
+    pub data_rate_gbps: f64,
+    /// CPU time / wall time x 100.
+    pub cpu_percent: f64,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+    image_bytes: u64,
+    zero_ratio: f64,
+    packet_payload: u32,
+    rows: &'a [Row],
+}
+
+/// Run `transit bench`.
+pub fn run(args: BenchArgs) -> Result<(), AppError> {
+    if args.size == 0 {
+        return Err(AppError::Usage("--size must be more than 0".into()));
+    }
+    if args.channels.is_empty() {
+        return Err(AppError::Usage(
+            "--channels needs at least one count".into(),
+        ));
+    }
+    for &n in &args.channels {
+        if n == 0 || n > wire::MAX_CHANNELS {
+            return Err(AppError::Usage(format!(
+                "--channels {n}: expected 1 to {}",
+                wire::MAX_CHANNELS
+            )));
+        }
+    }
+    let transports: Vec<String> = if args.transports.is_empty() {
+        TRANSPORTS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.transports.clone()
+    };
+    for t in &transports {
+        if !TRANSPORTS.contains(&t.as_str()) {
+            return Err(AppError::Usage(format!(
+                "--transports {t}: unknown transport; available: {}",
+                TRANSPORTS.join(", ")
+            )));
+        }
+    }
+    let packet_payload = match args.packet_size {
+        None => crate::DEFAULT_PACKET_PAYLOAD,
+        Some(p) if (4096..=u64::from(wire::MAX_PACKET_PAYLOAD)).contains(&p) => {
+            (p as u32 / 4096) * 4096
+        }
+        Some(p) => {
+            return Err(AppError::Usage(format!(
+                "--packet-size {p}: expected 4 KiB to {} bytes",
+                wire::MAX_PACKET_PAYLOAD
+            )))
+        }
+    };
+    let spec = ImageSpec {
+        size: args.size,
+        page_size: wire::DEFAULT_PAGE_SIZE,
+        zero_ratio: args.zero_ratio,
+        seed: 1,
+        content: Content::Random,
+    };
+    if !args.json {
+        eprintln!(
+            "transit bench: generating a {} image with {:.0}% zero pages (not timed)",
+            human_bytes(args.size),
+            args.zero_ratio * 100.0
+        );
+    }
+    let image = SourceImage::generate(&spec)
+        .map_err(|e| AppError::Failed(format!("generate the image: {e}")))?;
+    // Every run borrows the same pages; the image lives until the process
+    // exits.
+    let image: &'static SourceImage = Box::leak(Box::new(image));
+    let config = SendConfig {
+        packet_payload,
+        ..SendConfig::default()
+    };
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "{:<9} {:>8} {:>10} {:>11} {:>8} {:>11} {:>10} {:>6}",
+            "transport",
+            "channels",
+            "image",
+            "data moved",
+            "seconds",
+            "image GB/s",
+            "data GB/s",
+            "CPU%"
+        );
+    }
+    for t in &transports {
+        for &n in &args.channels {
+            let row = run_one(t, n, image.as_slice(), &config)
+                .map_err(|e| AppError::Failed(format!("bench {t} with {n} channels: {e}")))?;
+            if !args.json {
+                println!(
+                    "{:<9} {:>8} {:>10} {:>11} {:>8.3} {:>11.2} {:>10.2} {:>6.0}",
+                    row.transport,
+                    row.channels,
+                    human_bytes(row.image_bytes),
+                    human_bytes(row.data_bytes),
+                    row.seconds,
+                    row.image_rate_gbps,
+                    row.data_rate_gbps,
+                    row.cpu_percent
+                );
+            }
+            rows.push(row);
+        }
+    }
+    if args.json {
+        emit_json(
+            &Report {
+                kind: "bench",
+                version: env!("CARGO_PKG_VERSION"),
+                image_bytes: args.size,
+                zero_ratio: args.zero_ratio,
+                packet_payload,
+                rows: &rows,
+            },
+            false,
+        );
+    }
+    Ok(())
+}
+
+type Chans = Vec<Box<dyn Channel>>;
+/// Sender main, sender pages, receiver connections (none for `null`).
+type Sides = (Box<dyn Channel>, Chans, Option<Chans>);
+
+/// Sender side (main, pages) and receiver side (main first, then pages)
+/// of one transport.
+fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
+    let mut send: Chans = Vec::new();
+    let mut recv: Chans = Vec::new();
+    match transport {
+        "tcp" | "unix" => {
+            let (addr, _dir) = if transport == "tcp" {
+                (SocketAddress::inet("127.0.0.1", 0), None)
+            } else {
+                let dir = std::env::temp_dir().join(format!(
+                    "transit-bench-{}-{}",
+                    std::process::id(),
+                    n
+                ));
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                (SocketAddress::unix(dir.join("s")), Some(TempDir(dir)))
+            };
+            let mut listener = SocketChannel::listen_sync(&addr, 300).map_err(|e| e.to_string())?;
+            let local = listener
+                .local_address()
+                .ok_or_else(|| "the listener has no address".to_owned())?;
+            for _ in 0..=n {
+                let mut c = SocketChannel::connect_sync(&local).map_err(|e| e.to_string())?;
+                let mut a = listener.accept().map_err(|e| e.to_string())?;
+                let _ = c.set_delay(false);
+                let _ = a.set_delay(false);
+                send.push(Box::new(c));
+                recv.push(Box::new(a));
+            }
+            let _ = listener.close();
+        }
+        "buffer" => {
+            let (c, a) = SocketChannel::pair().map_err(|e| e.to_string())?;
+            send.push(Box::new(c));
+            recv.push(Box::new(a));
+            for _ in 0..n {
+                let (c, a) = PipeChannel::pair();
+                send.push(Box::new(c));
+                recv.push(Box::new(a));
+            }
+        }
+        "null" => {
+            let (c, a) = SocketChannel::pair().map_err(|e| e.to_string())?;
+            send.push(Box::new(c));
+            for _ in 0..n {
+                send.push(Box::new(NullChannel::new()));
+            }
+            let main = send.remove(0);
+            let peer = std::thread::Builder::new()
+                .name("null-peer".into())
+                .spawn(move || null_peer(a))
+                .map_err(|e| format!("spawn the null peer: {e}"))?;
+            drop(peer); // It ends with the session; errors show on the sender.
+            return Ok((main, send, None));
+        }
+        other => return Err(format!("unknown transport {other}")),
+    }
+    let main = send.remove(0);
+    Ok((main, send, Some(recv)))
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The minimal peer of the null transport: accept the session, ignore
+/// sync records, answer the end record with the sender's own totals.
+fn null_peer(mut ch: SocketChannel) -> Result<(), String> {
+    let mut hdr = [0u8; wire::SESSION_HEADER_LEN];
+    chio::read_all(&mut ch, &mut hdr).map_err(|e| e.to_string())?;
+    let h = wire::decode_session_header(&hdr).map_err(|e| e.to_string())?;
+    chio::write_all(
+        &mut ch,
+        &Record::Accept {
+            channels: h.channels,
+        }
+        .to_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = [0u8; 8 + wire::MAX_ERROR_MESSAGE];
+    loop {
+        let mut rh = [0u8; wire::RECORD_HEADER_LEN];
+        if !chio::read_all_eof(&mut ch, &mut rh).map_err(|e| e.to_string())? {
+            return Err("the sender closed before its end record".into());
+        }
+        let rh = wire::decode_record_header(&rh).map_err(|e| e.to_string())?;
+        let body = &mut body[..rh.len as usize];
+        chio::read_all(&mut ch, body).map_err(|e| e.to_string())?;
+        match wire::decode_record_body(&rh, body).map_err(|e| e.to_string())? {
+            Record::Sync { .. } => {}
+            Record::End(totals) => {
+                let v = Record::Verdict {
+                    status: VerdictStatus::Ok,
+                    totals,
+                };
+                return chio::write_all(&mut ch, &v.to_bytes()).map_err(|e| e.to_string());
+            }
+            Record::Error { message, .. } => return Err(message),
+            other => return Err(format!("unexpected record {other:?}")),
+        }
+    }
+}
+
+fn run_one(
+    transport: &str,
+    n: u32,
+    image: &'static [u8],
+    config: &SendConfig,
+) -> Result<Row, String> {
+    let (main, pages, recv) = make_channels(transport, n)?;
+    let receiver = match recv {
+        None => None,
+        Some(conns) => Some(
+            std::thread::Builder::new()
+                .name("bench-recv".into())
+                .spawn(move || -> Result<Stats, String> {
+                    let mut rx = Receiver::new(
+                        RecvConfig {
+                            handshake_timeout: Some(Duration::from_secs(30)),
+                            ..RecvConfig::default()
+                        },
+                        Destination::Memory { prefault: true },
+                    );
+                    for c in conns {
+                        rx.accept_channel(c).map_err(|e| e.to_string())?;
+                    }
+                    let out = rx.run().map_err(|e| e.to_string())?;
+                    Ok(out.stats)
+                })
+                .map_err(|e| format!("spawn the receiver: {e}"))?,
+        ),
+    };
+    let mut clock = None;
+    let sent = (|| {
+        let mut tx = Sender::new(
+            config.clone(),
+            Payload::Image(SourceImage::from_static(image)),
+            main,
+            pages,
+        )?;
+        // The data phase starts once the receiver accepted the session.
+        clock = Some(CpuClock::start());
+        tx.send_all()?;
+        tx.finish()
+    })();
+    let cpu = clock.map(|c| c.stop().0).unwrap_or_default();
+    let received = receiver.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err("the receiver panicked".into()))
+    });
+    let stats = sent.map_err(|e| e.to_string())?;
+    if let Some(r) = received {
+        r?;
+    }
+    let secs = stats.seconds.max(1e-9);
+    Ok(Row {
+        transport: transport.to_owned(),
+        channels: n,
+        image_bytes: image.len() as u64,
+        data_bytes: stats.bytes,
+        zero_pages: stats.zero_pages,
+        seconds: stats.seconds,
+        image_rate_gbps: image.len() as f64 / secs / 1e9,
+        data_rate_gbps: stats.bytes as f64 / secs / 1e9,
+        cpu_percent: cpu.percent,
+    })
+}

@@ -1,0 +1,250 @@
+//! Command-line definitions (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Move migration streams and RAM images between hosts.
+#[derive(Debug, Parser)]
+#[command(name = "transit", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a stream or a RAM image to a receiver.
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+    /// Receive a stream or a RAM image from a sender.
+    #[command(after_help = RECV_EXAMPLES)]
+    Recv(RecvArgs),
+    /// Measure throughput of every transport over loopback, both ends in one process.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+}
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  transit send tcp:desthost:4444 --ram 1G --zero-ratio 0.5      generated 1 GiB image, half zero pages
+  transit send tcp:[::1]:4444 --input vm.img --channels 4        a file mapped as the image, 4 page channels
+  tar c dir | transit send unix:/run/t.sock --input -           a stream from stdin
+  transit send tcp:127.0.0.1:5000 --raw --input data.bin        plain bytes for socat or nc
+  transit send file:/tmp/vm.img --ram 256M                        write the payload bytes into a file (sparse)";
+
+const RECV_EXAMPLES: &str = "\
+Examples:
+  transit recv tcp::4444 --output vm.img                         listen on IPv4 and IPv6, write the image
+  transit recv tcp:0.0.0.0:4444 --channels 4 --json              verify in memory, print a JSON summary
+  transit recv unix:/run/t.sock --output - | tar x               a stream to stdout
+  socat -u FILE:data.bin TCP:127.0.0.1:5000 & transit recv tcp:127.0.0.1:5000 --raw --output data.bin
+  transit recv file:/tmp/vm.img --output copy.img                read payload bytes from a file";
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  transit bench                                                 every transport, 1 GiB image, 50% zero pages, 1 and 4 channels
+  transit bench --size 256M --channels 1,2,4 --transports tcp,unix --json";
+
+/// Options shared by send and recv.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Number of page channels (besides the main channel). On recv, optional: the count comes
+    /// from the sender, and a different count given here is refused.
+    #[arg(long, short = 'c')]
+    pub channels: Option<u32>,
+
+    /// Plain bytes on one channel, no framing, for peers that are not transit (socat, nc).
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Print one JSON summary object on stdout at the end (on stderr when the data goes to stdout).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also print one JSON progress object every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub json_interval: Option<f64>,
+
+    /// More detail: per-channel rates in the progress display and the summary.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Give up after SECS seconds. send: connecting and the handshake (default 30). recv: waiting
+    /// for a sender and for all of its channels (default: wait for the first connection forever,
+    /// then 30 s for the rest of the session to arrive).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+/// `transit send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to send: tcp:HOST:PORT, unix:PATH, unix-abstract:NAME, vsock:CID:PORT, fd:N, file:PATH.
+    pub uri: String,
+
+    /// Input file (mapped as the image when it is a regular file) or `-` for stdin (a stream).
+    #[arg(long, short = 'i', value_name = "FILE|-", conflicts_with = "ram")]
+    pub input: Option<PathBuf>,
+
+    /// Send a generated RAM-like image of SIZE bytes (suffixes K, M, G, T; powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub ram: Option<u64>,
+
+    /// Share of zero pages in the generated image (0.0 to 1.0).
+    #[arg(long, value_name = "R", default_value_t = 0.5, value_parser = parse_ratio)]
+    pub zero_ratio: f64,
+
+    /// Seed of the generated image.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Fill generated pages with compressible text instead of random bytes.
+    #[arg(long)]
+    pub compressible: bool,
+
+    /// Page size in bytes (a power of two).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub page_size: Option<u64>,
+
+    /// Payload bytes per page packet.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub packet_size: Option<u64>,
+
+    /// Live-migration passes: pass 1 sends the image, passes 2..N only re-dirtied pages.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub passes: u32,
+
+    /// Share of pages re-dirtied between passes.
+    #[arg(long, value_name = "R", default_value_t = 0.05, value_parser = parse_ratio)]
+    pub dirty_ratio: f64,
+
+    /// Do not compute and compare the end-to-end digest.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Options shared with recv.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `transit recv`.
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// Where to listen: tcp:HOST:PORT (tcp::PORT = all IPv4 and IPv6), unix:PATH,
+    /// unix-abstract:NAME, vsock:CID:PORT, fd:N (a listening socket), file:PATH.
+    pub uri: String,
+
+    /// Output file (written to a temporary file, renamed into place only on verified success),
+    /// or `-` for stdout. Without it the image is kept in memory, verified and discarded.
+    #[arg(long, short = 'o', value_name = "FILE|-")]
+    pub output: Option<PathBuf>,
+
+    /// Options shared with send.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `transit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Image size (suffixes K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Share of zero pages.
+    #[arg(long, value_name = "R", default_value_t = 0.5, value_parser = parse_ratio)]
+    pub zero_ratio: f64,
+
+    /// Channel counts to run, comma separated.
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = vec![1u32, 4])]
+    pub channels: Vec<u32>,
+
+    /// Transports to run, comma separated (default: all available).
+    #[arg(long, value_name = "T,..", value_delimiter = ',')]
+    pub transports: Vec<String>,
+
+    /// Payload bytes per page packet.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub packet_size: Option<u64>,
+
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parse `1G`, `512M`, `4096`, `64k`, `1.5G` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_lowercase();
+            let mult = match unit.trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => return Err(format!("unknown unit in {s:?}: expected K, M, G or T")),
+            };
+            (&t[..i], mult)
+        }
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional K/M/G/T"))?;
+    if v.is_nan() || v < 0.0 || !v.is_finite() {
+        return Err(format!("invalid size {s:?}: must be a non-negative number"));
+    }
+    let bytes = v * mult as f64;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parse a ratio in `0.0..=1.0`.
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid ratio {s:?}: expected a number from 0 to 1"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("ratio {s:?} is out of range: expected 0 to 1"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5M"), Ok(3 << 19));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("1X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("-1G").is_err());
+    }
+
+    #[test]
+    fn ratios_are_bounded() {
+        assert_eq!(parse_ratio("0.5"), Ok(0.5));
+        assert!(parse_ratio("1.5").is_err());
+        assert!(parse_ratio("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,64 @@
+//! The `transit` command line as a library: `transit send`, `transit recv`
+//! and `transit bench` (the binary in `main.rs` only calls [`main_entry`]).
+//!
+//! Every command runs on a transit main loop (see the private `runtime`
+//! module): blocking work (payload preparation, connects, the multifd
+//! session) runs on worker threads as Tasks whose completion comes back to
+//! the loop, where timers drive the progress display and signals cancel.
+//! The user guide is `docs/cli.md`.
+//!
+//! Public modules are the pieces tests and tools reuse: [`cli`] (argument
+//! definitions and parsers), [`endpoint`] (URI parsing), [`dirty`] (the
+//! dirty-page pattern of `--passes`), [`pipe`] (the in-process pipe of the
+//! `buffer` bench transport) and [`error`] (exit codes).
+
+pub mod bench;
+pub mod cli;
+pub mod dirty;
+pub mod endpoint;
+pub mod error;
+mod output;
+mod payload;
+pub mod pipe;
+mod recv;
+mod report;
+mod runtime;
+mod send;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{AppError, EXIT_OK};
+
+/// Payload bytes per page packet unless `--packet-size` says otherwise
+/// (chosen by measurement on loopback; see docs/benchmarks.md).
+pub const DEFAULT_PACKET_PAYLOAD: u32 = transit_multifd::wire::DEFAULT_PACKET_PAYLOAD;
+
+/// Parse the command line, run the command, print the error if any, and
+/// return the exit status (0, 1 failure, 2 usage, 130 cancelled).
+pub fn main_entry() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; errors exit 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Command::Send(a) => send::run(a),
+        Command::Recv(a) => recv::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            report_error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn report_error(e: &AppError) {
+    eprintln!("transit: error: {e}");
+}

@@ -1,0 +1,735 @@
+//! `transit recv`: listen, assemble a multifd session (or take one raw
+//! connection), receive, verify, put the output in place, report.
+//!
+//! The listener runs on the [`Runtime`]'s loop. Each accepted connection
+//! is watched on the loop until its first bytes arrive (so a silent
+//! connection never blocks anyone; it is closed after the handshake
+//! timeout), then handed to the session worker. The worker peeks at the
+//! first bytes: the main channel's session header says whether an image
+//! or a stream comes, which chooses the destination (memory, a file
+//! renamed into place on success, stdout, or nothing); page channels that
+//! arrive before the main channel wait for it; anything else is rejected
+//! with a warning and the receiver keeps waiting for a real sender. Once
+//! every channel is present the session runs on multifd's threads.
+
+use std::cell::{Cell, RefCell};
+use std::io::{IoSliceMut, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use transit_channel::{
+    io as chio, Channel, Condition, ControlFlow, ReadFlags, Shutdown, SocketAddress, SocketChannel,
+};
+use transit_multifd::wire::{self, ConnectionKind, Layout, SessionHeader, WireError};
+use transit_multifd::{
+    AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
+};
+use transit_net_listener::NetListener;
+
+use crate::cli::RecvArgs;
+use crate::endpoint::Endpoint;
+use crate::error::{one_line, AppError};
+use crate::output::{check_target, TempOutput};
+use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
+use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
+use crate::runtime::Runtime;
+use crate::send::{check_interval, check_timeout, finish_report, raw_stats, DEFAULT_TIMEOUT};
+
+/// Where received data goes.
+#[derive(Debug, Clone)]
+enum Output {
+    /// Verified and discarded.
+    Discard,
+    /// Standard output.
+    Stdout,
+    /// A file, renamed into place on success.
+    File(PathBuf),
+}
+
+impl Output {
+    fn describe(&self) -> Option<String> {
+        match self {
+            Output::Discard => None,
+            Output::Stdout => Some("-".into()),
+            Output::File(p) => Some(p.display().to_string()),
+        }
+    }
+}
+
+fn usage(m: impl Into<String>) -> AppError {
+    AppError::Usage(m.into())
+}
+
+fn warn(msg: &str) {
+    eprintln!("transit: warning: {}", one_line(msg));
+}
+
+struct Opts {
+    uri: String,
+    output: Output,
+    channels: Option<u32>,
+    /// Explicit --timeout: also bounds the wait for the first connection.
+    wait_limit: Option<Duration>,
+    /// Handshake and assembly limit.
+    handshake: Duration,
+    json: bool,
+    json_interval: Option<f64>,
+    verbose: bool,
+}
+
+/// Run `transit recv`.
+pub fn run(args: RecvArgs) -> Result<(), AppError> {
+    let clock = CpuClock::start();
+    let c = &args.common;
+    let endpoint = Endpoint::parse(&args.uri).map_err(AppError::Usage)?;
+    match c.channels {
+        Some(n) if n == 0 || n > wire::MAX_CHANNELS => {
+            return Err(usage(format!(
+                "--channels {n}: expected 1 to {}",
+                wire::MAX_CHANNELS
+            )))
+        }
+        Some(n) if c.raw && n != 1 => {
+            return Err(usage(
+                "--raw receives on exactly one channel; drop --channels",
+            ))
+        }
+        _ => {}
+    }
+    check_interval(c.json_interval)?;
+    let wait_limit = c.timeout.map(check_timeout).transpose()?;
+    let output = match &args.output {
+        None => Output::Discard,
+        Some(p) if p.as_os_str() == "-" => Output::Stdout,
+        Some(p) => {
+            check_target(p).map_err(AppError::Usage)?;
+            Output::File(p.clone())
+        }
+    };
+    let opts = Opts {
+        uri: args.uri.clone(),
+        output,
+        channels: c.channels,
+        wait_limit,
+        handshake: wait_limit.unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT)),
+        json: c.json,
+        json_interval: c.json_interval,
+        verbose: c.verbose > 0,
+    };
+    let rt = Runtime::new()?;
+    let addr = match endpoint {
+        Endpoint::File(path) => return recv_from_file(&rt, &opts, path, clock),
+        Endpoint::Socket(a) => a,
+    };
+    let mut listener = NetListener::with_name("transit");
+    if let SocketAddress::Fd(_) = addr {
+        let sock = SocketChannel::from_address(&addr)
+            .map_err(|e| AppError::Failed(format!("{addr}: {e}")))?;
+        if !sock.is_listener() {
+            if !c.raw {
+                return Err(usage(format!(
+                    "{addr} is a connected socket, but a multifd session needs a listening one; use --raw"
+                )));
+            }
+            return recv_raw(&rt, &opts, Box::new(sock), clock);
+        }
+        listener
+            .add(sock)
+            .map_err(|e| AppError::Failed(format!("listen on {addr}: {e}")))?;
+    } else {
+        listener
+            .open_sync(&addr, 64)
+            .map_err(|e| AppError::Failed(format!("listen on {addr}: {e}")))?;
+    }
+    for a in listener.local_addresses() {
+        eprintln!("transit: listening on {a}");
+    }
+    if c.raw {
+        let ch = wait_first_client(&rt, &mut listener, &opts)?;
+        listener.disconnect();
+        return recv_raw(&rt, &opts, Box::new(ch), clock);
+    }
+    recv_multifd(&rt, &opts, listener, clock)
+}
+
+/// Raw mode: the first client is the stream (as `nc -l`).
+fn wait_first_client(
+    rt: &Runtime,
+    listener: &mut NetListener,
+    opts: &Opts,
+) -> Result<SocketChannel, AppError> {
+    let got: Rc<RefCell<Option<SocketChannel>>> = Rc::new(RefCell::new(None));
+    let slot = got.clone();
+    let ml = rt.main_loop().clone();
+    listener.set_client_func(rt.ctx(), move |client| {
+        let mut s = slot.borrow_mut();
+        if s.is_none() {
+            *s = Some(client);
+            ml.quit();
+        }
+    });
+    let timer = opts.wait_limit.map(|t| {
+        let ml = rt.main_loop().clone();
+        rt.ctx().timeout_add(t, move || {
+            ml.quit();
+            ControlFlow::Remove
+        })
+    });
+    let r = rt.run_loop(|| {});
+    if let Some(id) = timer {
+        rt.ctx().remove(id);
+    }
+    listener.clear_client_func();
+    r?;
+    let client = got.borrow_mut().take();
+    client.ok_or_else(|| {
+        AppError::Failed(format!(
+            "no sender connected to {} within {:.1} s",
+            opts.uri,
+            opts.wait_limit.unwrap_or_default().as_secs_f64()
+        ))
+    })
+}
+
+fn output_sink(output: &Output) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
+    Ok(match output {
+        Output::Discard => (Box::new(WriteSink(std::io::sink())), None),
+        Output::Stdout => (Box::new(WriteSink(stdout_file()?)), None),
+        Output::File(p) => {
+            let t = TempOutput::create(p).map_err(|e| {
+                AppError::Failed(format!("create output next to {}: {e}", p.display()))
+            })?;
+            let file = t
+                .writer()
+                .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
+            let sink = FileSink {
+                file,
+                len: 0,
+                name: p.display().to_string(),
+            };
+            (Box::new(sink), Some(t))
+        }
+    })
+}
+
+fn stdout_file() -> Result<std::fs::File, AppError> {
+    std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|e| AppError::Failed(format!("stdout: {e}")))
+}
+
+/// Copy a reader to the output; shared by raw connections and `file:`.
+fn run_copy(
+    rt: &Runtime,
+    opts: &Opts,
+    mut ch: Box<dyn Channel>,
+    peer: Option<String>,
+    clock: CpuClock,
+) -> Result<(), AppError> {
+    let count = Arc::new(AtomicU64::new(0));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let handle = ch.shutdown_handle().ok();
+    let _live = Live::install(
+        rt.ctx(),
+        Probe::Raw(count.clone()),
+        LiveOptions {
+            role: "recv",
+            total: Arc::new(AtomicU64::new(0)),
+            verbose: opts.verbose,
+            json_interval: opts.json_interval,
+            json_to_stderr: matches!(opts.output, Output::Stdout),
+        },
+    );
+    let flag = cancelled.clone();
+    let output = opts.output.clone();
+    let c2 = count.clone();
+    let (bytes, secs) = rt.run_task(
+        "raw-recv",
+        move || {
+            flag.store(true, Ordering::Relaxed);
+            if let Some(h) = &handle {
+                let _ = h.shutdown(Shutdown::Both);
+            }
+        },
+        move || {
+            let _ = ch.set_blocking(true);
+            let (mut sink, temp) = output_sink(&output)?;
+            let t = Instant::now();
+            let name = ch.name().to_owned();
+            let n = copy_from_channel(ch.as_mut(), sink.as_mut(), &c2)
+                .map_err(|e| AppError::Failed(format!("raw channel ({name}): {e}")))?;
+            let secs = t.elapsed().as_secs_f64();
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(AppError::Failed("cancelled".into()));
+            }
+            drop(sink);
+            if let Some(t) = temp {
+                t.persist()
+                    .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
+            }
+            Ok((n, secs))
+        },
+    )?;
+    drop(_live);
+    let summary = Summary::new(
+        RunInfo {
+            role: "recv",
+            uri: opts.uri.clone(),
+            peer,
+            mode: "raw",
+            passes: 1,
+            page_size: 0,
+            image_bytes: bytes,
+            verified: false,
+            file: opts.output.describe(),
+        },
+        &raw_stats(bytes, secs),
+        &clock,
+    );
+    finish_report(&summary, opts.json, matches!(opts.output, Output::Stdout));
+    Ok(())
+}
+
+fn recv_raw(
+    rt: &Runtime,
+    opts: &Opts,
+    ch: Box<dyn Channel>,
+    clock: CpuClock,
+) -> Result<(), AppError> {
+    let peer = ch
+        .peer_address()
+        .map(|a| a.to_string())
+        .or_else(|| Some(ch.name().to_owned()));
+    run_copy(rt, opts, ch, peer, clock)
+}
+
+fn recv_from_file(
+    rt: &Runtime,
+    opts: &Opts,
+    path: PathBuf,
+    clock: CpuClock,
+) -> Result<(), AppError> {
+    let ch = transit_channel::FileChannel::open(&path, std::fs::OpenOptions::new().read(true))
+        .map_err(|e| AppError::Failed(format!("open {}: {e}", path.display())))?;
+    run_copy(
+        rt,
+        opts,
+        Box::new(ch),
+        Some(format!("file:{}", path.display())),
+        clock,
+    )
+}
+
+enum Msg {
+    Conn(SocketChannel),
+    Cancel,
+}
+
+struct Done {
+    stats: Stats,
+    session: SessionHeader,
+    peer: Option<String>,
+}
+
+fn recv_multifd(
+    rt: &Runtime,
+    opts: &Opts,
+    mut listener: NetListener,
+    clock: CpuClock,
+) -> Result<(), AppError> {
+    let (tx, queue) = mpsc::channel::<Msg>();
+    // Watch each new connection until its first bytes arrive.
+    let ctx = rt.ctx().clone();
+    let hs = opts.handshake;
+    let client_tx = tx.clone();
+    listener.set_client_func(rt.ctx(), move |client| {
+        let ws = client.watch_source();
+        let peer = peer_of(&client);
+        let holder = Rc::new(RefCell::new(Some(client)));
+        let timer: Rc<Cell<Option<transit_channel::SourceId>>> = Rc::new(Cell::new(None));
+        let (h1, t1, c1, q) = (
+            holder.clone(),
+            timer.clone(),
+            ctx.clone(),
+            client_tx.clone(),
+        );
+        let watch = ctx.add_watch(&ws, Condition::IN, move |_| {
+            if let Some(id) = t1.take() {
+                c1.remove(id);
+            }
+            if let Some(ch) = h1.borrow_mut().take() {
+                let _ = q.send(Msg::Conn(ch));
+            }
+            ControlFlow::Remove
+        });
+        let c2 = ctx.clone();
+        timer.set(Some(ctx.timeout_add(hs, move || {
+            c2.remove(watch);
+            if holder.borrow_mut().take().is_some() {
+                warn(&format!(
+                    "closed a connection from {peer}: it sent nothing within {:.1} s",
+                    hs.as_secs_f64()
+                ));
+            }
+            ControlFlow::Remove
+        })));
+    });
+
+    let slot: ProgressSlot = Arc::new(Mutex::new(None));
+    let unit = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(0));
+    let abort: Arc<Mutex<Option<AbortHandle>>> = Arc::new(Mutex::new(None));
+    let to_stderr = matches!(opts.output, Output::Stdout);
+    let live = Live::install(
+        rt.ctx(),
+        Probe::Session {
+            slot: slot.clone(),
+            unit: unit.clone(),
+        },
+        LiveOptions {
+            role: "recv",
+            total: total.clone(),
+            verbose: opts.verbose,
+            json_interval: opts.json_interval,
+            json_to_stderr: to_stderr,
+        },
+    );
+    let cancel_abort = abort.clone();
+    let cancel_tx = tx.clone();
+    let on_cancel = move || {
+        let _ = cancel_tx.send(Msg::Cancel);
+        if let Some(a) = cancel_abort
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            a.abort("cancelled by a signal on the receiver");
+        }
+    };
+    let worker = SessionWorker {
+        queue,
+        output: opts.output.clone(),
+        channels: opts.channels,
+        wait_limit: opts.wait_limit,
+        handshake: opts.handshake,
+        slot,
+        unit,
+        total,
+        abort,
+    };
+    let done = rt.run_task("session", on_cancel, move || worker.run());
+    drop(live);
+    listener.disconnect();
+    drop(tx);
+    let done = done?;
+    let image = match done.session.layout {
+        Layout::Image { size } => Some(size),
+        Layout::Stream => None,
+    };
+    let summary = Summary::new(
+        RunInfo {
+            role: "recv",
+            uri: opts.uri.clone(),
+            peer: done.peer,
+            mode: if image.is_some() { "image" } else { "stream" },
+            passes: if image.is_some() {
+                done.stats.syncs.max(1) as u32
+            } else {
+                1
+            },
+            page_size: if image.is_some() {
+                done.session.page_size
+            } else {
+                0
+            },
+            image_bytes: image.unwrap_or(done.stats.stream_len),
+            verified: done.session.verify,
+            file: opts.output.describe(),
+        },
+        &done.stats,
+        &clock,
+    );
+    finish_report(&summary, opts.json, to_stderr);
+    Ok(())
+}
+
+fn peer_of(ch: &SocketChannel) -> String {
+    ch.peer_address()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| ch.name().to_owned())
+}
+
+/// What the first bytes of a connection say.
+enum Peeked {
+    Main(Option<SessionHeader>),
+    Page,
+    Other(String),
+}
+
+/// Look at the first bytes without consuming them.
+fn peek(ch: &mut SocketChannel, timeout: Duration) -> Result<Peeked, String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; wire::SESSION_HEADER_LEN];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
+            .map_err(|e| e.to_string())?;
+        if ready.is_empty() {
+            return Err(format!(
+                "sent no header within {:.1} s",
+                timeout.as_secs_f64()
+            ));
+        }
+        let n = match ch.readv(&mut [IoSliceMut::new(&mut buf)], None, ReadFlags::MSG_PEEK) {
+            Ok(n) => n,
+            Err(e) if e.is_would_block() => 0,
+            Err(e) => return Err(e.to_string()),
+        };
+        if n == 0 && !ready.is_empty() && ready.intersects(Condition::HUP | Condition::ERR) {
+            return Err("closed the connection before sending a header".into());
+        }
+        if n >= 4 {
+            match wire::classify(&buf[..4]) {
+                Ok(ConnectionKind::Page) => return Ok(Peeked::Page),
+                Ok(ConnectionKind::Main) if n >= wire::SESSION_HEADER_LEN => {
+                    return Ok(Peeked::Main(wire::decode_session_header(&buf).ok()))
+                }
+                Ok(ConnectionKind::Main) => {}
+                Err(e) => return Ok(Peeked::Other(e.to_string())),
+            }
+        } else if n == 0 {
+            return Err("closed the connection before sending a header".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "sent an incomplete header within {:.1} s",
+                timeout.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Errors after which the session cannot go on.
+fn is_fatal(e: &transit_multifd::Error) -> bool {
+    matches!(
+        e,
+        transit_multifd::Error::Protocol {
+            source: WireError::ChannelCountMismatch { .. }
+                | WireError::DuplicateChannel { .. }
+                | WireError::ChannelIdOutOfRange { .. },
+            ..
+        }
+    )
+}
+
+struct SessionWorker {
+    queue: mpsc::Receiver<Msg>,
+    output: Output,
+    channels: Option<u32>,
+    wait_limit: Option<Duration>,
+    handshake: Duration,
+    slot: ProgressSlot,
+    unit: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+    abort: Arc<Mutex<Option<AbortHandle>>>,
+}
+
+struct Session {
+    rx: Receiver,
+    /// A stream's temporary output file.
+    temp: Option<TempOutput>,
+    peer: Option<String>,
+}
+
+impl SessionWorker {
+    fn run(self) -> Result<Done, AppError> {
+        let start = Instant::now();
+        let mut held: Vec<(SocketChannel, String)> = Vec::new();
+        let mut session: Option<Session> = None;
+        let mut assembly_deadline: Option<Instant> = self.wait_limit.map(|t| start + t);
+        loop {
+            if let Some(s) = &session {
+                if s.rx.is_ready() {
+                    break;
+                }
+            }
+            let msg = match assembly_deadline {
+                None => self.queue.recv().map_err(|_| ()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.queue.recv_timeout(left).map_err(|_| ())
+                }
+            };
+            let mut ch = match msg {
+                Ok(Msg::Conn(ch)) => ch,
+                Ok(Msg::Cancel) => return Err(AppError::Failed("cancelled".into())),
+                Err(()) => return Err(self.assembly_timeout(&session, start)),
+            };
+            let peer = peer_of(&ch);
+            if let Some(s) = session.as_mut() {
+                offer(s, ch, &peer)?;
+                continue;
+            }
+            match peek(&mut ch, self.handshake) {
+                Ok(Peeked::Page) => {
+                    if held.len() >= wire::MAX_CHANNELS as usize {
+                        warn(&format!("rejected a connection from {peer}: too many page channels before the main channel"));
+                    } else {
+                        held.push((ch, peer));
+                    }
+                }
+                Ok(Peeked::Main(hdr)) => {
+                    let mut s = self.start_session(hdr)?;
+                    offer(&mut s, ch, &peer)?;
+                    if s.rx.session().is_some() {
+                        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = s.rx.progress();
+                        for (c, p) in held.drain(..) {
+                            offer(&mut s, c, &p)?;
+                        }
+                        assembly_deadline = Some(Instant::now() + self.handshake);
+                        session = Some(s);
+                    }
+                }
+                Ok(Peeked::Other(why)) => warn(&format!(
+                    "rejected a connection from {peer}: not a transit sender: {why}"
+                )),
+                Err(why) => warn(&format!("rejected a connection from {peer}: {why}")),
+            }
+        }
+        let Some(s) = session else {
+            return Err(AppError::Failed("no session".into()));
+        };
+        let Session { rx, temp, peer } = s;
+        let outcome = rx.run()?;
+        self.finish(outcome, temp, peer)
+    }
+
+    fn assembly_timeout(&self, session: &Option<Session>, start: Instant) -> AppError {
+        let waited = start.elapsed().as_secs_f64();
+        match session.as_ref().and_then(|s| s.rx.session().copied()) {
+            None => AppError::Failed(format!("no sender arrived within {waited:.1} s")),
+            Some(h) => AppError::Failed(format!(
+                "the sender's channels did not all arrive within {:.1} s of its main channel (expected {} page channels)",
+                self.handshake.as_secs_f64(),
+                h.channels
+            )),
+        }
+    }
+
+    /// A receiver whose destination fits the session header.
+    fn start_session(&self, hdr: Option<SessionHeader>) -> Result<Session, AppError> {
+        let stream = matches!(hdr, Some(h) if h.layout == Layout::Stream);
+        let mut temp = None;
+        let dest = if stream {
+            match &self.output {
+                Output::Discard => Destination::Writer(Box::new(std::io::sink())),
+                Output::Stdout => Destination::Writer(Box::new(stdout_file()?)),
+                Output::File(p) => {
+                    let t = TempOutput::create(p).map_err(|e| {
+                        AppError::Failed(format!("create output next to {}: {e}", p.display()))
+                    })?;
+                    let w = t.writer().map_err(|e| {
+                        AppError::Failed(format!("open {}: {e}", t.temp_path().display()))
+                    })?;
+                    temp = Some(t);
+                    Destination::Writer(Box::new(std::io::BufWriter::with_capacity(1 << 20, w)))
+                }
+            }
+        } else {
+            match &self.output {
+                Output::Discard | Output::Stdout => Destination::Memory { prefault: true },
+                Output::File(p) => Destination::File {
+                    path: p.clone(),
+                    prefault: true,
+                },
+            }
+        };
+        if let Some(h) = hdr {
+            let (unit, total) = match h.layout {
+                Layout::Image { size } => (u64::from(h.page_size), size),
+                Layout::Stream => (u64::from(h.packet_payload), 0),
+            };
+            self.unit.store(unit, Ordering::Relaxed);
+            self.total.store(total, Ordering::Relaxed);
+        }
+        let config = RecvConfig {
+            expected_channels: self.channels,
+            expected_uuid: None,
+            handshake_timeout: Some(self.handshake),
+        };
+        let rx = Receiver::new(config, dest);
+        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());
+        Ok(Session {
+            rx,
+            temp,
+            peer: None,
+        })
+    }
+
+    fn finish(
+        &self,
+        outcome: RecvOutcome,
+        temp: Option<TempOutput>,
+        peer: Option<String>,
+    ) -> Result<Done, AppError> {
+        let RecvOutcome {
+            stats,
+            session,
+            image,
+            writer,
+        } = outcome;
+        if let Some(mut w) = writer {
+            w.flush()
+                .map_err(|e| AppError::Failed(format!("write the output: {e}")))?;
+        }
+        if let Some(t) = temp {
+            t.persist()
+                .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
+        }
+        if let Some(img) = image {
+            match &self.output {
+                Output::Discard => drop(img),
+                Output::File(p) => {
+                    img.persist().map_err(|e| {
+                        AppError::Failed(format!("put the output in place at {}: {e}", p.display()))
+                    })?;
+                }
+                Output::Stdout => {
+                    let mut out = stdout_file()?;
+                    out.write_all(img.as_slice())
+                        .map_err(|e| AppError::Failed(format!("write the image to stdout: {e}")))?;
+                }
+            }
+        }
+        Ok(Done {
+            stats,
+            session,
+            peer,
+        })
+    }
+}
+
+/// Hand a connection to the receiver; rejected ones are warned about,
+/// fatal ones end the session.
+fn offer(s: &mut Session, ch: SocketChannel, peer: &str) -> Result<(), AppError> {
+    match s.rx.accept_channel(Box::new(ch)) {
+        Ok(Accepted::Main) => {
+            s.peer = Some(peer.to_owned());
+            Ok(())
+        }
+        Ok(Accepted::Page(_)) => Ok(()),
+        Err(e) if is_fatal(&e) => Err(e.into()),
+        Err(e) => {
+            warn(&format!("rejected a connection from {peer}: {e}"));
+            Ok(())
+        }
+    }
+}

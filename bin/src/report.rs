@@ -1,0 +1,561 @@
+//! What a run tells its user: the live progress bar (stderr, only on a
+//! terminal), JSON interval objects, and the final summary (one JSON object
+//! with `--json`, else one human line on stderr).
+//!
+//! Rates are decimal: GB/s = 10^9 bytes per second. The *image rate*
+//! counts every page the transfer covered (zero pages too), the *data
+//! rate* only the payload bytes that crossed the channels.
+
+use std::cell::RefCell;
+use std::io::{IsTerminal, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use transit_channel::{ControlFlow, MainContext, SourceId};
+use transit_multifd::{Progress, Stats};
+
+/// Counters a monitor can read at any time.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Bytes of the image or stream covered so far (zero pages included).
+    pub covered: u64,
+    /// Payload bytes moved so far.
+    pub bytes: u64,
+    /// Zero pages (stream: zero chunks) so far.
+    pub zero_pages: u64,
+    /// Payload bytes per channel.
+    pub channels: Vec<u64>,
+}
+
+/// Where live counters come from: a multifd session's [`Progress`] once
+/// the session exists, or the byte counter of a raw transfer.
+#[derive(Clone)]
+pub enum Probe {
+    /// A multifd session; `unit` is the page size (image) or chunk size
+    /// (stream) that a zero page or chunk stands for.
+    Session {
+        /// Filled in by the worker once the session runs.
+        slot: ProgressSlot,
+        /// Bytes per zero page or zero chunk (0 until known).
+        unit: Arc<AtomicU64>,
+    },
+    /// A raw transfer.
+    Raw(Arc<AtomicU64>),
+}
+
+/// The progress of a session that may not exist yet.
+pub type ProgressSlot = Arc<Mutex<Option<Arc<Progress>>>>;
+
+impl Probe {
+    /// Counters now (`None` before the session started).
+    pub fn read(&self) -> Option<Snapshot> {
+        match self {
+            Probe::Session { slot, unit } => {
+                let p = slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                let s = p.snapshot();
+                Some(Snapshot {
+                    covered: s.bytes + s.zero_pages * unit.load(Ordering::Relaxed),
+                    bytes: s.bytes,
+                    zero_pages: s.zero_pages,
+                    channels: s.channels.iter().map(|c| c.bytes).collect(),
+                })
+            }
+            Probe::Raw(n) => {
+                let b = n.load(Ordering::Relaxed);
+                Some(Snapshot {
+                    covered: b,
+                    bytes: b,
+                    zero_pages: 0,
+                    channels: vec![b],
+                })
+            }
+        }
+    }
+}
+
+/// How a command wants its live output.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// `send` or `recv`.
+    pub role: &'static str,
+    /// Expected covered bytes (the bar's length; 0 while unknown, which
+    /// draws a spinner). Read when the bar first appears.
+    pub total: Arc<AtomicU64>,
+    /// Per-channel rates in the bar.
+    pub verbose: bool,
+    /// Seconds between JSON interval objects.
+    pub json_interval: Option<f64>,
+    /// JSON goes to stderr (the data goes to stdout).
+    pub json_to_stderr: bool,
+}
+
+/// Live output sources on a context; removed (and the bar cleared) on drop.
+pub struct Live {
+    ctx: MainContext,
+    sources: Vec<SourceId>,
+    bar: Rc<RefCell<Option<ProgressBar>>>,
+}
+
+fn new_bar(role: &'static str, total: u64) -> ProgressBar {
+    let (len, template) = if total > 0 {
+        (
+            Some(total),
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+    } else {
+        (
+            None,
+            "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {elapsed} {msg}",
+        )
+    };
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(role);
+    bar
+}
+
+impl Live {
+    /// Install the progress bar timer (200 ms, only if stderr is a
+    /// terminal) and the JSON interval timer.
+    pub fn install(ctx: &MainContext, probe: Probe, opts: LiveOptions) -> Live {
+        let mut sources = Vec::new();
+        let bar: Rc<RefCell<Option<ProgressBar>>> = Rc::new(RefCell::new(None));
+        if std::io::stderr().is_terminal() {
+            let probe = probe.clone();
+            let verbose = opts.verbose;
+            let role = opts.role;
+            let total = opts.total.clone();
+            let slot = bar.clone();
+            let mut last: Option<(Instant, Vec<u64>)> = None;
+            sources.push(ctx.timeout_add(Duration::from_millis(200), move || {
+                let Some(s) = probe.read() else {
+                    return ControlFlow::Continue;
+                };
+                let mut cell = slot.borrow_mut();
+                let bar = cell.get_or_insert_with(|| new_bar(role, total.load(Ordering::Relaxed)));
+                bar.set_position(s.covered);
+                let mut msg = format!("{} zero pages", s.zero_pages);
+                if verbose {
+                    let now = Instant::now();
+                    if let Some((t, prev)) = &last {
+                        let dt = now.duration_since(*t).as_secs_f64().max(1e-9);
+                        for (i, (b, p)) in s.channels.iter().zip(prev).enumerate() {
+                            let r = b.saturating_sub(*p) as f64 / dt / 1e9;
+                            msg.push_str(&format!(" | ch{i} {r:.2} GB/s"));
+                        }
+                    }
+                    last = Some((now, s.channels.clone()));
+                }
+                bar.set_message(msg);
+                ControlFlow::Continue
+            }));
+        }
+        if let Some(secs) = opts.json_interval.filter(|s| *s > 0.0) {
+            let start = Instant::now();
+            let mut prev_t = start;
+            let mut prev = Snapshot::default();
+            let role = opts.role;
+            let to_stderr = opts.json_to_stderr;
+            sources.push(ctx.timeout_add(Duration::from_secs_f64(secs), move || {
+                let now = Instant::now();
+                let s = probe.read().unwrap_or_default();
+                let dt = now.duration_since(prev_t).as_secs_f64().max(1e-9);
+                let obj = Interval {
+                    kind: "interval",
+                    role,
+                    t_seconds: now.duration_since(start).as_secs_f64(),
+                    interval_seconds: dt,
+                    covered_bytes: s.covered,
+                    bytes: s.bytes,
+                    zero_pages: s.zero_pages,
+                    image_rate_gbps: s.covered.saturating_sub(prev.covered) as f64 / dt / 1e9,
+                    data_rate_gbps: s.bytes.saturating_sub(prev.bytes) as f64 / dt / 1e9,
+                    per_channel: s
+                        .channels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| ChannelRate {
+                            id: i as u32,
+                            bytes: *b,
+                            data_rate_gbps: b
+                                .saturating_sub(prev.channels.get(i).copied().unwrap_or(0))
+                                as f64
+                                / dt
+                                / 1e9,
+                        })
+                        .collect(),
+                };
+                emit_json(&obj, to_stderr);
+                prev_t = now;
+                prev = s;
+                ControlFlow::Continue
+            }));
+        }
+        Live {
+            ctx: ctx.clone(),
+            sources,
+            bar,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for id in self.sources.drain(..) {
+            self.ctx.remove(id);
+        }
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChannelRate {
+    id: u32,
+    bytes: u64,
+    data_rate_gbps: f64,
+}
+
+#[derive(Serialize)]
+struct Interval {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    t_seconds: f64,
+    interval_seconds: f64,
+    covered_bytes: u64,
+    bytes: u64,
+    zero_pages: u64,
+    image_rate_gbps: f64,
+    data_rate_gbps: f64,
+    per_channel: Vec<ChannelRate>,
+}
+
+/// Print one JSON object on its own line (stdout, or stderr when the data
+/// goes to stdout).
+pub fn emit_json(value: &impl Serialize, to_stderr: bool) {
+    let Ok(line) = serde_json::to_string(value) else {
+        return;
+    };
+    if to_stderr {
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(e, "{line}");
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    }
+}
+
+/// CPU time of this process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Cpu {
+    /// User seconds.
+    pub user_seconds: f64,
+    /// System seconds.
+    pub system_seconds: f64,
+    /// (user + system) / wall time x 100; 200 = both cores of a 2-core machine.
+    pub percent: f64,
+}
+
+/// `getrusage(RUSAGE_SELF)`: user seconds, system seconds, peak RSS bytes.
+pub fn rusage() -> (f64, f64, u64) {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return (0.0, 0.0, 0);
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        tv(ru.ru_utime),
+        tv(ru.ru_stime),
+        ru.ru_maxrss.max(0) as u64 * 1024,
+    )
+}
+
+/// CPU use between two points of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    wall: Instant,
+    user: f64,
+    system: f64,
+}
+
+impl CpuClock {
+    /// Start measuring now.
+    pub fn start() -> CpuClock {
+        let (user, system, _) = rusage();
+        CpuClock {
+            wall: Instant::now(),
+            user,
+            system,
+        }
+    }
+
+    /// CPU used since `start`, and the wall seconds.
+    pub fn stop(&self) -> (Cpu, f64) {
+        let (u, s, _) = rusage();
+        let wall = self.wall.elapsed().as_secs_f64();
+        let user = (u - self.user).max(0.0);
+        let system = (s - self.system).max(0.0);
+        let percent = if wall > 0.0 {
+            (user + system) / wall * 100.0
+        } else {
+            0.0
+        };
+        (
+            Cpu {
+                user_seconds: user,
+                system_seconds: system,
+                percent,
+            },
+            wall,
+        )
+    }
+}
+
+/// Figures of one page channel in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelFigures {
+    /// Channel id.
+    pub id: u32,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Bytes on the wire.
+    pub wire_bytes: u64,
+    /// Normal pages (stream: chunks).
+    pub pages: u64,
+    /// Zero pages (stream: zero chunks).
+    pub zero_pages: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Seconds the channel's thread was busy.
+    pub busy_seconds: f64,
+    /// Payload GB/s over the session's seconds.
+    pub data_rate_gbps: f64,
+}
+
+/// The final summary of a run (iperf3-like).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Always `summary`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// transit version.
+    pub version: &'static str,
+    /// `send` or `recv`.
+    pub role: &'static str,
+    /// The URI given on the command line.
+    pub uri: String,
+    /// The peer's address, when known.
+    pub peer: Option<String>,
+    /// `image`, `stream` or `raw`.
+    pub mode: &'static str,
+    /// Page channels (1 for raw).
+    pub channels: u32,
+    /// Passes (image mode).
+    pub passes: u32,
+    /// Page size (image mode), 0 otherwise.
+    pub page_size: u32,
+    /// Payload bytes that crossed the channels (data moved).
+    pub bytes: u64,
+    /// Bytes on the page channels' wire (headers included).
+    pub wire_bytes: u64,
+    /// Image size, or the stream's length.
+    pub image_bytes: u64,
+    /// Bytes of image or stream covered (zero pages included; more than
+    /// `image_bytes` with several passes).
+    pub covered_bytes: u64,
+    /// Normal pages (stream: data chunks).
+    pub pages: u64,
+    /// Zero pages (stream: zero chunks).
+    pub zero_pages: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Sync barriers.
+    pub syncs: u64,
+    /// Seconds of the data phase.
+    pub seconds: f64,
+    /// Seconds of the whole command (connect, handshake, output included).
+    pub wall_seconds: f64,
+    /// covered_bytes / seconds, GB/s.
+    pub image_rate_gbps: f64,
+    /// bytes / seconds, GB/s.
+    pub data_rate_gbps: f64,
+    /// Session digest, hex (`null` without verification or in raw mode).
+    pub digest: Option<String>,
+    /// True when the receiver's totals and digest matched the sender's.
+    pub verified: bool,
+    /// Per page channel.
+    pub per_channel: Vec<ChannelFigures>,
+    /// CPU time of this process.
+    pub cpu: Cpu,
+    /// Peak resident set size of this process.
+    pub max_rss_bytes: u64,
+    /// Where the data went (recv) or came from (send), if a file.
+    pub file: Option<String>,
+}
+
+/// The parts of a summary that do not come from [`Stats`].
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// `send` or `recv`.
+    pub role: &'static str,
+    /// URI as given.
+    pub uri: String,
+    /// Peer address.
+    pub peer: Option<String>,
+    /// `image`, `stream` or `raw`.
+    pub mode: &'static str,
+    /// Passes.
+    pub passes: u32,
+    /// Page size (0 for streams).
+    pub page_size: u32,
+    /// Image size or stream length.
+    pub image_bytes: u64,
+    /// Verification on and passed.
+    pub verified: bool,
+    /// Input or output file.
+    pub file: Option<String>,
+}
+
+impl Summary {
+    /// Build the summary from a session's statistics.
+    pub fn new(info: RunInfo, stats: &Stats, clock: &CpuClock) -> Summary {
+        let (cpu, wall) = clock.stop();
+        let (_, _, rss) = rusage();
+        let seconds = stats.seconds.max(1e-9);
+        let covered = if info.mode == "image" {
+            let ps = u64::from(info.page_size);
+            // The last page may be partial: cap one pass's worth at the size.
+            ((stats.pages + stats.zero_pages) * ps)
+                .min(info.image_bytes * u64::from(info.passes.max(1)))
+        } else {
+            info.image_bytes
+        };
+        Summary {
+            kind: "summary",
+            version: env!("CARGO_PKG_VERSION"),
+            role: info.role,
+            uri: info.uri,
+            peer: info.peer,
+            mode: info.mode,
+            channels: stats.channels.len().max(1) as u32,
+            passes: info.passes,
+            page_size: info.page_size,
+            bytes: stats.bytes,
+            wire_bytes: stats.wire_bytes,
+            image_bytes: info.image_bytes,
+            covered_bytes: covered,
+            pages: stats.pages,
+            zero_pages: stats.zero_pages,
+            packets: stats.packets,
+            syncs: stats.syncs,
+            seconds: stats.seconds,
+            wall_seconds: wall,
+            image_rate_gbps: covered as f64 / seconds / 1e9,
+            data_rate_gbps: stats.bytes as f64 / seconds / 1e9,
+            digest: (info.mode != "raw" && stats.digest != 0)
+                .then(|| format!("{:016x}", stats.digest)),
+            verified: info.verified,
+            per_channel: stats
+                .channels
+                .iter()
+                .map(|c| ChannelFigures {
+                    id: c.id,
+                    bytes: c.bytes,
+                    wire_bytes: c.wire_bytes,
+                    pages: c.pages,
+                    zero_pages: c.zero_pages,
+                    packets: c.packets,
+                    busy_seconds: c.busy_seconds,
+                    data_rate_gbps: c.bytes as f64 / seconds / 1e9,
+                })
+                .collect(),
+            cpu,
+            max_rss_bytes: rss,
+            file: info.file,
+        }
+    }
+
+    /// One human line, for stderr.
+    pub fn human(&self) -> String {
+        let what = if self.role == "send" {
+            "sent"
+        } else {
+            "received"
+        };
+        let mut s = format!(
+            "transit: {what} {} {} in {:.3} s over {} channel{}: image {:.2} GB/s, data {} at {:.2} GB/s",
+            self.mode,
+            human_bytes(self.image_bytes),
+            self.seconds,
+            self.channels,
+            if self.channels == 1 { "" } else { "s" },
+            self.image_rate_gbps,
+            human_bytes(self.bytes),
+            self.data_rate_gbps,
+        );
+        if self.mode == "image" {
+            s.push_str(&format!(", {} zero pages", self.zero_pages));
+        }
+        if self.passes > 1 {
+            s.push_str(&format!(", {} passes", self.passes));
+        }
+        s.push_str(&format!(", CPU {:.0}%", self.cpu.percent));
+        if self.verified {
+            s.push_str(", verified");
+        }
+        s
+    }
+}
+
+/// `1.00 GiB`, `512.0 MiB`, `4.0 KiB`, `17 B`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_well() {
+        assert_eq!(human_bytes(17), "17 B");
+        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
+        assert_eq!(human_bytes(3 << 19), "1.50 MiB");
+    }
+
+    #[test]
+    fn cpu_clock_measures_work() {
+        let c = CpuClock::start();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let (cpu, wall) = c.stop();
+        assert!(wall > 0.0);
+        assert!(cpu.user_seconds + cpu.system_seconds > 0.0);
+    }
+}

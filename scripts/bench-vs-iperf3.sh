@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Measure the transit send/recv targets of issue 3 side by side with
+# iperf3 in one run, over loopback TCP, and print the ratios.
+#
+#   scripts/bench-vs-iperf3.sh            # release build, 3 repetitions
+#   REPS=5 SIZE=1G scripts/bench-vs-iperf3.sh
+#
+# Targets checked:
+#   1. tcp, 1 channel, 1 GiB image without zero pages, two processes:
+#      transit data rate >= 0.9 x `iperf3 -l 1M` single stream
+#   2. 1 GiB image with 50% zero pages, 4 channels: image rate >= 1.6 x iperf3
+#   3. 4 channels never more than 10% slower than 1 channel
+#   4. peak RSS (/usr/bin/time -v): each side <= image size + 64 MiB; a
+#      stream from stdin (head -c 4G /dev/zero) <= 64 MiB on both sides
+# Best of REPS runs for each rate (loopback numbers move from run to run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-3}
+SIZE=${SIZE:-1G}
+STREAM=${STREAM:-4G}
+PACKET=${PACKET:-}          # e.g. PACKET=1M to try another packet size
+IPERF_SECONDS=${IPERF_SECONDS:-5}
+
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+[ -x /usr/bin/time ] || need+=(time)
+command -v jq >/dev/null || need+=(jq)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+cargo build --release -p transit >&2
+T=${TRANSIT:-target/release/transit}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+size_bytes() { # 1G -> bytes
+    local n=${1%[KMGkmg]} u=${1: -1}
+    case $u in K|k) echo $((n << 10));; M|m) echo $((n << 20));; G|g) echo $((n << 30));; *) echo "$1";; esac
+}
+
+# iperf3 -l 1M, one stream, loopback.
+iperf_rate() {
+    local port=$((20000 + RANDOM % 20000))
+    iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    local srv=$!
+    sleep 0.3
+    iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$IPERF_SECONDS" -J >"$work/iperf.json"
+    wait "$srv" || true
+    jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf.json"
+}
+
+# One transit session: recv and send as two processes under /usr/bin/time.
+# Args: tag, then send args. Writes $work/TAG.{send,recv}.{json,time}.
+transit_run() {
+    local tag=$1; shift
+    local extra=()
+    [ -n "$PACKET" ] && extra=(--packet-size "$PACKET")
+    /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/$tag.recv.json" \
+        2>"$work/$tag.recv.err" &
+    local rpid=$!
+    local addr=""
+    for _ in $(seq 1 200); do
+        addr=$(grep -o 'listening on tcp:[^ ]*' "$work/$tag.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
+        [ -n "$addr" ] && break
+        sleep 0.05
+    done
+    [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; exit 1; }
+    /usr/bin/time -v "$T" send "$addr" "$@" "${extra[@]}" --json >"$work/$tag.send.json" \
+        2>"$work/$tag.send.err"
+    wait "$rpid"
+}
+
+rss_mib() { # time -v output -> MiB
+    awk -F: '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$1"
+}
+
+best() { sort -g | tail -1; }
+
+echo "== iperf3 -l 1M, 1 stream, ${IPERF_SECONDS}s, best of $REPS" >&2
+iperf=$(for _ in $(seq "$REPS"); do iperf_rate; done | best)
+
+echo "== transit tcp 1 channel, $SIZE, no zero pages" >&2
+one_data=$(for i in $(seq "$REPS"); do
+    transit_run "c1z0-$i" --ram "$SIZE" --zero-ratio 0 --channels 1
+    jq .data_rate_gbps "$work/c1z0-$i.send.json"
+done | best)
+
+echo "== transit tcp 4 channels and 1 channel, $SIZE, 50% zero pages" >&2
+four_img=$(for i in $(seq "$REPS"); do
+    transit_run "c4z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 4
+    jq .image_rate_gbps "$work/c4z5-$i.send.json"
+done | best)
+one_img=$(for i in $(seq "$REPS"); do
+    transit_run "c1z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 1
+    jq .image_rate_gbps "$work/c1z5-$i.send.json"
+done | best)
+
+echo "== transit stream from stdin: head -c $STREAM /dev/zero, 4 channels" >&2
+/usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/stream.recv.json" 2>"$work/stream.recv.err" &
+rpid=$!
+addr=""
+for _ in $(seq 1 200); do
+    addr=$(grep -o 'listening on tcp:[^ ]*' "$work/stream.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
+    [ -n "$addr" ] && break
+    sleep 0.05
+done
+head -c "$STREAM" /dev/zero | /usr/bin/time -v "$T" send "$addr" --input - --json \
+    >"$work/stream.send.json" 2>"$work/stream.send.err"
+wait "$rpid"
+
+img_mib=$(( $(size_bytes "$SIZE") >> 20 ))
+limit=$((img_mib + 64))
+rss_send=$(rss_mib "$work/c1z0-1.send.err")
+rss_recv=$(rss_mib "$work/c1z0-1.recv.err")
+rss_send4=$(rss_mib "$work/c4z5-1.send.err")
+rss_recv4=$(rss_mib "$work/c4z5-1.recv.err")
+st_send=$(rss_mib "$work/stream.send.err")
+st_recv=$(rss_mib "$work/stream.recv.err")
+st_rate=$(jq .image_rate_gbps "$work/stream.send.json")
+
+verdict() { # cond -> PASS/MISS
+    if awk "BEGIN {exit !($1)}"; then echo PASS; else echo MISS; fi
+}
+
+r1=$(awk "BEGIN {printf \"%.2f\", $one_data / $iperf}")
+r2=$(awk "BEGIN {printf \"%.2f\", $four_img / $iperf}")
+r3=$(awk "BEGIN {printf \"%.2f\", $four_img / $one_img}")
+cat <<REPORT
+
+transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), best of $REPS
+packet payload: ${PACKET:-default}
+
+iperf3 -l 1M, 1 stream:                         $(printf %.2f "$iperf") GB/s
+1 channel, $SIZE, 0% zero: data rate            $(printf %.2f "$one_data") GB/s  = ${r1}x iperf3   (target >= 0.9x)  $(verdict "$r1 >= 0.9")
+4 channels, $SIZE, 50% zero: image rate         $(printf %.2f "$four_img") GB/s  = ${r2}x iperf3   (target >= 1.6x)  $(verdict "$r2 >= 1.6")
+1 channel, $SIZE, 50% zero: image rate          $(printf %.2f "$one_img") GB/s
+4 channels / 1 channel (50% zero):              ${r3}x            (target >= 0.9x)  $(verdict "$r3 >= 0.9")
+peak RSS, 1 channel 0% zero: send / recv        $rss_send / $rss_recv MiB (limit $limit MiB)  $(verdict "$rss_send <= $limit && $rss_recv <= $limit")
+peak RSS, 4 channels 50% zero: send / recv      $rss_send4 / $rss_recv4 MiB (limit $limit MiB)  $(verdict "$rss_send4 <= $limit && $rss_recv4 <= $limit")
+stream $STREAM from stdin: send / recv RSS      $st_send / $st_recv MiB (limit 64 MiB)  $(verdict "$st_send <= 64 && $st_recv <= 64")
+stream $STREAM from stdin: rate                 $(printf %.2f "$st_rate") GB/s
+REPORT

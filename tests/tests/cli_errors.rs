@@ -1,0 +1,94 @@
+//! Exit codes and error messages: usage errors exit 2, failures exit 1
+//! with one `transit: error:` line naming the peer, channel and stage.
+
+use transit_tests::{error_lines, run, start_recv, transit};
+
+#[test]
+fn send_without_a_payload_is_a_usage_error() {
+    let r = run(transit(&["send", "tcp:127.0.0.1:9"]));
+    assert_eq!(r.code(), Some(2));
+    assert!(r.stderr.contains("--ram"), "{}", r.stderr);
+}
+
+#[test]
+fn unknown_options_and_bad_uris_are_usage_errors() {
+    assert_eq!(
+        run(transit(&[
+            "send",
+            "tcp:127.0.0.1:9",
+            "--ram",
+            "1M",
+            "--bogus"
+        ]))
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(transit(&["send", "carrier-pigeon:x", "--ram", "1M"])).code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(transit(&["recv", "tcp:127.0.0.1:0", "--channels", "0"])).code(),
+        Some(2)
+    );
+    assert_eq!(run(transit(&["frobnicate"])).code(), Some(2));
+    assert_eq!(
+        run(transit(&[
+            "send",
+            "tcp:127.0.0.1:9",
+            "--ram",
+            "1M",
+            "--zero-ratio",
+            "2"
+        ]))
+        .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_refused_connect_names_the_channel_and_the_peer() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = run(transit(&[
+        "send",
+        &format!("tcp:127.0.0.1:{port}"),
+        "--ram",
+        "1M",
+    ]));
+    assert_eq!(r.code(), Some(1));
+    let errs = error_lines(&r.stderr);
+    assert_eq!(errs.len(), 1, "{}", r.stderr);
+    assert!(errs[0].contains("channel"), "{}", errs[0]);
+    assert!(
+        errs[0].contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0].contains("connect"), "{}", errs[0]);
+}
+
+#[test]
+fn a_channel_count_mismatch_fails_both_sides_clearly() {
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--channels", "2"]);
+    let send = run(transit(&["send", &addr, "--ram", "1M", "--channels", "4"]));
+    let recv = recv.finish();
+    assert_eq!(send.code(), Some(1), "send: {}", send.stderr);
+    assert_eq!(recv.code(), Some(1), "recv: {}", recv.stderr);
+    for out in [&send.stderr, &recv.stderr] {
+        let errs = error_lines(out);
+        assert_eq!(errs.len(), 1, "{out}");
+        assert!(
+            errs[0].contains("channel count") || errs[0].contains("channels"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[0].contains('4') && errs[0].contains('2'),
+            "{}",
+            errs[0]
+        );
+    }
+}

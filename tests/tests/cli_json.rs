@@ -1,0 +1,104 @@
+//! `--json` and `--json-interval` output of send and recv.
+
+use transit_tests::{run, start_recv, transit};
+
+#[test]
+fn summaries_have_the_documented_fields() {
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--json"]);
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--ram",
+        "4M",
+        "--zero-ratio",
+        "0.5",
+        "--channels",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0), "recv: {}", recv.stderr);
+    let s: serde_json::Value = serde_json::from_slice(&send.stdout).expect("send JSON");
+    let r: serde_json::Value = serde_json::from_slice(&recv.stdout).expect("recv JSON");
+    for (v, role) in [(&s, "send"), (&r, "recv")] {
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["role"], role);
+        assert_eq!(v["mode"], "image");
+        assert_eq!(v["channels"], 2);
+        assert_eq!(v["image_bytes"], 4 << 20);
+        assert_eq!(
+            v["pages"].as_u64().unwrap() + v["zero_pages"].as_u64().unwrap(),
+            1024
+        );
+        assert_eq!(
+            v["bytes"].as_u64().unwrap(),
+            v["pages"].as_u64().unwrap() * 4096
+        );
+        assert_eq!(v["verified"], true);
+        assert!(v["seconds"].as_f64().unwrap() > 0.0);
+        assert!(v["image_rate_gbps"].as_f64().unwrap() > 0.0);
+        assert!(v["data_rate_gbps"].as_f64().unwrap() > 0.0);
+        assert!(v["cpu"]["user_seconds"].is_number());
+        assert!(v["cpu"]["system_seconds"].is_number());
+        assert_eq!(v["per_channel"].as_array().unwrap().len(), 2);
+        assert!(v["peer"].is_string());
+    }
+    assert_eq!(s["digest"], r["digest"]);
+    assert_eq!(s["zero_pages"], r["zero_pages"]);
+}
+
+#[test]
+fn json_goes_to_stderr_when_the_data_goes_to_stdout() {
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--json", "--output", "-"]);
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--ram",
+        "1M",
+        "--zero-ratio",
+        "0",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0));
+    assert_eq!(recv.stdout.len(), 1 << 20, "stdout holds the image only");
+    let line = recv
+        .stderr
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("JSON on stderr");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["image_bytes"], 1 << 20);
+}
+
+#[test]
+fn intervals_come_before_the_summary() {
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &[]);
+    // Throttle nothing: a big enough image in a debug build takes several
+    // 50 ms intervals.
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--ram",
+        "64M",
+        "--zero-ratio",
+        "0",
+        "--json",
+        "--json-interval",
+        "0.05",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    assert_eq!(recv.finish().code(), Some(0));
+    let objs: Vec<serde_json::Value> = send
+        .stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(objs.len() >= 2, "{} objects", objs.len());
+    assert_eq!(objs.last().unwrap()["type"], "summary");
+    assert!(objs[..objs.len() - 1]
+        .iter()
+        .all(|o| o["type"] == "interval"));
+    assert!(objs[0]["t_seconds"].as_f64().unwrap() > 0.0);
+}
