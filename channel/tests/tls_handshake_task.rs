@@ -223,6 +223,12 @@ fn async_handshake_on_the_local_executor() {
             tls.handshake_async(&ctx2).await?;
             let mut buf = [0u8; 5];
             transit_channel::io::read_all_async(&ctx2, &mut tls, &mut buf).await?;
+            // Read on to the client's close_notify, so the client's bye never
+            // races our close.
+            let mut more = [0u8; 1];
+            let clean_eof =
+                !transit_channel::io::read_all_eof_async(&ctx2, &mut tls, &mut more).await?;
+            assert!(clean_eof, "data after the message");
             Ok::<_, transit_channel::Error>(buf)
         }
     });
