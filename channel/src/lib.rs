@@ -6,6 +6,8 @@
 //! * [`Channel`] (QIOChannel): vectored I/O with fds and flags, blocking and
 //!   non-blocking, shutdown from any thread, watches.
 //! * Transports: [`socket`] (TCP, UNIX, vsock, inherited fds), [`file`],
+//!   [`websocket`] (client and server, over any channel), [`command`] (a
+//!   child's stdin/stdout; this process' stdio),
 //!   [`buffer`], [`null`].
 //! * [`io`]: `read_all`, `write_all` and friends with QEMU's EOF rules, in
 //!   blocking and async forms, and `std::io` adapters.
@@ -14,28 +16,36 @@
 //!   executor, signals and an fd for nesting in other loops.
 //! * [`task`]: work on a worker thread, completion on a context.
 //! * [`dns`]: name resolution on hickory-resolver.
+//! * [`rdma`]: the RDMA transport (credit-based protocol; the verbs backend
+//!   needs the `rdma` feature, an in-process model is always built).
 //! * [`address`]: endpoint URIs (`tcp:HOST:PORT`, `unix:PATH`, ...).
 
 pub mod address;
 pub mod buffer;
 pub mod channel;
+pub mod command;
 pub mod dns;
 pub mod error;
 pub mod file;
 pub mod io;
 pub mod main_loop;
 pub mod null;
+pub mod rdma;
 pub mod scripted;
 pub mod socket;
 pub mod task;
+pub mod tls;
+pub mod websocket;
 
 pub use address::SocketAddress;
 pub use buffer::BufferChannel;
+pub use command::{CommandChannel, StdioChannel};
 pub use dns::Resolver;
 pub use file::FileChannel;
 pub use null::NullChannel;
 pub use scripted::ScriptedChannel;
 pub use socket::{KeepAlive, SocketChannel};
+pub use websocket::{WebSocketChannel, WebSocketConfig, WebSocketHandshake};
 
 pub use channel::{
     Channel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown, ShutdownChannel,
