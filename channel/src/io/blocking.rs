@@ -5,8 +5,18 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::channel::{Channel, Condition, ReadFlags, WatchFds, WatchSource, WriteFlags};
+use super::all::{read_loop, run_now, write_loop, Op, Wait};
+use crate::channel::{Channel, Condition, WatchFds, WatchSource};
 use crate::error::{Error, Result};
+
+/// Wait by blocking the thread in `poll(2)`.
+struct Block;
+
+impl Wait for Block {
+    async fn wait(&mut self, ws: &WatchSource, cond: Condition) -> Result<()> {
+        wait_blocking(ws, cond, None).map(drop)
+    }
+}
 
 /// Conditions a wait always reports, whatever was asked for.
 const ALWAYS: Condition = Condition::ERR.union(Condition::HUP).union(Condition::NVAL);
@@ -18,21 +28,34 @@ const ALWAYS: Condition = Condition::ERR.union(Condition::HUP).union(Condition::
 /// missing.
 #[doc(alias = "qio_channel_read_all")]
 pub fn read_all(ch: &mut (impl Channel + ?Sized), buf: &mut [u8]) -> Result<()> {
-    read_loop(ch, &mut [IoSliceMut::new(buf)], None, Op::READ_ALL).map(drop)
+    run_now(read_loop(
+        &mut Block,
+        ch,
+        &mut [IoSliceMut::new(buf)],
+        None,
+        Op::READ_ALL,
+    ))
+    .map(drop)
 }
 
 /// Read exactly `buf.len()` bytes; `Ok(false)` on a clean end of file before
 /// the first byte, `Ok(true)` once the buffer is full.
 #[doc(alias = "qio_channel_read_all_eof")]
 pub fn read_all_eof(ch: &mut (impl Channel + ?Sized), buf: &mut [u8]) -> Result<bool> {
-    read_loop(ch, &mut [IoSliceMut::new(buf)], None, Op::READ_ALL_EOF)
+    run_now(read_loop(
+        &mut Block,
+        ch,
+        &mut [IoSliceMut::new(buf)],
+        None,
+        Op::READ_ALL_EOF,
+    ))
 }
 
 /// Fill every buffer in `bufs`, in order. End of file is an error as in
 /// [`read_all`]. `bufs` is advanced in place.
 #[doc(alias = "qio_channel_readv_all")]
 pub fn readv_all(ch: &mut (impl Channel + ?Sized), bufs: &mut [IoSliceMut<'_>]) -> Result<()> {
-    read_loop(ch, bufs, None, Op::READV_ALL).map(drop)
+    run_now(read_loop(&mut Block, ch, bufs, None, Op::READV_ALL)).map(drop)
 }
 
 /// Fill every buffer in `bufs`; `Ok(false)` on a clean end of file before
@@ -42,7 +65,7 @@ pub fn readv_all_eof(
     ch: &mut (impl Channel + ?Sized),
     bufs: &mut [IoSliceMut<'_>],
 ) -> Result<bool> {
-    read_loop(ch, bufs, None, Op::READV_ALL_EOF)
+    run_now(read_loop(&mut Block, ch, bufs, None, Op::READV_ALL_EOF))
 }
 
 /// Fill every buffer in `bufs`, receiving file descriptors with the first
@@ -56,7 +79,7 @@ pub fn readv_full_all(
     bufs: &mut [IoSliceMut<'_>],
     fds: Option<&mut Vec<OwnedFd>>,
 ) -> Result<()> {
-    read_loop(ch, bufs, fds, Op::READV_FULL_ALL).map(drop)
+    run_now(read_loop(&mut Block, ch, bufs, fds, Op::READV_FULL_ALL)).map(drop)
 }
 
 /// Fill every buffer in `bufs`, receiving file descriptors with the first
@@ -71,19 +94,25 @@ pub fn readv_full_all_eof(
     bufs: &mut [IoSliceMut<'_>],
     fds: Option<&mut Vec<OwnedFd>>,
 ) -> Result<bool> {
-    read_loop(ch, bufs, fds, Op::READV_FULL_ALL_EOF)
+    run_now(read_loop(&mut Block, ch, bufs, fds, Op::READV_FULL_ALL_EOF))
 }
 
 /// Write all of `buf`.
 #[doc(alias = "qio_channel_write_all")]
 pub fn write_all(ch: &mut (impl Channel + ?Sized), buf: &[u8]) -> Result<()> {
-    write_loop(ch, &mut [IoSlice::new(buf)], &[], "write_all")
+    run_now(write_loop(
+        &mut Block,
+        ch,
+        &mut [IoSlice::new(buf)],
+        &[],
+        "write_all",
+    ))
 }
 
 /// Write every buffer in `bufs`, in order. `bufs` is advanced in place.
 #[doc(alias = "qio_channel_writev_all")]
 pub fn writev_all(ch: &mut (impl Channel + ?Sized), bufs: &mut [IoSlice<'_>]) -> Result<()> {
-    write_loop(ch, bufs, &[], "writev_all")
+    run_now(write_loop(&mut Block, ch, bufs, &[], "writev_all"))
 }
 
 /// Write every buffer in `bufs`; `fds` go with the first chunk only. Fds
@@ -95,193 +124,7 @@ pub fn writev_full_all(
     bufs: &mut [IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> Result<()> {
-    write_loop(ch, bufs, fds, "writev_full_all")
-}
-
-/// Names of a read helper, for error messages.
-struct Op {
-    name: &'static str,
-    /// `op` of the error for end of file before any data.
-    before_data: &'static str,
-    /// Clean end of file before any data is `Ok(false)`.
-    eof_ok: bool,
-}
-
-impl Op {
-    const READ_ALL: Op = Op::strict("read_all", "read_all before any data");
-    const READ_ALL_EOF: Op = Op::eof_ok("read_all_eof");
-    const READV_ALL: Op = Op::strict("readv_all", "readv_all before any data");
-    const READV_ALL_EOF: Op = Op::eof_ok("readv_all_eof");
-    const READV_FULL_ALL: Op = Op::strict("readv_full_all", "readv_full_all before any data");
-    const READV_FULL_ALL_EOF: Op = Op::eof_ok("readv_full_all_eof");
-
-    const fn strict(name: &'static str, before_data: &'static str) -> Op {
-        Op {
-            name,
-            before_data,
-            eof_ok: false,
-        }
-    }
-
-    const fn eof_ok(name: &'static str) -> Op {
-        Op {
-            name,
-            before_data: name,
-            eof_ok: true,
-        }
-    }
-}
-
-fn total_len(lens: impl Iterator<Item = usize>) -> Option<usize> {
-    lens.into_iter()
-        .try_fold(0usize, |acc, n| acc.checked_add(n))
-}
-
-fn overflow(ch: &(impl Channel + ?Sized), op: &str) -> Error {
-    Error::os(
-        ch.name(),
-        op,
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "total buffer size overflows usize",
-        ),
-    )
-}
-
-fn overrun(ch: &(impl Channel + ?Sized), op: &str, n: usize, left: usize) -> Error {
-    Error::protocol(
-        ch.name(),
-        format!("{op}: channel reported {n} bytes moved but only {left} were requested"),
-    )
-}
-
-fn read_loop(
-    ch: &mut (impl Channel + ?Sized),
-    mut bufs: &mut [IoSliceMut<'_>],
-    mut fds: Option<&mut Vec<OwnedFd>>,
-    op: Op,
-) -> Result<bool> {
-    let expected = total_len(bufs.iter().map(|b| b.len())).ok_or_else(|| overflow(ch, op.name))?;
-    let fds_start = fds.as_ref().map_or(0, |v| v.len());
-    let mut want_fds = fds.is_some();
-    if expected == 0 && !want_fds {
-        return Ok(true);
-    }
-    // Drop leading empty buffers so a channel never sees a zero-length head.
-    IoSliceMut::advance_slices(&mut bufs, 0);
-    let mut left = expected;
-    // True once anything (a byte or an fd) has arrived.
-    let mut partial = false;
-
-    let result = loop {
-        if left == 0 && !want_fds {
-            break Ok(true);
-        }
-        let ask = if want_fds { fds.as_deref_mut() } else { None };
-        match ch.readv(bufs, ask, ReadFlags::empty()) {
-            Ok(0) => {
-                let got_fds = want_fds && fds.as_ref().is_some_and(|v| v.len() > fds_start);
-                if got_fds {
-                    // Fds without data: not end of file; read the data next.
-                    want_fds = false;
-                    partial = true;
-                    continue;
-                }
-                if !partial && op.eof_ok {
-                    break Ok(false);
-                }
-                break Err(eof(ch, &op, expected, left, partial));
-            }
-            Ok(n) => {
-                if n > left {
-                    break Err(overrun(ch, op.name, n, left));
-                }
-                left -= n;
-                IoSliceMut::advance_slices(&mut bufs, n);
-                want_fds = false;
-                partial = true;
-            }
-            Err(Error::WouldBlock) => {
-                if let Err(e) = wait_blocking(&ch.watch_source(), Condition::IN, None) {
-                    break Err(e);
-                }
-            }
-            Err(e) => break Err(e),
-        }
-    };
-    if result.is_err() {
-        if let Some(v) = fds {
-            // Close what this call received; the caller's earlier fds stay.
-            v.truncate(fds_start);
-        }
-    }
-    result
-}
-
-fn eof(
-    ch: &(impl Channel + ?Sized),
-    op: &Op,
-    expected: usize,
-    left: usize,
-    partial: bool,
-) -> Error {
-    Error::UnexpectedEof {
-        channel: ch.name().to_owned(),
-        op: if partial { op.name } else { op.before_data },
-        expected,
-        missing: left,
-    }
-}
-
-fn write_loop(
-    ch: &mut (impl Channel + ?Sized),
-    mut bufs: &mut [IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-    op: &'static str,
-) -> Result<()> {
-    let mut left = total_len(bufs.iter().map(|b| b.len())).ok_or_else(|| overflow(ch, op))?;
-    if left == 0 {
-        if fds.is_empty() {
-            return Ok(());
-        }
-        return Err(Error::os(
-            ch.name(),
-            op,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "file descriptors need at least one byte of data to travel with",
-            ),
-        ));
-    }
-    IoSlice::advance_slices(&mut bufs, 0);
-    let mut send_fds = fds;
-    while left > 0 {
-        match ch.writev(bufs, send_fds, WriteFlags::empty()) {
-            Ok(0) => {
-                return Err(Error::os(
-                    ch.name(),
-                    op,
-                    io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("the channel accepted none of the {left} remaining bytes"),
-                    ),
-                ))
-            }
-            Ok(n) => {
-                if n > left {
-                    return Err(overrun(ch, op, n, left));
-                }
-                left -= n;
-                IoSlice::advance_slices(&mut bufs, n);
-                send_fds = &[];
-            }
-            Err(Error::WouldBlock) => {
-                wait_blocking(&ch.watch_source(), Condition::OUT, None)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    run_now(write_loop(&mut Block, ch, bufs, fds, "writev_full_all"))
 }
 
 /// Block the calling thread until `ws` is ready for any of `cond`, or until

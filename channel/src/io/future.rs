@@ -53,53 +53,23 @@
 //! # Ok::<(), transit_channel::Error>(())
 //! ```
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use crate::channel::{Channel, Condition, ReadFlags, WriteFlags};
-use crate::error::{Error, Result};
+use super::all::{read_loop, write_loop, Op, Wait};
+use crate::channel::{Channel, Condition, WatchSource};
+use crate::error::Result;
 use crate::main_loop::MainContext;
 
-/// Names of a read helper, for error messages (the same as the blocking
-/// forms: the operation is the same).
-struct ReadOp {
-    name: &'static str,
-    /// `op` of the error for end of file before any data.
-    before_data: &'static str,
-    /// Clean end of file before any data is `Ok(false)`.
-    eof_ok: bool,
-}
+/// Wait by awaiting readiness on a context.
+struct Await<'a>(&'a MainContext);
 
-const READ_ALL: ReadOp = ReadOp {
-    name: "read_all",
-    before_data: "read_all before any data",
-    eof_ok: false,
-};
-const READ_ALL_EOF: ReadOp = ReadOp {
-    name: "read_all_eof",
-    before_data: "read_all_eof",
-    eof_ok: true,
-};
-const READV_ALL: ReadOp = ReadOp {
-    name: "readv_all",
-    before_data: "readv_all before any data",
-    eof_ok: false,
-};
-const READV_ALL_EOF: ReadOp = ReadOp {
-    name: "readv_all_eof",
-    before_data: "readv_all_eof",
-    eof_ok: true,
-};
-const READV_FULL_ALL: ReadOp = ReadOp {
-    name: "readv_full_all",
-    before_data: "readv_full_all before any data",
-    eof_ok: false,
-};
-const READV_FULL_ALL_EOF: ReadOp = ReadOp {
-    name: "readv_full_all_eof",
-    before_data: "readv_full_all_eof",
-    eof_ok: true,
-};
+impl Wait for Await<'_> {
+    async fn wait(&mut self, ws: &WatchSource, cond: Condition) -> Result<()> {
+        self.0.wait_ready(ws, cond).await;
+        Ok(())
+    }
+}
 
 /// Read exactly `buf.len()` bytes, awaiting readiness on `ctx`. End of file
 /// is an [`Error::UnexpectedEof`] (before the first byte with `op`
@@ -110,9 +80,15 @@ pub async fn read_all_async(
     ch: &mut (impl Channel + ?Sized),
     buf: &mut [u8],
 ) -> Result<()> {
-    read_loop(ctx, ch, &mut [IoSliceMut::new(buf)], None, READ_ALL)
-        .await
-        .map(drop)
+    read_loop(
+        &mut Await(ctx),
+        ch,
+        &mut [IoSliceMut::new(buf)],
+        None,
+        Op::READ_ALL,
+    )
+    .await
+    .map(drop)
 }
 
 /// Read exactly `buf.len()` bytes; `Ok(false)` on a clean end of file
@@ -123,7 +99,14 @@ pub async fn read_all_eof_async(
     ch: &mut (impl Channel + ?Sized),
     buf: &mut [u8],
 ) -> Result<bool> {
-    read_loop(ctx, ch, &mut [IoSliceMut::new(buf)], None, READ_ALL_EOF).await
+    read_loop(
+        &mut Await(ctx),
+        ch,
+        &mut [IoSliceMut::new(buf)],
+        None,
+        Op::READ_ALL_EOF,
+    )
+    .await
 }
 
 /// Fill every buffer in `bufs`, in order; end of file is an error.
@@ -134,7 +117,9 @@ pub async fn readv_all_async(
     ch: &mut (impl Channel + ?Sized),
     bufs: &mut [IoSliceMut<'_>],
 ) -> Result<()> {
-    read_loop(ctx, ch, bufs, None, READV_ALL).await.map(drop)
+    read_loop(&mut Await(ctx), ch, bufs, None, Op::READV_ALL)
+        .await
+        .map(drop)
 }
 
 /// Fill every buffer in `bufs`; `Ok(false)` on a clean end of file before
@@ -145,7 +130,7 @@ pub async fn readv_all_eof_async(
     ch: &mut (impl Channel + ?Sized),
     bufs: &mut [IoSliceMut<'_>],
 ) -> Result<bool> {
-    read_loop(ctx, ch, bufs, None, READV_ALL_EOF).await
+    read_loop(&mut Await(ctx), ch, bufs, None, Op::READV_ALL_EOF).await
 }
 
 /// Fill every buffer in `bufs`, receiving file descriptors with the first
@@ -159,7 +144,7 @@ pub async fn readv_full_all_async(
     bufs: &mut [IoSliceMut<'_>],
     fds: Option<&mut Vec<OwnedFd>>,
 ) -> Result<()> {
-    read_loop(ctx, ch, bufs, fds, READV_FULL_ALL)
+    read_loop(&mut Await(ctx), ch, bufs, fds, Op::READV_FULL_ALL)
         .await
         .map(drop)
 }
@@ -173,7 +158,7 @@ pub async fn readv_full_all_eof_async(
     bufs: &mut [IoSliceMut<'_>],
     fds: Option<&mut Vec<OwnedFd>>,
 ) -> Result<bool> {
-    read_loop(ctx, ch, bufs, fds, READV_FULL_ALL_EOF).await
+    read_loop(&mut Await(ctx), ch, bufs, fds, Op::READV_FULL_ALL_EOF).await
 }
 
 /// Write all of `buf`, awaiting readiness on `ctx`.
@@ -183,7 +168,14 @@ pub async fn write_all_async(
     ch: &mut (impl Channel + ?Sized),
     buf: &[u8],
 ) -> Result<()> {
-    write_loop(ctx, ch, &mut [IoSlice::new(buf)], &[], "write_all").await
+    write_loop(
+        &mut Await(ctx),
+        ch,
+        &mut [IoSlice::new(buf)],
+        &[],
+        "write_all",
+    )
+    .await
 }
 
 /// Write every buffer in `bufs`, in order. `bufs` is advanced in place.
@@ -193,7 +185,7 @@ pub async fn writev_all_async(
     ch: &mut (impl Channel + ?Sized),
     bufs: &mut [IoSlice<'_>],
 ) -> Result<()> {
-    write_loop(ctx, ch, bufs, &[], "writev_all").await
+    write_loop(&mut Await(ctx), ch, bufs, &[], "writev_all").await
 }
 
 /// Write every buffer in `bufs`; `fds` go with the first chunk only and
@@ -205,145 +197,5 @@ pub async fn writev_full_all_async(
     bufs: &mut [IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> Result<()> {
-    write_loop(ctx, ch, bufs, fds, "writev_full_all").await
-}
-
-fn total_len(mut lens: impl Iterator<Item = usize>) -> Option<usize> {
-    lens.try_fold(0usize, |acc, n| acc.checked_add(n))
-}
-
-fn overflow(ch: &(impl Channel + ?Sized), op: &str) -> Error {
-    Error::os(
-        ch.name(),
-        op,
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "total buffer size overflows usize",
-        ),
-    )
-}
-
-fn overrun(ch: &(impl Channel + ?Sized), op: &str, n: usize, left: usize) -> Error {
-    Error::protocol(
-        ch.name(),
-        format!("{op}: channel reported {n} bytes moved but only {left} were requested"),
-    )
-}
-
-async fn read_loop(
-    ctx: &MainContext,
-    ch: &mut (impl Channel + ?Sized),
-    mut bufs: &mut [IoSliceMut<'_>],
-    mut fds: Option<&mut Vec<OwnedFd>>,
-    op: ReadOp,
-) -> Result<bool> {
-    let expected = total_len(bufs.iter().map(|b| b.len())).ok_or_else(|| overflow(ch, op.name))?;
-    let fds_start = fds.as_ref().map_or(0, |v| v.len());
-    let mut want_fds = fds.is_some();
-    if expected == 0 && !want_fds {
-        return Ok(true);
-    }
-    // Drop leading empty buffers so the channel never sees an empty head.
-    IoSliceMut::advance_slices(&mut bufs, 0);
-    let mut left = expected;
-    // True once anything (a byte or an fd) has arrived.
-    let mut partial = false;
-    let result = loop {
-        if left == 0 && !want_fds {
-            break Ok(true);
-        }
-        let ask = if want_fds { fds.as_deref_mut() } else { None };
-        match ch.readv(bufs, ask, ReadFlags::empty()) {
-            Ok(0) => {
-                let got_fds = want_fds && fds.as_ref().is_some_and(|v| v.len() > fds_start);
-                if got_fds {
-                    // Fds without data: not end of file; read the data next.
-                    want_fds = false;
-                    partial = true;
-                    continue;
-                }
-                if !partial && op.eof_ok {
-                    break Ok(false);
-                }
-                break Err(Error::UnexpectedEof {
-                    channel: ch.name().to_owned(),
-                    op: if partial { op.name } else { op.before_data },
-                    expected,
-                    missing: left,
-                });
-            }
-            Ok(n) => {
-                if n > left {
-                    break Err(overrun(ch, op.name, n, left));
-                }
-                left -= n;
-                IoSliceMut::advance_slices(&mut bufs, n);
-                want_fds = false;
-                partial = true;
-            }
-            Err(Error::WouldBlock) => {
-                ctx.wait_ready(&ch.watch_source(), Condition::IN).await;
-            }
-            Err(e) => break Err(e),
-        }
-    };
-    if result.is_err() {
-        if let Some(v) = fds {
-            // Close what this call received; the caller's earlier fds stay.
-            v.truncate(fds_start);
-        }
-    }
-    result
-}
-
-async fn write_loop(
-    ctx: &MainContext,
-    ch: &mut (impl Channel + ?Sized),
-    mut bufs: &mut [IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-    op: &'static str,
-) -> Result<()> {
-    let mut left = total_len(bufs.iter().map(|b| b.len())).ok_or_else(|| overflow(ch, op))?;
-    if left == 0 {
-        if fds.is_empty() {
-            return Ok(());
-        }
-        return Err(Error::os(
-            ch.name(),
-            op,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "file descriptors need at least one byte of data to travel with",
-            ),
-        ));
-    }
-    IoSlice::advance_slices(&mut bufs, 0);
-    let mut send_fds = fds;
-    while left > 0 {
-        match ch.writev(bufs, send_fds, WriteFlags::empty()) {
-            Ok(0) => {
-                return Err(Error::os(
-                    ch.name(),
-                    op,
-                    io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("the channel accepted none of the {left} remaining bytes"),
-                    ),
-                ))
-            }
-            Ok(n) => {
-                if n > left {
-                    return Err(overrun(ch, op, n, left));
-                }
-                left -= n;
-                IoSlice::advance_slices(&mut bufs, n);
-                send_fds = &[];
-            }
-            Err(Error::WouldBlock) => {
-                ctx.wait_ready(&ch.watch_source(), Condition::OUT).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    write_loop(&mut Await(ctx), ch, bufs, fds, "writev_full_all").await
 }

@@ -47,6 +47,7 @@
 //! ```
 
 mod adapters;
+mod all;
 mod blocking;
 mod future;
 
