@@ -237,3 +237,34 @@ fn a_sender_whose_receiver_never_answers_times_out() {
         "{err}"
     );
 }
+
+#[test]
+fn a_page_channel_eof_during_a_sync_waits_for_the_senders_reason() {
+    // The receiver's main thread waits at a sync barrier when page channel
+    // 0 ends; the sender's error record arrives on the main channel a
+    // moment later. The reason must win over the end of file it caused.
+    let h = header(2, 1 << 20);
+    let (mut send, recv) = unix_pairs(3);
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Memory { prefault: false },
+    );
+    let mut main = send.remove(0);
+    raw_handshake(&mut *main, &mut send, &h);
+    chio::write_all(&mut *main, &Record::Sync { epoch: 0 }.to_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(send.remove(0)); // page channel 0: end of file
+    std::thread::sleep(Duration::from_millis(200));
+    let rec = Record::Error {
+        code: ErrorCode::Aborted,
+        message: "operator cancelled the sender".into(),
+    };
+    chio::write_all(&mut *main, &rec.to_bytes()).unwrap();
+    let err = bounded(30, move || rx.join().unwrap().unwrap_err());
+    drop(main);
+    assert!(
+        matches!(&err, Error::Remote { code: ErrorCode::Aborted, message, .. } if message.contains("operator cancelled")),
+        "{err}"
+    );
+}

@@ -392,9 +392,15 @@ impl Run {
     /// The failure path: record `e`, wake and join every thread, tell the
     /// sender why.
     fn fail(&mut self, main: &mut Conn, e: Error) -> Error {
-        self.failure.fail(e, true);
+        // This thread is the main channel's only reader, so nobody else
+        // needs waking on it; shutting its read side now would throw away
+        // the reason the sender may be writing right behind the end of
+        // file a page channel showed (the delayed wake-up still bounds the
+        // wait).
+        self.failure.fail(e, false);
         // A channel that broke under us may be the sender giving up: its
-        // reason may already sit on the main channel.
+        // reason may already sit on the main channel, or arrive within
+        // REASON_WAIT.
         if self
             .failure
             .first_stage()
