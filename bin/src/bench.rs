@@ -8,7 +8,13 @@
 //! socket pair) and `null` (page channels discard what they are given and
 //! a minimal peer on the main channel accepts the session and echoes the
 //! sender's totals as the verdict: the sender's framework alone: batching,
-//! zero-page scan, digest, packet building).
+//! zero-page scan, digest, packet building); `tls`, `ws` and `wss`
+//! (loopback TCP with the layers of [`crate::transport`]; TLS credentials
+//! generated in process by `TestPki::loopback_creds`, no files; every
+//! handshake of both ends in parallel); and `exec` (`exec:` running this
+//! executable as `transit recv stdio:`, the N+1 runs joined as
+//! [`crate::join`] describes: the one row whose receiver is another
+//! process; CPU% counts the sender only).
 //!
 //! The image is generated once before the first run and is not timed.
 //! `seconds` is the sender's data phase (from the receiver's accept to the
@@ -19,6 +25,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use transit_channel::tls::generate::TestPki;
 use transit_channel::{io as chio, Channel, NullChannel, SocketAddress, SocketChannel};
 use transit_multifd::wire::{self, Record, VerdictStatus};
 use transit_multifd::{
@@ -27,12 +34,14 @@ use transit_multifd::{
 };
 
 use crate::cli::BenchArgs;
+use crate::endpoint::Endpoint;
 use crate::error::AppError;
 use crate::pipe::PipeChannel;
 use crate::report::{emit_json, human_bytes, CpuClock};
+use crate::transport::{self, TlsOpts, TransportOpts};
 
 /// Every transport `bench` knows, in table order.
-pub const TRANSPORTS: [&str; 4] = ["tcp", "unix", "buffer", "null"];
+pub const TRANSPORTS: [&str; 8] = ["tcp", "unix", "buffer", "null", "tls", "ws", "wss", "exec"];
 
 /// One run's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +79,8 @@ struct Report<'a> {
 
 /// Run `transit bench`.
 pub fn run(args: BenchArgs) -> Result<(), AppError> {
-    if args.size == 0 {
+    let size = args.size;
+    if size == 0 {
         return Err(AppError::Usage("--size must be more than 0".into()));
     }
     if args.channels.is_empty() {
@@ -112,7 +122,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
         }
     };
     let spec = ImageSpec {
-        size: args.size,
+        size,
         page_size: wire::DEFAULT_PAGE_SIZE,
         zero_ratio: args.zero_ratio,
         seed: 1,
@@ -121,7 +131,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     if !args.json {
         eprintln!(
             "transit bench: generating a {} image with {:.0}% zero pages (not timed)",
-            human_bytes(args.size),
+            human_bytes(size),
             args.zero_ratio * 100.0
         );
     }
@@ -173,7 +183,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
             &Report {
                 kind: "bench",
                 version: env!("CARGO_PKG_VERSION"),
-                image_bytes: args.size,
+                image_bytes: size,
                 zero_ratio: args.zero_ratio,
                 packet_payload,
                 rows: &rows,
@@ -230,6 +240,36 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
                 recv.push(Box::new(a));
             }
         }
+        "tls" | "ws" | "wss" => return layered(transport, n),
+        "exec" => {
+            let exe = std::env::current_exe().map_err(|e| format!("find this executable: {e}"))?;
+            // The far end's summary would interleave with the table; its
+            // failures reach the sender as channel errors and exit status.
+            let cmd = format!(
+                "{} recv stdio: --timeout 30 2>/dev/null",
+                shell_quote(&exe.to_string_lossy())
+            );
+            let ep = Endpoint::Exec(cmd);
+            let mut opts = TransportOpts::new(Duration::from_secs(30));
+            opts.join = Some(crate::join::JoinTag::new());
+            let mut chans: Chans = Vec::new();
+            let handles: Vec<_> = (0..=n)
+                .map(|i| {
+                    let (ep, opts) = (ep.clone(), opts.clone());
+                    std::thread::spawn(move || {
+                        transport::open(&ep, &opts, i, n + 1, &format!("exec channel {i}"))
+                    })
+                })
+                .collect();
+            for h in handles {
+                chans.push(
+                    h.join()
+                        .map_err(|_| "an exec thread panicked".to_owned())??,
+                );
+            }
+            let main = chans.remove(0);
+            return Ok((main, chans, None));
+        }
         "null" => {
             let (c, a) = SocketChannel::pair().map_err(|e| e.to_string())?;
             send.push(Box::new(c));
@@ -245,6 +285,76 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             return Ok((main, send, None));
         }
         other => return Err(format!("unknown transport {other}")),
+    }
+    let main = send.remove(0);
+    Ok((main, send, Some(recv)))
+}
+
+/// Quote a path for `sh -c`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// N+1 loopback TCP connections with TLS (in-process credentials), a
+/// websocket, or both; every handshake of both ends in parallel.
+fn layered(transport: &str, n: u32) -> Result<Sides, String> {
+    let mut listener = SocketChannel::listen_sync(&SocketAddress::inet("127.0.0.1", 0), 300)
+        .map_err(|e| e.to_string())?;
+    let local = listener
+        .local_address()
+        .ok_or_else(|| "the listener has no address".to_owned())?;
+    let SocketAddress::Inet { port, .. } = local.clone() else {
+        return Err("not a TCP listener".into());
+    };
+    let (tls, ws) = match transport {
+        "tls" => (true, false),
+        "ws" => (false, true),
+        _ => (true, true),
+    };
+    let ep = if ws {
+        let scheme = if tls { "wss" } else { "ws" };
+        Endpoint::parse(&format!("{scheme}://127.0.0.1:{port}/bench"))?
+    } else {
+        Endpoint::Socket(local.clone())
+    };
+    let mut copts = TransportOpts::new(Duration::from_secs(30));
+    let mut sopts = TransportOpts::new(Duration::from_secs(30));
+    if tls {
+        let pki = TestPki::new().map_err(|e| e.to_string())?;
+        let (client, server) = pki.loopback_creds().map_err(|e| e.to_string())?;
+        copts.tls = Some(TlsOpts {
+            creds: client,
+            hostname: Some("localhost".into()),
+            authz: None,
+            relaxed_eof: false,
+        });
+        sopts.tls = Some(TlsOpts {
+            creds: server,
+            hostname: None,
+            authz: None,
+            relaxed_eof: false,
+        });
+    }
+    let mut threads = Vec::new();
+    for i in 0..=n {
+        let mut c = SocketChannel::connect_sync(&local).map_err(|e| e.to_string())?;
+        let mut a = listener.accept().map_err(|e| e.to_string())?;
+        let _ = c.set_delay(false);
+        let _ = a.set_delay(false);
+        let (ce, co) = (ep.clone(), copts.clone());
+        let client = std::thread::spawn(move || {
+            transport::layer_client(Box::new(c), &ce, &co, &format!("channel {i}"))
+        });
+        let (se, so) = (ep.clone(), sopts.clone());
+        let server = std::thread::spawn(move || transport::wrap_accepted(Box::new(a), &se, &so));
+        threads.push((client, server));
+    }
+    let _ = listener.close();
+    let mut send: Chans = Vec::new();
+    let mut recv: Chans = Vec::new();
+    for (c, a) in threads {
+        send.push(c.join().map_err(|_| "a handshake panicked".to_owned())??);
+        recv.push(a.join().map_err(|_| "a handshake panicked".to_owned())??);
     }
     let main = send.remove(0);
     Ok((main, send, Some(recv)))
@@ -343,6 +453,9 @@ fn run_one(
         h.join()
             .unwrap_or_else(|_| Err("the receiver panicked".into()))
     });
+    if transport == "exec" {
+        transport::wait_commands()?;
+    }
     let stats = sent.map_err(|e| e.to_string())?;
     if let Some(r) = received {
         r?;

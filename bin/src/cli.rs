@@ -33,7 +33,10 @@ Examples:
   transit send tcp:[::1]:4444 --input vm.img --channels 4        a file mapped as the image, 4 page channels
   tar c dir | transit send unix:/run/t.sock --input -           a stream from stdin
   transit send tcp:127.0.0.1:5000 --raw --input data.bin        plain bytes for socat or nc
-  transit send file:/tmp/vm.img --ram 256M                        write the payload bytes into a file (sparse)";
+  transit send file:/tmp/vm.img --ram 256M                        write the payload bytes into a file (sparse)
+  transit send tcp:dest:4444 --ram 1G --tls-creds /etc/pki/transit   TLS on every channel (client certificate)
+  transit send wss://dest:8443/migrate --input vm.img --tls-creds DIR websocket over TLS
+  transit send 'exec:ssh dest transit recv stdio: --output vm.img' --input vm.img   one ssh per channel";
 
 const RECV_EXAMPLES: &str = "\
 Examples:
@@ -41,7 +44,9 @@ Examples:
   transit recv tcp:0.0.0.0:4444 --channels 4 --json              verify in memory, print a JSON summary
   transit recv unix:/run/t.sock --output - | tar x               a stream to stdout
   socat -u FILE:data.bin TCP:127.0.0.1:5000 & transit recv tcp:127.0.0.1:5000 --raw --output data.bin
-  transit recv file:/tmp/vm.img --output copy.img                read payload bytes from a file";
+  transit recv file:/tmp/vm.img --output copy.img                read payload bytes from a file
+  transit recv tcp::4444 --tls-creds /etc/pki/transit --tls-authz CN=source   TLS, one allowed client
+  transit recv ws://0.0.0.0:8080/migrate --output vm.img          websocket";
 
 const BENCH_EXAMPLES: &str = "\
 Examples:
@@ -77,12 +82,24 @@ pub struct CommonArgs {
     /// then 30 s for the rest of the session to arrive).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+
+    /// TLS credentials: a directory in QEMU's layout (ca-cert.pem, optional ca-crl.pem,
+    /// client-cert.pem + client-key.pem on send, server-cert.pem + server-key.pem on recv).
+    /// Every channel runs its own TLS session; the peer's certificate must be signed by the CA.
+    #[arg(long, value_name = "DIR")]
+    pub tls_creds: Option<PathBuf>,
+
+    /// Compatibility: accept a TLS peer that closes without close_notify (a truncated stream is
+    /// then indistinguishable from its end).
+    #[arg(long, requires = "tls_creds")]
+    pub tls_relaxed_eof: bool,
 }
 
 /// `transit send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Where to send: tcp:HOST:PORT, unix:PATH, unix-abstract:NAME, vsock:CID:PORT, fd:N, file:PATH.
+    /// Where to send: tcp:HOST:PORT, unix:PATH, unix-abstract:NAME, vsock:CID:PORT, fd:N, file:PATH,
+    /// ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, exec:COMMAND, stdio: (--raw).
     pub uri: String,
 
     /// Input file (mapped as the image when it is a regular file) or `-` for stdin (a stream).
@@ -125,6 +142,11 @@ pub struct SendArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// The name the server's TLS certificate must carry (default: the URI's host; required for
+    /// unix:, unix-abstract:, vsock:, fd: and exec:, which have none).
+    #[arg(long, value_name = "NAME", requires = "tls_creds")]
+    pub tls_hostname: Option<String>,
+
     /// Options shared with recv.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -134,13 +156,19 @@ pub struct SendArgs {
 #[derive(Debug, Args)]
 pub struct RecvArgs {
     /// Where to listen: tcp:HOST:PORT (tcp::PORT = all IPv4 and IPv6), unix:PATH,
-    /// unix-abstract:NAME, vsock:CID:PORT, fd:N (a listening socket), file:PATH.
+    /// unix-abstract:NAME, vsock:CID:PORT, fd:N (a listening socket), file:PATH,
+    /// ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, stdio: (the far end of send exec:), exec:COMMAND (--raw).
     pub uri: String,
 
     /// Output file (written to a temporary file, renamed into place only on verified success),
     /// or `-` for stdout. Without it the image is kept in memory, verified and discarded.
     #[arg(long, short = 'o', value_name = "FILE|-")]
     pub output: Option<PathBuf>,
+
+    /// Let in only TLS clients whose certificate has this identity: a subject DN such as
+    /// `CN=client,O=Example`, or `DNS:NAME`, `IP:ADDR`, `email:ADDR` (repeatable).
+    #[arg(long, value_name = "ID", requires = "tls_creds")]
+    pub tls_authz: Vec<String>,
 
     /// Options shared with send.
     #[command(flatten)]

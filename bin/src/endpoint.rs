@@ -1,12 +1,28 @@
-//! Endpoints typed by people: socket addresses plus `file:PATH`.
+//! Endpoints typed by people: socket addresses, `file:PATH`, websockets,
+//! commands and this process' own standard streams.
 //!
 //! `tcp:HOST:PORT`, `unix:PATH`, `unix-abstract:NAME`, `vsock:CID:PORT` and
-//! `fd:N` are [`SocketAddress`]es (parsed by transit-channel); `file:PATH`
-//! sends the framed stream into a file or receives it from one.
+//! `fd:N` are [`SocketAddress`]es (parsed by transit-channel);
+//! `file:PATH` holds the payload bytes; `ws://HOST:PORT/PATH` and
+//! `wss://HOST:PORT/PATH` carry the stream in websocket frames (over TLS for
+//! `wss://`); `exec:COMMAND` runs `/bin/sh -c COMMAND` and talks to its
+//! stdin and stdout; `stdio:` is this process' stdin and stdout (the far end
+//! of `exec:`).
+//!
+//! ```
+//! use transit::endpoint::Endpoint;
+//!
+//! assert!(matches!(Endpoint::parse("tcp:127.0.0.1:4444"), Ok(Endpoint::Socket(_))));
+//! assert!(matches!(Endpoint::parse("wss://localhost:8443/m"), Ok(Endpoint::WebSocket(u)) if u.secure));
+//! assert_eq!(Endpoint::parse("exec:cat >/dev/null"), Ok(Endpoint::Exec("cat >/dev/null".into())));
+//! assert_eq!(Endpoint::parse("stdio:"), Ok(Endpoint::Stdio));
+//! assert!(Endpoint::parse("exec:").is_err());
+//! ```
 
 use std::fmt;
 use std::path::PathBuf;
 
+use transit_channel::websocket::WebSocketUrl;
 use transit_channel::SocketAddress;
 
 /// Where `send` sends to or `recv` receives from.
@@ -14,8 +30,16 @@ use transit_channel::SocketAddress;
 pub enum Endpoint {
     /// A socket to connect to (send) or listen on (recv).
     Socket(SocketAddress),
-    /// A file holding the stream.
+    /// A file holding the payload bytes.
     File(PathBuf),
+    /// A websocket: connect to (send) or listen on (recv) `HOST:PORT` and
+    /// upgrade with `PATH`; `wss://` puts TLS beneath.
+    WebSocket(WebSocketUrl),
+    /// A shell command: its stdin receives (send), its stdout supplies
+    /// (recv).
+    Exec(String),
+    /// This process' stdin (recv) and stdout (send).
+    Stdio,
 }
 
 impl Endpoint {
@@ -27,17 +51,52 @@ impl Endpoint {
             }
             return Ok(Endpoint::File(PathBuf::from(path)));
         }
-        for later in ["exec:", "stdio:", "ws:", "wss:", "rdma:"] {
-            if s.starts_with(later) {
+        if let Some(cmd) = s.strip_prefix("exec:") {
+            if cmd.trim().is_empty() {
+                return Err(format!("invalid address {s:?}: expected exec:COMMAND"));
+            }
+            return Ok(Endpoint::Exec(cmd.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix("stdio:") {
+            if !rest.is_empty() {
                 return Err(format!(
-                    "{s:?}: the {} transport is not available in this build",
-                    later.trim_end_matches(':')
+                    "invalid address {s:?}: expected stdio: (nothing after the colon)"
                 ));
             }
+            return Ok(Endpoint::Stdio);
+        }
+        if s.starts_with("ws://") || s.starts_with("wss://") {
+            return WebSocketUrl::parse(s)
+                .map(Endpoint::WebSocket)
+                .map_err(|e| e.to_string());
+        }
+        if s.starts_with("ws:") || s.starts_with("wss:") {
+            return Err(format!(
+                "invalid address {s:?}: expected ws://HOST:PORT/PATH or wss://HOST:PORT/PATH"
+            ));
+        }
+        if s.starts_with("rdma:") {
+            return Err(format!(
+                "{s:?}: the rdma transport is not available in this build"
+            ));
         }
         s.parse::<SocketAddress>()
             .map(Endpoint::Socket)
-            .map_err(|e| format!("{e} (or file:PATH)"))
+            .map_err(|e| {
+                format!("{e} (or file:PATH, ws://HOST:PORT/PATH, wss://..., exec:COMMAND, stdio:)")
+            })
+    }
+
+    /// The host a TLS client checks the server's certificate against when
+    /// `--tls-hostname` is not given: the URI's host, if it has one.
+    pub fn tls_host(&self) -> Option<String> {
+        match self {
+            Endpoint::Socket(SocketAddress::Inet { host, .. }) if !host.is_empty() => {
+                Some(host.clone())
+            }
+            Endpoint::WebSocket(u) => Some(u.host.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -46,6 +105,9 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Socket(a) => write!(f, "{a}"),
             Endpoint::File(p) => write!(f, "file:{}", p.display()),
+            Endpoint::WebSocket(u) => write!(f, "{u}"),
+            Endpoint::Exec(c) => write!(f, "exec:{c}"),
+            Endpoint::Stdio => f.write_str("stdio:"),
         }
     }
 }

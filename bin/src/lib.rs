@@ -10,13 +10,16 @@
 //! Public modules are the pieces tests and tools reuse: [`cli`] (argument
 //! definitions and parsers), [`endpoint`] (URI parsing), [`dirty`] (the
 //! dirty-page pattern of `--passes`), [`pipe`] (the in-process pipe of the
-//! `buffer` bench transport) and [`error`] (exit codes).
+//! `buffer` bench transport), [`transport`] (the layer stack: socket or
+//! command, TLS, websocket), [`join`] (how the N+1 runs of an `exec:`
+//! command find each other) and [`error`] (exit codes).
 
 pub mod bench;
 pub mod cli;
 pub mod dirty;
 pub mod endpoint;
 pub mod error;
+pub mod join;
 mod output;
 mod payload;
 pub mod pipe;
@@ -24,6 +27,7 @@ mod recv;
 mod report;
 mod runtime;
 mod send;
+pub mod transport;
 
 use clap::Parser;
 
@@ -37,6 +41,7 @@ pub const DEFAULT_PACKET_PAYLOAD: u32 = transit_multifd::wire::DEFAULT_PACKET_PA
 /// Parse the command line, run the command, print the error if any, and
 /// return the exit status (0, 1 failure, 2 usage, 130 cancelled).
 pub fn main_entry() -> i32 {
+    tune_malloc();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -61,4 +66,21 @@ pub fn main_entry() -> i32 {
 
 fn report_error(e: &AppError) {
     eprintln!("transit: error: {e}");
+}
+
+/// Keep freed memory in the process instead of handing it back to the
+/// kernel at every free: TLS and websocket layers allocate and free
+/// record-sized buffers at a high rate, and glibc's default (trim the heap
+/// top above 128 KiB, mmap big blocks) turned each cycle into fresh page
+/// faults: up to half of a TLS channel's throughput on this machine
+/// (docs/benchmarks.md). The cost is at most the trim threshold of
+/// resident memory kept per arena.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
 }

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use transit_channel::{
-    io as chio, Channel, Condition, ControlFlow, ReadFlags, Shutdown, SocketAddress, SocketChannel,
+    io as chio, Channel, Condition, ControlFlow, Features, ReadFlags, Shutdown, SocketAddress,
+    SocketChannel,
 };
 use transit_multifd::wire::{self, ConnectionKind, Layout, SessionHeader, WireError};
 use transit_multifd::{
@@ -38,7 +39,10 @@ use crate::output::{check_target, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
 use crate::runtime::Runtime;
-use crate::send::{check_interval, check_timeout, finish_report, raw_stats, DEFAULT_TIMEOUT};
+use crate::send::{
+    check_interval, check_timeout, check_tls_uri, finish_report, raw_stats, DEFAULT_TIMEOUT,
+};
+use crate::transport::{self, Prefixed, TransportOpts};
 
 /// Where received data goes.
 #[derive(Debug, Clone)]
@@ -61,6 +65,10 @@ impl Output {
     }
 }
 
+/// How long a refused connection is held open (until the peer closes) so
+/// the peer reads our TLS alert rather than a reset.
+const LINGER: Duration = Duration::from_secs(5);
+
 fn usage(m: impl Into<String>) -> AppError {
     AppError::Usage(m.into())
 }
@@ -80,6 +88,10 @@ struct Opts {
     json: bool,
     json_interval: Option<f64>,
     verbose: bool,
+    endpoint: Endpoint,
+    transport: TransportOpts,
+    /// Summaries go to stderr (the data or the channel is on stdout).
+    json_to_stderr: bool,
 }
 
 /// Run `transit recv`.
@@ -111,20 +123,49 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
             Output::File(p.clone())
         }
     };
+    check_tls_uri(&endpoint, c.tls_creds.is_some())?;
+    let stdio = matches!(endpoint, Endpoint::Stdio);
+    if stdio && matches!(output, Output::Stdout) {
+        return Err(usage(
+            "stdio: reads the stream from stdin and answers on stdout, so --output - is not possible; give a file",
+        ));
+    }
+    if matches!(endpoint, Endpoint::Exec(_)) && !c.raw {
+        return Err(usage(
+            "recv exec: runs one command, but a multifd session needs one connection per channel plus one, opened by the sender; use --raw, or start the session from the sender: transit send 'exec:... transit recv stdio:'",
+        ));
+    }
+    let handshake = wait_limit.unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT));
+    let mut transport = TransportOpts::new(handshake);
+    transport.tls = transport::tls_from_args(
+        c.tls_creds.as_deref(),
+        transit_channel::tls::Endpoint::Server,
+        None,
+        &args.tls_authz,
+        c.tls_relaxed_eof,
+    )
+    .map_err(AppError::Failed)?;
     let opts = Opts {
         uri: args.uri.clone(),
-        output,
+        output: output.clone(),
         channels: c.channels,
         wait_limit,
-        handshake: wait_limit.unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT)),
+        handshake,
         json: c.json,
         json_interval: c.json_interval,
         verbose: c.verbose > 0,
+        endpoint: endpoint.clone(),
+        transport,
+        json_to_stderr: matches!(output, Output::Stdout) || stdio,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
         Endpoint::File(path) => return recv_from_file(&rt, &opts, path, clock),
         Endpoint::Socket(a) => a,
+        Endpoint::WebSocket(u) => SocketAddress::inet(u.host.clone(), u.port),
+        Endpoint::Exec(cmd) => return recv_exec(&rt, &opts, &cmd, clock),
+        Endpoint::Stdio if c.raw => return recv_stdio_raw(&rt, &opts, clock),
+        Endpoint::Stdio => return recv_stdio(&rt, &opts, clock),
     };
     let mut listener = NetListener::with_name("transit");
     if let SocketAddress::Fd(_) = addr {
@@ -136,7 +177,9 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
                     "{addr} is a connected socket, but a multifd session needs a listening one; use --raw"
                 )));
             }
-            return recv_raw(&rt, &opts, Box::new(sock), clock);
+            let dup = sock.as_fd().try_clone_to_owned().ok();
+            let ch = accept_layers(&rt, &opts, Box::new(sock), dup)?;
+            return recv_raw(&rt, &opts, ch, clock);
         }
         listener
             .add(sock)
@@ -147,14 +190,118 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
             .map_err(|e| AppError::Failed(format!("listen on {addr}: {e}")))?;
     }
     for a in listener.local_addresses() {
-        eprintln!("transit: listening on {a}");
+        match &opts.endpoint {
+            Endpoint::WebSocket(u) => {
+                let hp = match &a {
+                    SocketAddress::Inet { host, port } if host.contains(':') => {
+                        format!("[{host}]:{port}")
+                    }
+                    SocketAddress::Inet { host, port } => format!("{host}:{port}"),
+                    other => other.to_string(),
+                };
+                let scheme = if u.secure { "wss" } else { "ws" };
+                eprintln!("transit: listening on {scheme}://{hp}{}", u.path);
+            }
+            _ => eprintln!("transit: listening on {a}"),
+        }
     }
     if c.raw {
         let ch = wait_first_client(&rt, &mut listener, &opts)?;
         listener.disconnect();
-        return recv_raw(&rt, &opts, Box::new(ch), clock);
+        let dup = ch.as_fd().try_clone_to_owned().ok();
+        let ch = accept_layers(&rt, &opts, Box::new(ch), dup)?;
+        return recv_raw(&rt, &opts, ch, clock);
     }
-    recv_multifd(&rt, &opts, listener, clock)
+    recv_multifd(&rt, &opts, Feed::Listener(listener), clock)
+}
+
+/// Run the server layers (TLS, websocket) of one connection on a worker.
+fn accept_layers(
+    rt: &Runtime,
+    opts: &Opts,
+    ch: Box<dyn Channel>,
+    linger: Option<std::os::fd::OwnedFd>,
+) -> Result<Box<dyn Channel>, AppError> {
+    if !opts.transport.has_layers(&opts.endpoint) {
+        return Ok(ch);
+    }
+    let (ep, t) = (opts.endpoint.clone(), opts.transport.clone());
+    let cancel = opts.transport.cancel.clone();
+    let peer = describe_peer(&*ch);
+    rt.run_task(
+        "handshake",
+        move || cancel.cancel(),
+        move || {
+            transport::wrap_accepted(ch, &ep, &t).map_err(|e| {
+                if let Some(fd) = linger {
+                    transport::linger_close(fd, LINGER);
+                }
+                AppError::Failed(format!("connection from {peer}: {e}"))
+            })
+        },
+    )
+}
+
+/// `recv exec:COMMAND --raw`: the command's stdout supplies the bytes.
+fn recv_exec(rt: &Runtime, opts: &Opts, cmd: &str, clock: CpuClock) -> Result<(), AppError> {
+    let ch = transport::ExecChannel::spawn(cmd)
+        .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+    let ch = accept_layers(rt, opts, Box::new(ch), None)?;
+    recv_raw(rt, opts, ch, clock)
+}
+
+/// `recv stdio: --raw`: stdin supplies the bytes.
+fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
+    let ch = transit_channel::StdioChannel::new()
+        .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+    let ch = accept_layers(rt, opts, Box::new(ch), None)?;
+    recv_raw(rt, opts, ch, clock)
+}
+
+/// `recv stdio:` in a multifd session: one of the N+1 runs of the
+/// sender's `exec:` command (see [`crate::join`]). The run that carries
+/// the main channel gathers the others' pipes and receives; the others
+/// hand theirs over and wait for the outcome.
+fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
+    let mut ch: Box<dyn Channel> = Box::new(
+        transit_channel::StdioChannel::new()
+            .map_err(|e| AppError::Failed(format!("stdio: {e}")))?,
+    );
+    let timeout = opts.handshake;
+    let (ch, pre) = rt.run_task(
+        "join",
+        || {},
+        move || {
+            let pre = crate::join::read_preamble(&mut *ch, timeout).map_err(AppError::Failed)?;
+            Ok((ch, pre))
+        },
+    )?;
+    if pre.index != 0 {
+        drop(ch);
+        let ok = rt.run_task(
+            "join",
+            || {},
+            move || crate::join::follow(&pre.tag, pre.index, timeout).map_err(AppError::Failed),
+        )?;
+        return if ok {
+            Ok(())
+        } else {
+            Err(AppError::Failed(format!(
+                "exec: run {}: the session failed (the run with the main channel says why)",
+                pre.index
+            )))
+        };
+    }
+    let (mut leader, others) = rt.run_task(
+        "join",
+        || {},
+        move || crate::join::lead(&pre.tag, pre.count, timeout).map_err(AppError::Failed),
+    )?;
+    let mut chans = vec![ch];
+    chans.extend(others.into_iter().map(|(_, c)| c));
+    let r = recv_multifd(rt, opts, Feed::Channels(chans), clock);
+    leader.finish(r.is_ok());
+    r
 }
 
 /// Raw mode: the first client is the stream (as `nc -l`).
@@ -244,7 +391,7 @@ fn run_copy(
             total: Arc::new(AtomicU64::new(0)),
             verbose: opts.verbose,
             json_interval: opts.json_interval,
-            json_to_stderr: matches!(opts.output, Output::Stdout),
+            json_to_stderr: opts.json_to_stderr,
         },
     );
     let flag = cancelled.clone();
@@ -293,7 +440,7 @@ fn run_copy(
         &raw_stats(bytes, secs),
         &clock,
     );
-    finish_report(&summary, opts.json, matches!(opts.output, Output::Stdout));
+    finish_report(&summary, opts.json, opts.json_to_stderr);
     Ok(())
 }
 
@@ -328,7 +475,10 @@ fn recv_from_file(
 }
 
 enum Msg {
-    Conn(SocketChannel),
+    /// A connection (layers done) and its peer.
+    Conn(Box<dyn Channel>, String),
+    /// A connection's handshake failed: the session cannot go on.
+    Fatal(String),
     Cancel,
 }
 
@@ -338,55 +488,197 @@ struct Done {
     peer: Option<String>,
 }
 
-fn recv_multifd(
-    rt: &Runtime,
-    opts: &Opts,
-    mut listener: NetListener,
-    clock: CpuClock,
-) -> Result<(), AppError> {
-    let (tx, queue) = mpsc::channel::<Msg>();
-    // Watch each new connection until its first bytes arrive.
-    let ctx = rt.ctx().clone();
-    let hs = opts.handshake;
-    let client_tx = tx.clone();
-    listener.set_client_func(rt.ctx(), move |client| {
-        let ws = client.watch_source();
-        let peer = peer_of(&client);
-        let holder = Rc::new(RefCell::new(Some(client)));
-        let timer: Rc<Cell<Option<transit_channel::SourceId>>> = Rc::new(Cell::new(None));
-        let (h1, t1, c1, q) = (
-            holder.clone(),
-            timer.clone(),
-            ctx.clone(),
-            client_tx.clone(),
-        );
-        let watch = ctx.add_watch(&ws, Condition::IN, move |_| {
-            if let Some(id) = t1.take() {
-                c1.remove(id);
+/// Where the connections of a multifd session come from.
+enum Feed {
+    /// Accepted by a listener.
+    Listener(NetListener),
+    /// Already there (the joined runs of an `exec:` command).
+    Channels(Vec<Box<dyn Channel>>),
+}
+
+fn describe_peer(ch: &dyn Channel) -> String {
+    ch.peer_address()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| ch.name().to_owned())
+}
+
+/// Run the server layers of one connection on its own thread, then hand
+/// it to the session once its first bytes arrive. A failed handshake
+/// (TLS refusal, bad websocket upgrade) ends the session: the peer tried
+/// to be our sender and was refused.
+fn spawn_layers(
+    ch: Box<dyn Channel>,
+    ep: Endpoint,
+    t: TransportOpts,
+    q: mpsc::Sender<Msg>,
+    hs: Duration,
+    linger: Option<std::os::fd::OwnedFd>,
+    inflight: Arc<AtomicU64>,
+) {
+    let peer = describe_peer(&*ch);
+    inflight.fetch_add(1, Ordering::AcqRel);
+    let busy = inflight.clone();
+    let spawned = std::thread::Builder::new()
+        .name("recv-handshake".into())
+        .spawn(move || {
+            let _done = Decrement(busy);
+            let start = Instant::now();
+            match transport::wrap_accepted(ch, &ep, &t) {
+                Ok(ch) => {
+                    let left = hs.saturating_sub(start.elapsed());
+                    match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
+                        Ok(c) if !c.is_empty() => {
+                            let _ = q.send(Msg::Conn(ch, peer));
+                        }
+                        _ => warn(&format!(
+                            "closed a connection from {peer}: it sent nothing within {:.1} s",
+                            hs.as_secs_f64()
+                        )),
+                    }
+                }
+                Err(e) => {
+                    if let Some(fd) = linger {
+                        transport::linger_close(fd, LINGER);
+                    }
+                    let _ = q.send(Msg::Fatal(format!("connection from {peer}: {e}")));
+                }
             }
-            if let Some(ch) = h1.borrow_mut().take() {
-                let _ = q.send(Msg::Conn(ch));
-            }
-            ControlFlow::Remove
         });
-        let c2 = ctx.clone();
-        timer.set(Some(ctx.timeout_add(hs, move || {
-            c2.remove(watch);
-            if holder.borrow_mut().take().is_some() {
-                warn(&format!(
-                    "closed a connection from {peer}: it sent nothing within {:.1} s",
-                    hs.as_secs_f64()
-                ));
+    if let Err(e) = spawned {
+        inflight.fetch_sub(1, Ordering::AcqRel);
+        warn(&format!("cannot start a handshake thread: {e}"));
+    }
+}
+
+/// Counts a handshake thread out when it ends.
+struct Decrement(Arc<AtomicU64>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Close a connection of a failed session gently: end of file to the
+/// peer, then read and discard until it closes too (bounded), so it gets
+/// FIN rather than a reset that destroys what we last sent it (a TLS
+/// alert naming the reason).
+fn drain_close(mut ch: Box<dyn Channel>, deadline: Instant) {
+    let _ = ch.set_blocking(false);
+    let _ = ch.shutdown(Shutdown::Write);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
+            Ok(c) if c.is_empty() => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        match ch.readv(&mut [IoSliceMut::new(&mut buf)], None, ReadFlags::empty()) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.is_would_block() => {}
+            Err(_) => break,
+        }
+    }
+    let _ = ch.close();
+}
+
+fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Result<(), AppError> {
+    let (tx, queue) = mpsc::channel::<Msg>();
+    let hs = opts.handshake;
+    let layers = opts.transport.has_layers(&opts.endpoint);
+    let inflight = Arc::new(AtomicU64::new(0));
+    let mut listener = None;
+    match feed {
+        Feed::Channels(chans) => {
+            for ch in chans {
+                if layers || opts.transport.tls.is_some() {
+                    spawn_layers(
+                        ch,
+                        opts.endpoint.clone(),
+                        opts.transport.clone(),
+                        tx.clone(),
+                        hs,
+                        None,
+                        inflight.clone(),
+                    );
+                } else {
+                    let peer = describe_peer(&*ch);
+                    let _ = tx.send(Msg::Conn(ch, peer));
+                }
             }
-            ControlFlow::Remove
-        })));
-    });
+        }
+        Feed::Listener(mut l) if layers => {
+            let (ep, t, q, busy) = (
+                opts.endpoint.clone(),
+                opts.transport.clone(),
+                tx.clone(),
+                inflight.clone(),
+            );
+            l.set_client_func(rt.ctx(), move |client| {
+                let dup = client.as_fd().try_clone_to_owned().ok();
+                spawn_layers(
+                    Box::new(client),
+                    ep.clone(),
+                    t.clone(),
+                    q.clone(),
+                    hs,
+                    dup,
+                    busy.clone(),
+                );
+            });
+            listener = Some(l);
+        }
+        Feed::Listener(mut l) => {
+            // Watch each new connection until its first bytes arrive.
+            let ctx = rt.ctx().clone();
+            let client_tx = tx.clone();
+            l.set_client_func(rt.ctx(), move |client| {
+                let ws = client.watch_source();
+                let peer = peer_of(&client);
+                let holder = Rc::new(RefCell::new(Some(client)));
+                let timer: Rc<Cell<Option<transit_channel::SourceId>>> = Rc::new(Cell::new(None));
+                let (h1, t1, c1, q, p1) = (
+                    holder.clone(),
+                    timer.clone(),
+                    ctx.clone(),
+                    client_tx.clone(),
+                    peer.clone(),
+                );
+                let watch = ctx.add_watch(&ws, Condition::IN, move |_| {
+                    if let Some(id) = t1.take() {
+                        c1.remove(id);
+                    }
+                    if let Some(ch) = h1.borrow_mut().take() {
+                        let _ = q.send(Msg::Conn(Box::new(ch), p1.clone()));
+                    }
+                    ControlFlow::Remove
+                });
+                let c2 = ctx.clone();
+                timer.set(Some(ctx.timeout_add(hs, move || {
+                    c2.remove(watch);
+                    if holder.borrow_mut().take().is_some() {
+                        warn(&format!(
+                            "closed a connection from {peer}: it sent nothing within {:.1} s",
+                            hs.as_secs_f64()
+                        ));
+                    }
+                    ControlFlow::Remove
+                })));
+            });
+            listener = Some(l);
+        }
+    }
 
     let slot: ProgressSlot = Arc::new(Mutex::new(None));
     let unit = Arc::new(AtomicU64::new(0));
     let total = Arc::new(AtomicU64::new(0));
     let abort: Arc<Mutex<Option<AbortHandle>>> = Arc::new(Mutex::new(None));
-    let to_stderr = matches!(opts.output, Output::Stdout);
+    let to_stderr = opts.json_to_stderr;
     let live = Live::install(
         rt.ctx(),
         Probe::Session {
@@ -403,7 +695,9 @@ fn recv_multifd(
     );
     let cancel_abort = abort.clone();
     let cancel_tx = tx.clone();
+    let cancel_layers = opts.transport.cancel.clone();
     let on_cancel = move || {
+        cancel_layers.cancel();
         let _ = cancel_tx.send(Msg::Cancel);
         if let Some(a) = cancel_abort
             .lock()
@@ -423,10 +717,13 @@ fn recv_multifd(
         unit,
         total,
         abort,
+        inflight,
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
     drop(live);
-    listener.disconnect();
+    if let Some(mut l) = listener {
+        l.disconnect();
+    }
     drop(tx);
     let done = done?;
     let image = match done.session.layout {
@@ -473,8 +770,74 @@ enum Peeked {
     Other(String),
 }
 
+/// Learn what a connection is from its first bytes: peeked where the
+/// channel can (sockets), else read and put back in front ([`Prefixed`]:
+/// TLS, websocket, pipes).
+fn sniff(
+    mut ch: Box<dyn Channel>,
+    timeout: Duration,
+) -> (Box<dyn Channel>, Result<Peeked, String>) {
+    if ch.has_feature(Features::READ_MSG_PEEK) {
+        let r = peek(&mut *ch, timeout);
+        return (ch, r);
+    }
+    let was_blocking = ch.is_blocking();
+    if let Err(e) = ch.set_blocking(false) {
+        return (ch, Err(e.to_string()));
+    }
+    let mut buf = [0u8; wire::SESSION_HEADER_LEN];
+    let r = read_head(&mut *ch, &mut buf, timeout);
+    let _ = ch.set_blocking(was_blocking);
+    match r {
+        Ok((n, p)) => (Box::new(Prefixed::new(buf[..n].to_vec(), ch)), Ok(p)),
+        Err(e) => (ch, Err(e)),
+    }
+}
+
+/// Read the magic and, for a main channel, the whole session header.
+fn read_head(
+    ch: &mut dyn Channel,
+    buf: &mut [u8; wire::SESSION_HEADER_LEN],
+    timeout: Duration,
+) -> Result<(usize, Peeked), String> {
+    let deadline = Instant::now() + timeout;
+    let mut got = 0;
+    let mut want = 4;
+    loop {
+        if got >= want {
+            match wire::classify(&buf[..4]) {
+                Ok(ConnectionKind::Page) => return Ok((got, Peeked::Page)),
+                Ok(ConnectionKind::Main) if got >= wire::SESSION_HEADER_LEN => {
+                    return Ok((got, Peeked::Main(wire::decode_session_header(buf).ok())))
+                }
+                Ok(ConnectionKind::Main) => want = wire::SESSION_HEADER_LEN,
+                Err(e) => return Ok((got, Peeked::Other(e.to_string()))),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
+            .map_err(|e| e.to_string())?;
+        if ready.is_empty() {
+            return Err(format!(
+                "sent no complete header within {:.1} s",
+                timeout.as_secs_f64()
+            ));
+        }
+        match ch.readv(
+            &mut [IoSliceMut::new(&mut buf[got..want])],
+            None,
+            ReadFlags::empty(),
+        ) {
+            Ok(0) => return Err("closed the connection before sending a header".into()),
+            Ok(n) => got += n,
+            Err(e) if e.is_would_block() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// Look at the first bytes without consuming them.
-fn peek(ch: &mut SocketChannel, timeout: Duration) -> Result<Peeked, String> {
+fn peek(ch: &mut dyn Channel, timeout: Duration) -> Result<Peeked, String> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; wire::SESSION_HEADER_LEN];
     loop {
@@ -540,6 +903,8 @@ struct SessionWorker {
     unit: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
     abort: Arc<Mutex<Option<AbortHandle>>>,
+    /// Handshake threads still running.
+    inflight: Arc<AtomicU64>,
 }
 
 struct Session {
@@ -552,7 +917,7 @@ struct Session {
 impl SessionWorker {
     fn run(self) -> Result<Done, AppError> {
         let start = Instant::now();
-        let mut held: Vec<(SocketChannel, String)> = Vec::new();
+        let mut held: Vec<(Box<dyn Channel>, String)> = Vec::new();
         let mut session: Option<Session> = None;
         let mut assembly_deadline: Option<Instant> = self.wait_limit.map(|t| start + t);
         loop {
@@ -568,17 +933,21 @@ impl SessionWorker {
                     self.queue.recv_timeout(left).map_err(|_| ())
                 }
             };
-            let mut ch = match msg {
-                Ok(Msg::Conn(ch)) => ch,
+            let (ch, peer) = match msg {
+                Ok(Msg::Conn(ch, peer)) => (ch, peer),
+                Ok(Msg::Fatal(why)) => {
+                    self.wind_down(held);
+                    return Err(AppError::Failed(why));
+                }
                 Ok(Msg::Cancel) => return Err(AppError::Failed("cancelled".into())),
                 Err(()) => return Err(self.assembly_timeout(&session, start)),
             };
-            let peer = peer_of(&ch);
             if let Some(s) = session.as_mut() {
                 offer(s, ch, &peer)?;
                 continue;
             }
-            match peek(&mut ch, self.handshake) {
+            let (ch, peeked) = sniff(ch, self.handshake);
+            match peeked {
                 Ok(Peeked::Page) => {
                     if held.len() >= wire::MAX_CHANNELS as usize {
                         warn(&format!("rejected a connection from {peer}: too many page channels before the main channel"));
@@ -610,6 +979,40 @@ impl SessionWorker {
         let Session { rx, temp, peer } = s;
         let outcome = rx.run()?;
         self.finish(outcome, temp, peer)
+    }
+
+    /// A handshake failed: let the handshakes still running end, and close
+    /// every connection gently (in parallel, within [`LINGER`]) so each
+    /// peer reads why rather than a reset.
+    fn wind_down(&self, held: Vec<(Box<dyn Channel>, String)>) {
+        let deadline = Instant::now() + LINGER;
+        let mut drains = Vec::new();
+        let mut drain = |ch: Box<dyn Channel>| {
+            if let Ok(t) = std::thread::Builder::new()
+                .name("recv-drain".into())
+                .spawn(move || drain_close(ch, deadline))
+            {
+                drains.push(t);
+            }
+        };
+        for (ch, _) in held {
+            drain(ch);
+        }
+        loop {
+            match self.queue.recv_timeout(Duration::from_millis(20)) {
+                Ok(Msg::Conn(ch, _)) => drain(ch),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.inflight.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for t in drains {
+            let _ = t.join();
+        }
     }
 
     fn assembly_timeout(&self, session: &Option<Session>, start: Instant) -> AppError {
@@ -719,8 +1122,8 @@ impl SessionWorker {
 
 /// Hand a connection to the receiver; rejected ones are warned about,
 /// fatal ones end the session.
-fn offer(s: &mut Session, ch: SocketChannel, peer: &str) -> Result<(), AppError> {
-    match s.rx.accept_channel(Box::new(ch)) {
+fn offer(s: &mut Session, ch: Box<dyn Channel>, peer: &str) -> Result<(), AppError> {
+    match s.rx.accept_channel(ch) {
         Ok(Accepted::Main) => {
             s.peer = Some(peer.to_owned());
             Ok(())

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use transit_channel::{Channel, Shutdown, ShutdownHandle, SocketAddress, SocketChannel};
+use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, SocketAddress};
 use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
 
 use crate::cli::SendArgs;
@@ -24,6 +24,7 @@ use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary,
 };
 use crate::runtime::{Runtime, Work};
+use crate::transport::{self, TransportOpts};
 
 /// Default connect and handshake timeout of `send`.
 pub const DEFAULT_TIMEOUT: f64 = 30.0;
@@ -36,6 +37,7 @@ struct Plan {
     raw: bool,
     passes: u32,
     config: SendConfig,
+    transport: TransportOpts,
 }
 
 fn usage(m: impl Into<String>) -> AppError {
@@ -83,6 +85,15 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     if let Endpoint::File(p) = &endpoint {
         check_target(p).map_err(AppError::Usage)?;
     }
+    if matches!(endpoint, Endpoint::Stdio) && !raw {
+        return Err(usage(
+            "stdio: carries one stream, but a multifd session needs one connection per channel plus one; use --raw (or run the receiver with `transit send exec:'... transit recv stdio:'`)",
+        ));
+    }
+    if matches!(endpoint, Endpoint::Stdio) && args.input.as_deref() == Some("-".as_ref()) {
+        // Allowed: stdin is the input, stdout the channel.
+    }
+    check_tls_uri(&endpoint, c.tls_creds.is_some())?;
     let page_size = match args.page_size {
         None => wire::DEFAULT_PAGE_SIZE,
         Some(p) => {
@@ -121,6 +132,24 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     };
     check_interval(c.json_interval)?;
     let timeout = check_timeout(c.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
+    let mut transport = TransportOpts::new(timeout);
+    transport.tls = transport::tls_from_args(
+        c.tls_creds.as_deref(),
+        transit_channel::tls::Endpoint::Client,
+        args.tls_hostname.clone(),
+        &[],
+        c.tls_relaxed_eof,
+    )
+    .map_err(AppError::Failed)?;
+    if transport.tls.is_some() && args.tls_hostname.is_none() && endpoint.tls_host().is_none() {
+        return Err(usage(format!(
+            "--tls-creds over {} needs --tls-hostname NAME: the name the server's certificate must carry (the URI has no host)",
+            scheme(&endpoint)
+        )));
+    }
+    if matches!(endpoint, Endpoint::Exec(_)) && !raw {
+        transport.join = Some(crate::join::JoinTag::new());
+    }
     Ok(Plan {
         uri: args.uri.clone(),
         endpoint,
@@ -135,7 +164,31 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             compression: wire::Compression::None,
             handshake_timeout: Some(timeout),
         },
+        transport,
     })
+}
+
+/// The scheme of an endpoint, for messages.
+pub fn scheme(ep: &Endpoint) -> String {
+    let s = ep.to_string();
+    match s.find(':') {
+        Some(i) => s[..=i].to_owned(),
+        None => s,
+    }
+}
+
+/// `wss://` needs `--tls-creds`; `ws://` and `file:` take none.
+pub fn check_tls_uri(ep: &Endpoint, tls: bool) -> Result<(), AppError> {
+    match ep {
+        Endpoint::WebSocket(u) if u.secure && !tls => Err(usage(
+            "wss:// needs --tls-creds DIR (the CA and this side's certificate)",
+        )),
+        Endpoint::WebSocket(u) if !u.secure && tls => Err(usage(
+            "--tls-creds with ws:// : use wss:// for a websocket over TLS",
+        )),
+        Endpoint::File(_) if tls => Err(usage("--tls-creds does not apply to file:")),
+        _ => Ok(()),
+    }
 }
 
 /// Validate `--json-interval`.
@@ -194,17 +247,9 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
 
     match plan.endpoint.clone() {
         Endpoint::File(path) => send_to_file(&rt, &plan, &args, input, path, clock),
-        Endpoint::Socket(addr) if plan.raw => send_raw(&rt, &plan, &args, input, addr, clock),
-        Endpoint::Socket(addr) => send_multifd(&rt, &plan, &args, input, addr, input_file, clock),
+        ep if plan.raw => send_raw(&rt, &plan, &args, input, ep, clock),
+        ep => send_multifd(&rt, &plan, &args, input, ep, input_file, clock),
     }
-}
-
-fn connect(addr: &SocketAddress, which: &str) -> Result<Box<dyn Channel>, AppError> {
-    let mut ch = SocketChannel::connect_sync(addr)
-        .map_err(|e| AppError::Failed(format!("{which}: connect to {addr}: {e}")))?;
-    // Small records (sync, end, verdict) must not wait for Nagle.
-    let _ = ch.set_delay(false);
-    Ok(Box::new(ch))
 }
 
 fn send_multifd(
@@ -212,15 +257,18 @@ fn send_multifd(
     plan: &Plan,
     args: &SendArgs,
     input: Input,
-    addr: SocketAddress,
+    ep: Endpoint,
     input_file: Option<PathBuf>,
     clock: CpuClock,
 ) -> Result<(), AppError> {
-    // Phase 2: main channel + N page channels, connected in parallel.
+    // Phase 2: main channel + N page channels, connected (and their
+    // handshakes run) in parallel.
     let n = plan.channels;
-    let works: Vec<(String, Work<Box<dyn Channel>>)> = (0..=n)
+    type Opened = Result<Box<dyn Channel>, String>;
+    let works: Vec<(String, Work<Opened>)> = (0..=n)
         .map(|i| {
-            let addr = addr.clone();
+            let ep = ep.clone();
+            let opts = plan.transport.clone();
             let which = if i == 0 {
                 "main channel".to_owned()
             } else {
@@ -231,11 +279,16 @@ fn send_multifd(
             } else {
                 format!("connect-{}", i - 1)
             };
-            let work: Work<Box<dyn Channel>> = Box::new(move || connect(&addr, &which));
+            // Every connect finishes (no short cut), so the most telling
+            // error can be chosen below.
+            let work: Work<Opened> =
+                Box::new(move || Ok(transport::open(&ep, &opts, i, n + 1, &which)));
             (name, work)
         })
         .collect();
-    let mut chans = rt.run_tasks(works, || {})?;
+    let cancel = plan.transport.cancel.clone();
+    let results = rt.run_tasks(works, move || cancel.cancel())?;
+    let mut chans = pick_channels(results)?;
     let main = chans.remove(0);
     let peer = main.peer_address().map(|a| a.to_string());
 
@@ -314,8 +367,24 @@ fn send_multifd(
             }
         }
         Ok(tx.finish()?)
-    })?;
+    });
     drop(_live);
+    if matches!(plan.endpoint, Endpoint::Exec(_)) {
+        // Every run of the command must end well: the far end puts its
+        // output in place after the verdict.
+        let waited = rt.run_task(
+            "wait-commands",
+            || {},
+            || {
+                transport::wait_commands()
+                    .map_err(|e| AppError::Failed(format!("after the session: {e}")))
+            },
+        );
+        if stats.is_ok() {
+            waited?;
+        }
+    }
+    let stats = stats?;
     let stream_len = stats.stream_len;
     let summary = Summary::new(
         RunInfo {
@@ -376,23 +445,21 @@ fn send_raw(
     plan: &Plan,
     args: &SendArgs,
     input: Input,
-    addr: SocketAddress,
+    ep: Endpoint,
     clock: CpuClock,
 ) -> Result<(), AppError> {
-    let a = addr.clone();
+    let opts = plan.transport.clone();
+    let cancel = plan.transport.cancel.clone();
     let ch = rt.run_task(
         "connect",
-        || {},
-        move || {
-            if let SocketAddress::Fd(_) = a {
-                let ch = SocketChannel::from_address(&a)
-                    .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
-                return Ok(Box::new(ch) as Box<dyn Channel>);
-            }
-            connect(&a, "raw channel")
-        },
+        move || cancel.cancel(),
+        move || transport::open(&ep, &opts, 0, 1, "raw channel").map_err(AppError::Failed),
     )?;
-    let peer = ch.peer_address().map(|a| a.to_string());
+    let peer = ch
+        .peer_address()
+        .map(|a| a.to_string())
+        .or_else(|| Some(ch.name().to_owned()));
+    let websocket = matches!(plan.endpoint, Endpoint::WebSocket(_));
     let count = Arc::new(AtomicU64::new(0));
     let handle = ch.shutdown_handle().ok();
     let _live = Live::install(
@@ -421,11 +488,23 @@ fn send_raw(
             let mut ch = ch;
             let _ = ch.set_blocking(true);
             let t = std::time::Instant::now();
-            let n = copy_input(input, &mut ChannelSink(ch.as_mut()), &c2)
-                .map_err(|e| AppError::Failed(format!("raw channel ({}): {e}", ch.name())))?;
-            let _ = ch.shutdown(Shutdown::Write);
-            let _ = ch.close();
-            Ok((n, t.elapsed().as_secs_f64()))
+            let copied = copy_input(input, &mut ChannelSink(ch.as_mut()), &c2);
+            let n = match copied {
+                Ok(n) => n,
+                Err(e) => {
+                    let name = ch.name().to_owned();
+                    // A command that died says why in its exit status.
+                    let told = e.contains("exited with status") || e.contains("killed by signal");
+                    return Err(match ch.close() {
+                        Err(st) if !told => AppError::Failed(format!("raw channel: {st} ({e})")),
+                        _ => AppError::Failed(format!("raw channel ({name}): {e}")),
+                    });
+                }
+            };
+            let secs = t.elapsed().as_secs_f64();
+            end_raw(ch.as_mut(), websocket)
+                .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+            Ok((n, secs))
         },
     )?;
     drop(_live);
@@ -515,4 +594,118 @@ fn send_to_file(
     );
     finish_report(&summary, args.common.json, false);
     Ok(())
+}
+
+/// End a raw send cleanly: close_notify / the websocket close frame
+/// (`bye`), end of file below, wait for a websocket peer's close frame
+/// (bounded), then close (a command's exit status is checked here).
+fn end_raw(ch: &mut dyn Channel, websocket: bool) -> Result<(), transit_channel::Error> {
+    ch.bye()?;
+    if websocket {
+        // The close handshake: read until the peer's close frame (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
+                Ok(c) if c.is_empty() => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            match ch.readv(
+                &mut [std::io::IoSliceMut::new(&mut buf)],
+                None,
+                transit_channel::ReadFlags::empty(),
+            ) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.is_would_block() => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let _ = ch.shutdown(Shutdown::Write);
+    ch.close()
+}
+
+/// All channels, or the most telling error: a refused handshake (TLS,
+/// websocket) explains more than a connection the peer reset or refused
+/// after it gave up because of that handshake.
+fn pick_channels(
+    results: Vec<Result<Box<dyn Channel>, String>>,
+) -> Result<Vec<Box<dyn Channel>>, AppError> {
+    let mut errors = Vec::new();
+    let mut chans = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(c) => chans.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(chans);
+    }
+    // With TLS 1.3 a client learns that the server refused its
+    // certificate only when it reads: the reason may wait on a channel
+    // whose handshake "succeeded".
+    for c in &mut chans {
+        if let Some(why) = pending_refusal(c.as_mut()) {
+            return Err(AppError::Failed(why));
+        }
+    }
+    let rank = |e: &String| {
+        let symptom = [
+            "closed during the handshake",
+            "reset",
+            "Broken pipe",
+            "refused (os",
+        ]
+        .iter()
+        .any(|s| e.contains(s));
+        if e.contains("cancelled") {
+            3
+        } else if symptom {
+            2
+        } else if e.contains("TLS") || e.contains("websocket") {
+            0
+        } else {
+            1
+        }
+    };
+    let best = errors
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, e)| (rank(e), *i))
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    Err(AppError::Failed(errors.swap_remove(best)))
+}
+
+/// The error a connected channel reports when read (a TLS alert the peer
+/// sent after our handshake finished), waiting at most half a second.
+fn pending_refusal(ch: &mut dyn Channel) -> Option<String> {
+    if ch.set_blocking(false).is_err() {
+        return None;
+    }
+    let ready = chio::wait_blocking(
+        &ch.watch_source(),
+        Condition::IN,
+        Some(Duration::from_millis(500)),
+    )
+    .ok()?;
+    if ready.is_empty() {
+        return None;
+    }
+    let mut b = [0u8; 1];
+    match ch.readv(
+        &mut [std::io::IoSliceMut::new(&mut b)],
+        None,
+        transit_channel::ReadFlags::empty(),
+    ) {
+        Err(e) if !e.is_would_block() && e.to_string().contains("refused") => Some(e.to_string()),
+        _ => None,
+    }
 }

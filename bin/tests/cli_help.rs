@@ -27,7 +27,13 @@ fn subcommand_help_shows_examples() {
     for sub in ["send", "recv", "bench"] {
         let (code, out) = transit(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help failed");
-        assert!(out.contains("Examples:"), "{sub} --help has no examples:\n{out}");
-        assert!(out.contains("transit "), "{sub} --help shows no command line:\n{out}");
+        assert!(
+            out.contains("Examples:"),
+            "{sub} --help has no examples:\n{out}"
+        );
+        assert!(
+            out.contains("transit "),
+            "{sub} --help shows no command line:\n{out}"
+        );
     }
 }

@@ -347,3 +347,97 @@ pub fn require_tool(name: &str) -> PathBuf {
     }
     panic!("{name} is not installed (bash .ci/run installs it)");
 }
+
+/// TLS credential directories in QEMU's layout for loopback tests.
+pub mod pki {
+    use std::path::{Path, PathBuf};
+
+    use transit_channel::tls::generate::{IssueParams, TestPki, Validity};
+    use transit_channel::tls::Endpoint;
+
+    /// What to change from a good setup.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum Fault {
+        /// Everything valid.
+        #[default]
+        None,
+        /// The client trusts another CA.
+        WrongCa,
+        /// The server's certificate has expired.
+        ExpiredServer,
+        /// The client has no certificate.
+        NoClientCert,
+        /// The server's certificate is revoked in the client's CRL.
+        RevokedServer,
+        /// The client's certificate is revoked in the server's CRL.
+        RevokedClient,
+    }
+
+    /// A client and a server directory.
+    #[derive(Debug)]
+    pub struct Dirs {
+        /// `--tls-creds` of send.
+        pub client: PathBuf,
+        /// `--tls-creds` of recv.
+        pub server: PathBuf,
+    }
+
+    /// Write `client/` and `server/` under `root`: the server's
+    /// certificate names localhost, 127.0.0.1 and ::1; the client's is
+    /// `CN=transit-client`.
+    pub fn write(root: &Path, fault: Fault) -> Dirs {
+        let pki = TestPki::new().expect("CA");
+        let mut sp = IssueParams::server(&["localhost", "127.0.0.1", "::1"]);
+        if fault == Fault::ExpiredServer {
+            sp.validity = Validity::Expired;
+        }
+        let server = pki.issue(&sp).expect("server cert");
+        let client = pki
+            .issue(&IssueParams::client("transit-client"))
+            .expect("client cert");
+        let (cdir, sdir) = (root.join("client"), root.join("server"));
+        let other = TestPki::with_name("another CA").expect("CA 2");
+        let client_pki = if fault == Fault::WrongCa {
+            &other
+        } else {
+            &pki
+        };
+        let client_id = if fault == Fault::NoClientCert {
+            None
+        } else {
+            Some(&client)
+        };
+        let crl_c: Option<&[&_]> = if fault == Fault::RevokedServer {
+            Some(&[&server])
+        } else {
+            None
+        };
+        let crl_s: Option<&[&_]> = if fault == Fault::RevokedClient {
+            Some(&[&client])
+        } else {
+            None
+        };
+        if fault == Fault::WrongCa {
+            // The client's directory holds another CA's certificate but
+            // still this CA's client identity (the server accepts it).
+            client_pki
+                .write_dir(&cdir, Endpoint::Client, None, None)
+                .expect("client dir");
+            for (name, text) in [
+                ("client-cert.pem", &client.cert_pem),
+                ("client-key.pem", &client.key_pem),
+            ] {
+                std::fs::write(cdir.join(name), text).expect("write");
+            }
+        } else {
+            pki.write_dir(&cdir, Endpoint::Client, client_id, crl_c)
+                .expect("client dir");
+        }
+        pki.write_dir(&sdir, Endpoint::Server, Some(&server), crl_s)
+            .expect("server dir");
+        Dirs {
+            client: cdir,
+            server: sdir,
+        }
+    }
+}

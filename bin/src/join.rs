@@ -1,0 +1,572 @@
+//! Joining the N+1 runs of an `exec:` command into one multifd session.
+//!
+//! `transit send exec:COMMAND` in a multifd session (not `--raw`) runs
+//! COMMAND once per channel: the main channel and each page channel. Every
+//! run first receives a plaintext *join preamble* on its stdin, before any
+//! TLS or websocket layer:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | magic `TRJOIN01` |
+//! | 16 | session token (random) |
+//! | 4 | index, big endian (0 = the main channel) |
+//! | 4 | count, big endian (N+1) |
+//!
+//! At the far end each run is a `transit recv stdio:` process. The one
+//! that reads index 0 (the *leader*) listens on the abstract UNIX socket
+//! `transit-join-UID-TOKEN`; every other (a *follower*) connects to it
+//! and passes its stdin and stdout file descriptors (SCM_RIGHTS) with its
+//! index. The leader then owns every channel's pipes and runs the session
+//! as if N+1 connections had arrived (no byte is relayed or copied); each
+//! follower stays alive until the leader sends it the outcome (one byte:
+//! 0 = success), then exits 0, or 1 if the session failed, so the sender
+//! sees every command end as the session did.
+//!
+//! Limits: the far end must be on one host (it is: one ssh target), in one
+//! network namespace and run as one user (the leader refuses followers of
+//! another uid: SO_PEERCRED). The token is 128 random bits that only
+//! travel inside the command's stdin.
+//!
+//! [`FdPairChannel`] is the channel a passed (read fd, write fd) pair
+//! becomes in the leader.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use transit_channel::channel::{check_read_request, check_write_request, ShutdownChannel};
+use transit_channel::{
+    io as chio, Channel, Condition, Features, ReadFlags, Readiness, Shutdown, ShutdownHandle,
+    SocketAddress, SocketChannel, WatchFds, WatchSource, WriteFlags,
+};
+
+/// Length of the join preamble.
+pub const PREAMBLE_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"TRJOIN01";
+
+/// The session token every run of one `exec:` session carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinTag {
+    /// Random bytes naming the rendezvous.
+    pub token: [u8; 16],
+}
+
+impl JoinTag {
+    /// A new random tag.
+    pub fn new() -> JoinTag {
+        JoinTag {
+            token: transit_multifd::new_uuid(),
+        }
+    }
+
+    fn hex(&self) -> String {
+        self.token.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The rendezvous address of this tag (per user).
+    fn address(&self) -> SocketAddress {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        SocketAddress::unix_abstract(format!("transit-join-{uid}-{}", self.hex()).into_bytes())
+    }
+}
+
+impl Default for JoinTag {
+    fn default() -> Self {
+        JoinTag::new()
+    }
+}
+
+/// A decoded preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preamble {
+    /// The session.
+    pub tag: JoinTag,
+    /// This run's channel (0 = main).
+    pub index: u32,
+    /// How many runs the session has.
+    pub count: u32,
+}
+
+/// Encode a preamble.
+pub fn encode(tag: &JoinTag, index: u32, count: u32) -> [u8; PREAMBLE_LEN] {
+    let mut b = [0u8; PREAMBLE_LEN];
+    b[..8].copy_from_slice(MAGIC);
+    b[8..24].copy_from_slice(&tag.token);
+    b[24..28].copy_from_slice(&index.to_be_bytes());
+    b[28..32].copy_from_slice(&count.to_be_bytes());
+    b
+}
+
+/// Decode a preamble; the error says what the bytes were instead.
+pub fn decode(b: &[u8; PREAMBLE_LEN]) -> Result<Preamble, String> {
+    if &b[..8] != MAGIC {
+        return Err(
+            "stdin does not start with a transit exec: join preamble; a framed `transit recv stdio:` must be started by `transit send exec:...` (use --raw on both ends for other peers)"
+                .into(),
+        );
+    }
+    let mut token = [0u8; 16];
+    token.copy_from_slice(&b[8..24]);
+    let index = u32::from_be_bytes([b[24], b[25], b[26], b[27]]);
+    let count = u32::from_be_bytes([b[28], b[29], b[30], b[31]]);
+    if count < 2 || index >= count || count > transit_multifd::wire::MAX_CHANNELS + 1 {
+        return Err(format!("invalid join preamble: channel {index} of {count}"));
+    }
+    Ok(Preamble {
+        tag: JoinTag { token },
+        index,
+        count,
+    })
+}
+
+/// Write the preamble of run `index` of `count`.
+pub fn write_preamble(
+    ch: &mut dyn Channel,
+    tag: &JoinTag,
+    index: u32,
+    count: u32,
+) -> transit_channel::Result<()> {
+    chio::write_all(ch, &encode(tag, index, count))
+}
+
+/// Read a preamble (blocking, bounded by `timeout`).
+pub fn read_preamble(ch: &mut dyn Channel, timeout: Duration) -> Result<Preamble, String> {
+    let mut b = [0u8; PREAMBLE_LEN];
+    let deadline = Instant::now() + timeout;
+    let mut got = 0;
+    while got < PREAMBLE_LEN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
+            .map_err(|e| e.to_string())?;
+        if ready.is_empty() {
+            return Err(format!(
+                "no join preamble on {} within {:.1} s",
+                ch.name(),
+                timeout.as_secs_f64()
+            ));
+        }
+        match ch.readv(
+            &mut [IoSliceMut::new(&mut b[got..])],
+            None,
+            ReadFlags::empty(),
+        ) {
+            Ok(0) => {
+                return Err(format!(
+                    "{} ended before the join preamble ({got} of {PREAMBLE_LEN} bytes)",
+                    ch.name()
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.is_would_block() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    decode(&b)
+}
+
+/// The leader's side of the rendezvous: the followers' control
+/// connections, told the outcome at the end.
+pub struct Leader {
+    followers: Vec<SocketChannel>,
+}
+
+impl std::fmt::Debug for Leader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Leader({} followers)", self.followers.len())
+    }
+}
+
+impl Leader {
+    /// Tell every follower how the session ended.
+    pub fn finish(&mut self, ok: bool) {
+        for f in &mut self.followers {
+            let _ = chio::write_all(f, &[u8::from(!ok)]);
+            let _ = f.close();
+        }
+        self.followers.clear();
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+/// The other runs' channels, each with its index.
+pub type Joined = Vec<(u32, Box<dyn Channel>)>;
+
+/// Gather the other `count - 1` runs of `tag`: returns their channels
+/// (index, channel), in arrival order.
+pub fn lead(tag: &JoinTag, count: u32, timeout: Duration) -> Result<(Leader, Joined), String> {
+    let addr = tag.address();
+    let mut listener = SocketChannel::listen_sync(&addr, count.max(8))
+        .map_err(|e| format!("join the exec: runs: listen: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut leader = Leader {
+        followers: Vec::new(),
+    };
+    let mut chans: Joined = Vec::new();
+    let mut seen = vec![false; count as usize];
+    seen[0] = true;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    while chans.len() + 1 < count as usize {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = chio::wait_blocking(&listener.watch_source(), Condition::IN, Some(left))
+            .map_err(|e| format!("join the exec: runs: {e}"))?;
+        if ready.is_empty() {
+            return Err(format!(
+                "only {} of the {count} runs of the exec: command joined within {:.1} s",
+                chans.len() + 1,
+                timeout.as_secs_f64()
+            ));
+        }
+        let mut c = match listener.accept() {
+            Ok(c) => c,
+            Err(e) if e.is_would_block() => continue,
+            Err(e) => return Err(format!("join the exec: runs: accept: {e}")),
+        };
+        if peer_uid(c.as_raw_fd()) != Some(uid) {
+            let _ = c.close();
+            continue;
+        }
+        let mut idx = [0u8; 4];
+        let mut fds = Vec::new();
+        let got = chio::readv_full_all(&mut c, &mut [IoSliceMut::new(&mut idx)], Some(&mut fds));
+        if got.is_err() || fds.len() != 2 {
+            let _ = c.close();
+            continue;
+        }
+        let index = u32::from_be_bytes(idx);
+        if index == 0 || index >= count || seen[index as usize] {
+            return Err(format!(
+                "join the exec: runs: run {index} joined twice or does not belong to a session of {count}"
+            ));
+        }
+        seen[index as usize] = true;
+        let mut it = fds.into_iter();
+        let (Some(read), Some(write)) = (it.next(), it.next()) else {
+            continue;
+        };
+        chans.push((
+            index,
+            Box::new(FdPairChannel::new(
+                format!("stdio: (exec: run {index})"),
+                read,
+                write,
+            )),
+        ));
+        leader.followers.push(c);
+    }
+    let _ = listener.close();
+    Ok((leader, chans))
+}
+
+fn peer_uid(fd: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given;
+    // `fd` is an open socket owned by the caller.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// A follower: hand this process' stdin and stdout to the leader of `tag`
+/// and wait for the outcome. `Ok(true)`: the session succeeded.
+pub fn follow(tag: &JoinTag, index: u32, timeout: Duration) -> Result<bool, String> {
+    let addr = tag.address();
+    let deadline = Instant::now() + timeout;
+    let mut c = loop {
+        match SocketChannel::connect_sync(&addr) {
+            Ok(c) => break c,
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "exec: run {index}: the run with the main channel did not appear within {:.1} s ({e})",
+                        timeout.as_secs_f64()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    // SAFETY: fds 0 and 1 are open for the life of the process (stdio);
+    // the borrows end with this call.
+    let (fd0, fd1) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
+    chio::writev_full_all(
+        &mut c,
+        &mut [IoSlice::new(&index.to_be_bytes())],
+        &[fd0, fd1],
+    )
+    .map_err(|e| format!("exec: run {index}: pass stdin and stdout: {e}"))?;
+    let mut status = [0u8; 1];
+    match chio::read_all_eof(&mut c, &mut status) {
+        Ok(true) => Ok(status[0] == 0),
+        Ok(false) => Ok(false),
+        Err(e) => Err(format!("exec: run {index}: wait for the outcome: {e}")),
+    }
+}
+
+/// What the shutdown handle of an [`FdPairChannel`] shares with it.
+struct PairShared {
+    name: String,
+    /// The fds while open (the handle never touches closed numbers).
+    fds: Mutex<Option<(RawFd, RawFd)>>,
+}
+
+impl ShutdownChannel for PairShared {
+    fn shutdown(&self, how: Shutdown) -> transit_channel::Result<()> {
+        let g = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((r, w)) = *g else { return Ok(()) };
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            to_devnull(w, libc::O_WRONLY)
+                .map_err(|e| transit_channel::Error::os(&self.name, "shut down writes", e))?;
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            to_devnull(r, libc::O_RDONLY)
+                .map_err(|e| transit_channel::Error::os(&self.name, "shut down reads", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Atomically make `fd` refer to /dev/null: a reader sees end of file,
+/// the peer of a writer sees our end go away.
+fn to_devnull(fd: RawFd, mode: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid NUL-terminated path; open returns a new fd or -1.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), mode | libc::O_CLOEXEC) };
+    if null < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `null` is ours; `fd` is open (the caller holds the lock that
+    // keeps it open); dup3 replaces it atomically.
+    let rc = unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `null` is ours and closed once.
+    unsafe { libc::close(null) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// A read fd and a write fd (another process' stdin and stdout) as one
+/// channel.
+pub struct FdPairChannel {
+    name: String,
+    read: Option<OwnedFd>,
+    write: Option<OwnedFd>,
+    blocking: bool,
+    shared: Arc<PairShared>,
+}
+
+impl FdPairChannel {
+    /// Own `read` and `write`.
+    pub fn new(name: String, read: OwnedFd, write: OwnedFd) -> FdPairChannel {
+        let shared = Arc::new(PairShared {
+            name: name.clone(),
+            fds: Mutex::new(Some((read.as_raw_fd(), write.as_raw_fd()))),
+        });
+        FdPairChannel {
+            name,
+            read: Some(read),
+            write: Some(write),
+            blocking: true,
+            shared,
+        }
+    }
+
+    fn fds(&self) -> transit_channel::Result<(RawFd, RawFd)> {
+        match (&self.read, &self.write) {
+            (Some(r), Some(w)) => Ok((r.as_raw_fd(), w.as_raw_fd())),
+            _ => Err(transit_channel::Error::closed(&self.name)),
+        }
+    }
+}
+
+fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: `fd` is open; F_GETFL reads flags only.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if on {
+        fl | libc::O_NONBLOCK
+    } else {
+        fl & !libc::O_NONBLOCK
+    };
+    // SAFETY: `fd` is open; F_SETFL changes status flags only.
+    if new != fl && unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn os_result(n: isize, name: &str, op: &'static str) -> Option<transit_channel::Result<usize>> {
+    if n >= 0 {
+        return Some(Ok(n as usize));
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(Err(transit_channel::Error::WouldBlock)),
+        _ => Some(Err(transit_channel::Error::os(name, op, err))),
+    }
+}
+
+impl Channel for FdPairChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set_name(&mut self, name: String) {
+        // The shutdown handle keeps the first name for its own errors.
+        self.name = name;
+    }
+
+    fn features(&self) -> Features {
+        Features::SHUTDOWN
+    }
+
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> transit_channel::Result<usize> {
+        check_read_request(self, fds.is_some(), flags)?;
+        let (fd, _) = self.fds()?;
+        if bufs.is_empty() {
+            return Ok(0);
+        }
+        let cnt = bufs.len().min(1024) as libc::c_int;
+        loop {
+            // SAFETY: IoSliceMut is ABI-compatible with iovec; the pointer
+            // covers `cnt` valid writable buffers for the call.
+            let n = unsafe { libc::readv(fd, bufs.as_mut_ptr().cast::<libc::iovec>(), cnt) };
+            if let Some(r) = os_result(n, &self.name, "read") {
+                return r;
+            }
+        }
+    }
+
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> transit_channel::Result<usize> {
+        check_write_request(self, !fds.is_empty(), flags)?;
+        let (_, fd) = self.fds()?;
+        if bufs.is_empty() {
+            return Ok(0);
+        }
+        let cnt = bufs.len().min(1024) as libc::c_int;
+        loop {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the pointer
+            // covers `cnt` valid buffers for the call.
+            let n = unsafe { libc::writev(fd, bufs.as_ptr().cast::<libc::iovec>(), cnt) };
+            if let Some(r) = os_result(n, &self.name, "write") {
+                return r;
+            }
+        }
+    }
+
+    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
+        let (r, w) = self.fds()?;
+        for fd in [r, w] {
+            set_nonblock(fd, !blocking)
+                .map_err(|e| transit_channel::Error::os(&self.name, "fcntl", e))?;
+        }
+        self.blocking = blocking;
+        Ok(())
+    }
+
+    fn is_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    fn close(&mut self) -> transit_channel::Result<()> {
+        *self.shared.fds.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.read = None;
+        self.write = None;
+        Ok(())
+    }
+
+    fn watch_source(&self) -> WatchSource {
+        match self.fds() {
+            Ok((read, write)) => WatchSource {
+                fds: WatchFds::Pair { read, write },
+                ready: Readiness::new(),
+                name: self.name.clone(),
+            },
+            Err(_) => WatchSource {
+                fds: WatchFds::None,
+                ready: Readiness::always(Condition::NVAL),
+                name: self.name.clone(),
+            },
+        }
+    }
+
+    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
+        Ok(self.shared.clone())
+    }
+}
+
+impl Drop for FdPairChannel {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preambles_round_trip_and_refuse_garbage() {
+        let tag = JoinTag::new();
+        let b = encode(&tag, 2, 5);
+        assert_eq!(
+            decode(&b),
+            Ok(Preamble {
+                tag,
+                index: 2,
+                count: 5
+            })
+        );
+        assert!(decode(&[0u8; PREAMBLE_LEN])
+            .unwrap_err()
+            .contains("join preamble"));
+        assert!(decode(&encode(&tag, 5, 5)).is_err());
+    }
+
+    #[test]
+    fn followers_hand_their_fds_to_the_leader() {
+        // A follower in a thread stands in for a second process: the fds it
+        // passes are this process' fds 0 and 1, which the leader wraps.
+        let tag = JoinTag::new();
+        let t = tag;
+        let follower = std::thread::spawn(move || follow(&t, 1, Duration::from_secs(10)));
+        let (mut leader, chans) = lead(&tag, 2, Duration::from_secs(10)).unwrap();
+        assert_eq!(chans.len(), 1);
+        assert_eq!(chans[0].0, 1);
+        leader.finish(true);
+        assert_eq!(follower.join().unwrap(), Ok(true));
+    }
+}

@@ -1,0 +1,693 @@
+//! The transport stack of `send`, `recv` and `bench`: one mechanism that
+//! turns an [`Endpoint`] plus [`TransportOpts`] into a ready
+//! `Box<dyn Channel>`, whatever the layers.
+//!
+//! Connect side ([`open`]): the base channel (a socket connect, or a
+//! spawned `exec:` command) → TLS client handshake (with `--tls-creds`, or
+//! `wss://`) → websocket client handshake (`ws://`, `wss://`). Accept side
+//! ([`wrap_accepted`]): TLS server handshake → websocket server handshake
+//! over an accepted socket (or `stdio:`).
+//!
+//! Both are blocking calls meant for worker threads: `send` runs one
+//! connect task per channel, so the N+1 handshakes (and their crypto) run
+//! in parallel; `recv` runs one thread per accepted connection. Every
+//! handshake is bounded by [`TransportOpts::timeout`]: a watchdog thread
+//! shuts the channel down when it expires (which wakes the blocked
+//! handshake), and a signal does the same through [`Cancel`].
+//!
+//! `exec:` in a multifd session runs the command once per channel (N+1
+//! times). Each run first receives a plaintext join preamble (see
+//! [`crate::join`]) so the `transit recv stdio:` processes at the far end
+//! can hand their pipes to the one that got the main channel.
+//!
+//! [`Prefixed`] replays bytes already read from a channel (the receiver
+//! reads the first bytes of a TLS or websocket channel, which cannot be
+//! peeked, to learn what the session is) before the channel's own.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use transit_channel::tls::{Authz, TlsChannel, TlsCreds};
+use transit_channel::websocket::WebSocketConfig;
+use transit_channel::{
+    Channel, CommandChannel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown,
+    ShutdownHandle, SocketAddress, SocketChannel, WatchSource, WebSocketChannel, WriteFlags,
+};
+
+use crate::endpoint::Endpoint;
+use crate::join::{self, JoinTag};
+
+/// TLS settings of one side.
+#[derive(Clone)]
+pub struct TlsOpts {
+    /// Credentials (client endpoint on send, server on recv).
+    pub creds: Arc<TlsCreds>,
+    /// Client: the name the server's certificate must carry.
+    pub hostname: Option<String>,
+    /// Server: the peer identities let in (none: any certificate the CA
+    /// signed).
+    pub authz: Option<Authz>,
+    /// Accept a peer that ends without close_notify.
+    pub relaxed_eof: bool,
+}
+
+impl std::fmt::Debug for TlsOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOpts")
+            .field("creds", &self.creds.origin())
+            .field("hostname", &self.hostname)
+            .field("authz", &self.authz)
+            .field("relaxed_eof", &self.relaxed_eof)
+            .finish()
+    }
+}
+
+/// How to build the layers above the base channel.
+#[derive(Debug, Clone)]
+pub struct TransportOpts {
+    /// TLS (below the websocket, if both).
+    pub tls: Option<TlsOpts>,
+    /// Bound of each channel's connect and handshakes.
+    pub timeout: Duration,
+    /// Websocket settings (`ws://`, `wss://`).
+    pub ws_config: WebSocketConfig,
+    /// `exec:` in a multifd session: the tag each command run receives.
+    pub join: Option<JoinTag>,
+    /// Shuts every handshake in progress down on a signal.
+    pub cancel: Cancel,
+}
+
+impl TransportOpts {
+    /// Options with no TLS, bounded by `timeout`.
+    pub fn new(timeout: Duration) -> TransportOpts {
+        TransportOpts {
+            tls: None,
+            timeout,
+            ws_config: WebSocketConfig {
+                handshake_timeout: Some(timeout),
+                ..WebSocketConfig::default()
+            },
+            join: None,
+            cancel: Cancel::default(),
+        }
+    }
+
+    /// True if accepted connections need a handshake before use.
+    pub fn has_layers(&self, ep: &Endpoint) -> bool {
+        self.tls.is_some() || matches!(ep, Endpoint::WebSocket(_))
+    }
+}
+
+/// Shuts down every channel whose handshake is in progress (from the
+/// signal handler's cancel action); later handshakes fail at once.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: bool,
+    next: u64,
+    handles: Vec<(u64, ShutdownHandle)>,
+}
+
+impl std::fmt::Debug for CancelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelState")
+            .field("cancelled", &self.cancelled)
+            .field("pending", &self.handles.len())
+            .finish()
+    }
+}
+
+impl Cancel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shut every registered channel down; refuse new registrations.
+    pub fn cancel(&self) {
+        let mut st = self.lock();
+        st.cancelled = true;
+        for (_, h) in st.handles.drain(..) {
+            let _ = h.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// True once [`cancel`](Self::cancel) ran.
+    pub fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    fn register(&self, h: ShutdownHandle) -> Option<u64> {
+        let mut st = self.lock();
+        if st.cancelled {
+            let _ = h.shutdown(Shutdown::Both);
+            return None;
+        }
+        st.next += 1;
+        let id = st.next;
+        st.handles.push((id, h));
+        Some(id)
+    }
+
+    fn unregister(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.lock().handles.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+/// Shuts a channel down if a blocking operation outlives its deadline.
+struct Watchdog {
+    state: Arc<(Mutex<(bool, bool)>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    cancel_id: Option<u64>,
+    cancel: Cancel,
+}
+
+impl Watchdog {
+    /// Arm for `timeout` on the channel's shutdown handle (a channel
+    /// without one is not guarded).
+    fn arm(ch: &dyn Channel, timeout: Duration, cancel: &Cancel) -> Watchdog {
+        let handle = ch.shutdown_handle().ok();
+        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let cancel_id = handle.clone().and_then(|h| cancel.register(h));
+        let thread = handle.and_then(|h| {
+            let st = state.clone();
+            std::thread::Builder::new()
+                .name("handshake-watchdog".into())
+                .spawn(move || {
+                    let (m, cv) = &*st;
+                    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    let (mut g, _) = cv
+                        .wait_timeout_while(g, timeout, |(done, _)| !*done)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if !g.0 {
+                        g.1 = true;
+                        let _ = h.shutdown(Shutdown::Both);
+                    }
+                })
+                .ok()
+        });
+        Watchdog {
+            state,
+            thread,
+            cancel_id,
+            cancel: cancel.clone(),
+        }
+    }
+
+    /// Stop watching; true if the deadline had passed.
+    fn disarm(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        let fired = {
+            let (m, cv) = &*self.state;
+            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+            g.0 = true;
+            cv.notify_all();
+            g.1
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.cancel.unregister(self.cancel_id.take());
+        fired
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Run `step` on `ch` under a watchdog; a timeout or a cancel replaces
+/// the step's error with one that says so.
+fn guarded<T>(
+    ch: Box<dyn Channel>,
+    opts: &TransportOpts,
+    what: &str,
+    step: impl FnOnce(Box<dyn Channel>) -> Result<T, String>,
+) -> Result<T, String> {
+    let dog = Watchdog::arm(&*ch, opts.timeout, &opts.cancel);
+    let r = step(ch);
+    let fired = dog.disarm();
+    match r {
+        Err(_) if opts.cancel.is_cancelled() => Err(format!("{what}: cancelled")),
+        Err(e) if fired => Err(format!(
+            "{what}: timed out after {:.1} s ({e})",
+            opts.timeout.as_secs_f64()
+        )),
+        r => r,
+    }
+}
+
+/// Connect a socket (TCP without Nagle: small records must not wait).
+pub fn connect_socket(addr: &SocketAddress) -> Result<Box<dyn Channel>, String> {
+    let mut ch =
+        SocketChannel::connect_sync(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = ch.set_delay(false);
+    Ok(Box::new(ch))
+}
+
+/// Open channel `index` of `count` to `ep`: the base channel, then the
+/// client layers. `which` names the channel in errors ("main channel",
+/// "page channel 2", "raw channel").
+pub fn open(
+    ep: &Endpoint,
+    opts: &TransportOpts,
+    index: u32,
+    count: u32,
+    which: &str,
+) -> Result<Box<dyn Channel>, String> {
+    if opts.cancel.is_cancelled() {
+        return Err(format!("{which}: cancelled"));
+    }
+    let base: Box<dyn Channel> = match ep {
+        Endpoint::Socket(addr @ SocketAddress::Fd(_)) => {
+            Box::new(SocketChannel::from_address(addr).map_err(|e| format!("{which}: {e}"))?)
+        }
+        Endpoint::Socket(addr) => connect_socket(addr).map_err(|e| format!("{which}: {e}"))?,
+        Endpoint::WebSocket(u) => connect_socket(&SocketAddress::inet(u.host.clone(), u.port))
+            .map_err(|e| format!("{which}: {e}"))?,
+        Endpoint::Exec(cmd) => {
+            let mut ch = ExecChannel::spawn(cmd).map_err(|e| format!("{which}: {e}"))?;
+            if let Some(tag) = &opts.join {
+                join::write_preamble(&mut ch, tag, index, count)
+                    .map_err(|e| format!("{which}: {e}"))?;
+            }
+            Box::new(ch)
+        }
+        Endpoint::Stdio => {
+            Box::new(transit_channel::StdioChannel::new().map_err(|e| format!("{which}: {e}"))?)
+        }
+        Endpoint::File(_) => return Err(format!("{which}: a file is not a connection")),
+    };
+    layer_client(base, ep, opts, which)
+}
+
+/// The client layers over a connected base channel.
+pub fn layer_client(
+    base: Box<dyn Channel>,
+    ep: &Endpoint,
+    opts: &TransportOpts,
+    which: &str,
+) -> Result<Box<dyn Channel>, String> {
+    let mut ch = base;
+    if let Some(tls) = &opts.tls {
+        let host = tls
+            .hostname
+            .clone()
+            .or_else(|| ep.tls_host())
+            .ok_or_else(|| format!("{which}: TLS needs --tls-hostname for {ep}"))?;
+        ch = guarded(ch, opts, &format!("{which}: TLS handshake"), |ch| {
+            let mut t = TlsChannel::client(ch, tls.creds.clone(), &host)
+                .map_err(|e| format!("{which}: {e}"))?;
+            t.set_relaxed_eof(tls.relaxed_eof);
+            t.handshake_blocking()
+                .map_err(|e| format!("{which}: {e}"))?;
+            Ok(Box::new(t) as Box<dyn Channel>)
+        })?;
+    }
+    if let Endpoint::WebSocket(u) = ep {
+        let cfg = opts.ws_config.clone();
+        let host = u.host_header();
+        ch = guarded(ch, opts, &format!("{which}: websocket handshake"), |ch| {
+            let hs = WebSocketChannel::client(ch, &host, &u.path, cfg)
+                .map_err(|e| format!("{which}: {e}"))?;
+            let ws = hs
+                .handshake_blocking()
+                .map_err(|e| format!("{which}: {e}"))?;
+            Ok(Box::new(ws) as Box<dyn Channel>)
+        })?;
+    }
+    Ok(ch)
+}
+
+/// The server layers over an accepted connection (or `stdio:`): TLS, then
+/// the websocket upgrade (checking the URI's path).
+pub fn wrap_accepted(
+    base: Box<dyn Channel>,
+    ep: &Endpoint,
+    opts: &TransportOpts,
+) -> Result<Box<dyn Channel>, String> {
+    let mut ch = base;
+    if let Some(tls) = &opts.tls {
+        ch = guarded(ch, opts, "TLS handshake", |ch| {
+            let mut t = TlsChannel::server(ch, tls.creds.clone(), tls.authz.as_ref())
+                .map_err(|e| e.to_string())?;
+            t.set_relaxed_eof(tls.relaxed_eof);
+            t.handshake_blocking().map_err(|e| e.to_string())?;
+            Ok(Box::new(t) as Box<dyn Channel>)
+        })?;
+    }
+    if let Endpoint::WebSocket(u) = ep {
+        let cfg = opts.ws_config.clone();
+        ch = guarded(ch, opts, "websocket handshake", |ch| {
+            let hs = WebSocketChannel::server(ch, &u.path, cfg);
+            let ws = hs.handshake_blocking().map_err(|e| e.to_string())?;
+            Ok(Box::new(ws) as Box<dyn Channel>)
+        })?;
+    }
+    Ok(ch)
+}
+/// `exec:COMMAND`: a [`CommandChannel`] (`/bin/sh -c COMMAND`).
+///
+/// Dropping it (multifd drops its channels when their threads end) never
+/// blocks: the command's pipes close and a reaper thread waits for its
+/// exit (the close timeout, then SIGTERM, then SIGKILL); [`wait_commands`]
+/// waits for every reaper and reports the first command that failed.
+pub struct ExecChannel {
+    inner: Option<CommandChannel>,
+    name: String,
+}
+
+impl ExecChannel {
+    /// Run `/bin/sh -c command`.
+    pub fn spawn(command: &str) -> Result<ExecChannel, transit_channel::Error> {
+        let inner = CommandChannel::spawn_shell(command)?;
+        // Bigger pipes: 64 KiB ones cost a context switch per 64 KiB.
+        if let transit_channel::WatchFds::Pair { read, write } = inner.watch_source().fds {
+            for fd in [read, write] {
+                // SAFETY: `fd` is one of the command's open pipe fds;
+                // F_SETPIPE_SZ only resizes the pipe (failure is harmless:
+                // the pipe keeps its size).
+                unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE) };
+            }
+        }
+        Ok(ExecChannel {
+            name: inner.name().to_owned(),
+            inner: Some(inner),
+        })
+    }
+
+    fn ch(&mut self) -> transit_channel::Result<&mut CommandChannel> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| transit_channel::Error::closed(&self.name))
+    }
+
+    fn ch_ref(&self) -> Option<&CommandChannel> {
+        self.inner.as_ref()
+    }
+}
+
+/// Pipe size asked for `exec:` pipes (the default limit for an
+/// unprivileged process, /proc/sys/fs/pipe-max-size, is 1 MiB).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+type Reaper = JoinHandle<Result<(), String>>;
+
+/// Reaper threads of dropped command channels.
+static REAPERS: Mutex<Vec<Reaper>> = Mutex::new(Vec::new());
+
+/// Wait until every dropped `exec:` command has exited (each bounded by
+/// its close and kill timeouts); the first failure (non-zero status,
+/// killed) is the error.
+pub fn wait_commands() -> Result<(), String> {
+    let reapers: Vec<Reaper> =
+        std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut first = None;
+    for r in reapers {
+        let res = r
+            .join()
+            .unwrap_or_else(|_| Err("a command reaper panicked".into()));
+        if let (Err(e), None) = (res, &first) {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+impl Channel for ExecChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        if let Some(c) = self.inner.as_mut() {
+            c.set_name(name.clone());
+        }
+        self.name = name;
+    }
+    fn features(&self) -> Features {
+        self.ch_ref().map_or(Features::empty(), |c| c.features())
+    }
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> transit_channel::Result<usize> {
+        self.ch()?.readv(bufs, fds, flags)
+    }
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> transit_channel::Result<usize> {
+        // The command channel turns a broken pipe into the command's exit
+        // status already.
+        self.ch()?.writev(bufs, fds, flags)
+    }
+    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
+        self.ch()?.set_blocking(blocking)
+    }
+    fn is_blocking(&self) -> bool {
+        self.ch_ref().is_some_and(|c| c.is_blocking())
+    }
+    fn close(&mut self) -> transit_channel::Result<()> {
+        match self.inner.as_mut() {
+            Some(c) => c.close(),
+            None => Ok(()),
+        }
+    }
+    fn watch_source(&self) -> WatchSource {
+        match self.ch_ref() {
+            Some(c) => c.watch_source(),
+            None => WatchSource {
+                fds: transit_channel::WatchFds::None,
+                ready: Readiness::always(Condition::NVAL),
+                name: self.name.clone(),
+            },
+        }
+    }
+    fn shutdown(&mut self, how: Shutdown) -> transit_channel::Result<()> {
+        self.ch()?.shutdown(how)
+    }
+    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
+        match self.ch_ref() {
+            Some(c) => c.shutdown_handle(),
+            None => Err(transit_channel::Error::closed(&self.name)),
+        }
+    }
+    fn bye(&mut self) -> transit_channel::Result<()> {
+        self.ch()?.bye()
+    }
+}
+
+impl Drop for ExecChannel {
+    /// Hand the command to a reaper thread: it sees end of file and gets
+    /// the close timeout to finish (a far-end `transit recv` may still be
+    /// putting its output in place) before SIGTERM and SIGKILL.
+    fn drop(&mut self) {
+        let Some(mut c) = self.inner.take() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("exec-reaper".into())
+            .spawn(move || c.close().map_err(|e| e.to_string()));
+        if let Ok(h) = spawned {
+            REAPERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        }
+    }
+}
+
+/// A channel with bytes already read from it put back in front.
+pub struct Prefixed {
+    head: Vec<u8>,
+    pos: usize,
+    inner: Box<dyn Channel>,
+}
+
+impl Prefixed {
+    /// Replay `head` before `inner`'s bytes.
+    pub fn new(head: Vec<u8>, inner: Box<dyn Channel>) -> Prefixed {
+        Prefixed {
+            head,
+            pos: 0,
+            inner,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.pos < self.head.len()
+    }
+}
+
+impl Channel for Prefixed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn set_name(&mut self, name: String) {
+        self.inner.set_name(name)
+    }
+    fn features(&self) -> Features {
+        self.inner.features() - Features::READ_MSG_PEEK - Features::FD_PASS
+    }
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> transit_channel::Result<usize> {
+        transit_channel::channel::check_read_request(self, fds.is_some(), flags)?;
+        if !self.pending() {
+            return self.inner.readv(bufs, None, flags);
+        }
+        let mut n = 0;
+        for b in bufs.iter_mut() {
+            let rest = &self.head[self.pos..];
+            if rest.is_empty() {
+                break;
+            }
+            let k = rest.len().min(b.len());
+            b[..k].copy_from_slice(&rest[..k]);
+            self.pos += k;
+            n += k;
+        }
+        if !self.pending() {
+            self.head = Vec::new();
+            self.pos = 0;
+        }
+        Ok(n)
+    }
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> transit_channel::Result<usize> {
+        self.inner.writev(bufs, fds, flags)
+    }
+    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
+        self.inner.set_blocking(blocking)
+    }
+    fn is_blocking(&self) -> bool {
+        self.inner.is_blocking()
+    }
+    fn close(&mut self) -> transit_channel::Result<()> {
+        self.inner.close()
+    }
+    fn watch_source(&self) -> WatchSource {
+        let ws = self.inner.watch_source();
+        if self.pending() {
+            WatchSource {
+                fds: ws.fds,
+                ready: Readiness::always(Condition::IN),
+                name: ws.name,
+            }
+        } else {
+            ws
+        }
+    }
+    fn shutdown(&mut self, how: Shutdown) -> transit_channel::Result<()> {
+        self.inner.shutdown(how)
+    }
+    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
+        self.inner.shutdown_handle()
+    }
+    fn bye(&mut self) -> transit_channel::Result<()> {
+        self.inner.bye()
+    }
+    fn set_delay(&mut self, enabled: bool) -> transit_channel::Result<()> {
+        self.inner.set_delay(enabled)
+    }
+    fn set_cork(&mut self, enabled: bool) -> transit_channel::Result<()> {
+        self.inner.set_cork(enabled)
+    }
+    fn flush(&mut self) -> transit_channel::Result<FlushOutcome> {
+        self.inner.flush()
+    }
+    fn local_address(&self) -> Option<SocketAddress> {
+        self.inner.local_address()
+    }
+    fn peer_address(&self) -> Option<SocketAddress> {
+        self.inner.peer_address()
+    }
+}
+
+/// TLS settings from the command line: `--tls-creds DIR` loaded for
+/// `endpoint` (client on send, server on recv), `--tls-authz` entries
+/// (server), `--tls-hostname` (client).
+pub fn tls_from_args(
+    dir: Option<&std::path::Path>,
+    endpoint: transit_channel::tls::Endpoint,
+    hostname: Option<String>,
+    authz: &[String],
+    relaxed_eof: bool,
+) -> Result<Option<TlsOpts>, String> {
+    let Some(dir) = dir else { return Ok(None) };
+    let creds = TlsCreds::from_dir(dir, endpoint).map_err(|e| format!("--tls-creds: {e}"))?;
+    let authz = if authz.is_empty() {
+        None
+    } else {
+        Some(Authz::new(authz).map_err(|e| format!("--tls-authz: {e}"))?)
+    };
+    Ok(Some(TlsOpts {
+        creds,
+        hostname,
+        authz,
+        relaxed_eof,
+    }))
+}
+
+/// Close a refused connection gently: after the channel that used it
+/// was dropped (its TLS alert already written), `fd` (a duplicate) still
+/// holds the socket open. Send end of file, then read and discard what the
+/// peer still sends until it closes too (at most `within`), so the kernel
+/// answers with FIN rather than a reset that would destroy the alert
+/// before the peer reads it.
+pub fn linger_close(fd: OwnedFd, within: Duration) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` is the open socket `fd` owns; shutdown has no memory
+    // effects.
+    unsafe { libc::shutdown(raw, libc::SHUT_WR) };
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut pfd = libc::pollfd {
+            fd: raw,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if n == 0 {
+            continue;
+        }
+        // SAFETY: `buf` is valid for writes of its length; `raw` is open.
+        let r = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if r <= 0 {
+            break;
+        }
+    }
+    drop(fd);
+}

@@ -1,0 +1,191 @@
+//! `exec:COMMAND` and `stdio:`: a second transit process at the far end of
+//! a command's pipes (framed: one run per channel, joined at the far end;
+//! and `--raw`), a command's exit status, and a command that ignores end
+//! of file and SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use transit_tests::pki::{self, Fault};
+use transit_tests::{
+    error_lines, image_bytes, random_bytes, run, transit, transit_bin, Running, Scratch,
+};
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn bin() -> String {
+    transit_bin().display().to_string()
+}
+
+#[test]
+fn exec_framed_through_a_second_transit_process() {
+    let dir = Scratch::new("exec-4");
+    let out = dir.join("out.img");
+    let cmd = format!("exec:{} recv stdio: --output {}", bin(), out.display());
+    let send = run(transit(&[
+        "send",
+        &cmd,
+        "--ram",
+        "8M",
+        "--zero-ratio",
+        "0.25",
+        "--seed",
+        "41",
+        "--channels",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let json: serde_json::Value = serde_json::from_slice(&send.stdout).expect("json");
+    assert_eq!(json["channels"], 4);
+    assert_eq!(json["verified"], true);
+    // The sender returns after every run of the command ended, so the far
+    // end has put its output in place.
+    assert!(std::fs::read(&out).unwrap() == image_bytes(8 << 20, 0.25, 41));
+}
+
+#[test]
+fn exec_framed_input_file_through_sh_c() {
+    let dir = Scratch::new("exec-file");
+    let src = dir.join("img");
+    std::fs::write(&src, image_bytes(4 << 20, 0.5, 42)).unwrap();
+    let out = dir.join("copy");
+    let cmd = format!(
+        "exec:sh -c \"{} recv stdio: --output {}\"",
+        bin(),
+        out.display()
+    );
+    let send = run(transit(&["send", &cmd, "--input", s(&src)]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn exec_raw_through_a_second_transit_process() {
+    let dir = Scratch::new("exec-raw");
+    let data = random_bytes((1 << 20) + 5, 43);
+    let src = dir.join("src");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.join("out");
+    let cmd = format!(
+        "exec:{} recv stdio: --raw --output {}",
+        bin(),
+        out.display()
+    );
+    let send = run(transit(&["send", &cmd, "--raw", "--input", s(&src)]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
+#[test]
+fn exec_framed_over_tls() {
+    let dir = Scratch::new("exec-tls");
+    let d = pki::write(dir.path(), Fault::None);
+    let out = dir.join("out.img");
+    let cmd = format!(
+        "exec:{} recv stdio: --tls-creds {} --output {}",
+        bin(),
+        d.server.display(),
+        out.display()
+    );
+    let send = run(transit(&[
+        "send",
+        &cmd,
+        "--ram",
+        "4M",
+        "--seed",
+        "44",
+        "--channels",
+        "2",
+        "--tls-creds",
+        s(&d.client),
+        "--tls-hostname",
+        "localhost",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    assert!(std::fs::read(&out).unwrap() == image_bytes(4 << 20, 0.5, 44));
+}
+
+#[test]
+fn recv_exec_raw_reads_the_commands_stdout() {
+    let dir = Scratch::new("recv-exec");
+    let data = random_bytes(300_001, 45);
+    let src = dir.join("src");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.join("out");
+    let r = run(transit(&[
+        "recv",
+        &format!("exec:cat {}", src.display()),
+        "--raw",
+        "--output",
+        s(&out),
+    ]));
+    assert_eq!(r.code(), Some(0), "recv: {}", r.stderr);
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
+#[test]
+fn a_command_that_exits_3_fails_send_with_its_status() {
+    let r = run(transit(&["send", "exec:exit 3", "--ram", "1M", "--raw"]));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    let e = error_lines(&r.stderr);
+    assert_eq!(e.len(), 1, "{}", r.stderr);
+    assert!(e[0].contains("status 3"), "{}", e[0]);
+}
+
+#[test]
+fn a_framed_session_to_a_command_that_exits_3_fails_with_its_status() {
+    let r = run(transit(&["send", "exec:exit 3", "--ram", "1M"]));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    let e = error_lines(&r.stderr);
+    assert_eq!(e.len(), 1, "{}", r.stderr);
+    assert!(e[0].contains("status 3"), "{}", e[0]);
+}
+
+#[test]
+fn a_command_ignoring_eof_and_sigterm_is_killed_within_the_close_timeout() {
+    let start = Instant::now();
+    let r = Running::spawn(transit(&[
+        "send",
+        "exec:trap '' TERM; while :; do sleep 1; done",
+        "--ram",
+        "4K",
+        "--raw",
+    ]))
+    .wait_within(Duration::from_secs(30));
+    // Close timeout 5 s + kill timeout 2 s; generous bound for a loaded
+    // machine, far below the command's endless loop.
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    let e = error_lines(&r.stderr);
+    assert_eq!(e.len(), 1, "{}", r.stderr);
+    assert!(e[0].contains("SIGKILL"), "{}", e[0]);
+}
+
+#[test]
+fn framed_recv_stdio_without_a_join_preamble_fails_clearly() {
+    let mut c = transit(&["recv", "stdio:", "--timeout", "10"]);
+    c.stdin(std::process::Stdio::piped());
+    let mut r = Running::spawn(c);
+    {
+        use std::io::Write;
+        let mut stdin = r.child.stdin.take().expect("stdin");
+        stdin.write_all(&[0x55u8; 64]).unwrap();
+    }
+    let f = r.wait_within(Duration::from_secs(30));
+    assert_eq!(f.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("join preamble"), "{}", f.stderr);
+}
+
+#[test]
+fn recv_exec_without_raw_is_refused_with_the_alternative() {
+    let r = run(transit(&["recv", "exec:true"]));
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("--raw"), "{}", r.stderr);
+    assert!(r.stderr.contains("recv stdio:"), "{}", r.stderr);
+}
