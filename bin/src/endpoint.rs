@@ -40,6 +40,9 @@ pub enum Endpoint {
     Exec(String),
     /// This process' stdin (recv) and stdout (send).
     Stdio,
+    /// `rdma:HOST:PORT`: RDMA connections through rdma_cm, one queue pair
+    /// per channel (needs an RDMA device and the `rdma` feature).
+    Rdma(SocketAddress),
 }
 
 impl Endpoint {
@@ -76,9 +79,9 @@ impl Endpoint {
             ));
         }
         if s.starts_with("rdma:") {
-            return Err(format!(
-                "{s:?}: the rdma transport is not available in this build"
-            ));
+            return transit_channel::rdma::parse_address(s)
+                .map(Endpoint::Rdma)
+                .map_err(|e| e.to_string());
         }
         s.parse::<SocketAddress>()
             .map(Endpoint::Socket)
@@ -95,6 +98,9 @@ impl Endpoint {
                 Some(host.clone())
             }
             Endpoint::WebSocket(u) => Some(u.host.clone()),
+            Endpoint::Rdma(SocketAddress::Inet { host, .. }) if !host.is_empty() => {
+                Some(host.clone())
+            }
             _ => None,
         }
     }
@@ -108,6 +114,7 @@ impl fmt::Display for Endpoint {
             Endpoint::WebSocket(u) => write!(f, "{u}"),
             Endpoint::Exec(c) => write!(f, "exec:{c}"),
             Endpoint::Stdio => f.write_str("stdio:"),
+            Endpoint::Rdma(a) => f.write_str(&transit_channel::rdma::format_address(a)),
         }
     }
 }

@@ -166,6 +166,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         Endpoint::Exec(cmd) => return recv_exec(&rt, &opts, &cmd, clock),
         Endpoint::Stdio if c.raw => return recv_stdio_raw(&rt, &opts, clock),
         Endpoint::Stdio => return recv_stdio(&rt, &opts, clock),
+        Endpoint::Rdma(a) => return recv_rdma(&rt, &opts, &a, c.raw, clock),
     };
     let mut listener = NetListener::with_name("transit");
     if let SocketAddress::Fd(_) = addr {
@@ -240,6 +241,38 @@ fn accept_layers(
             })
         },
     )
+}
+
+/// `recv rdma:HOST:PORT`: listen with rdma_cm (fails at once without an
+/// RDMA device), then take the raw stream or the session's connections.
+fn recv_rdma(
+    rt: &Runtime,
+    opts: &Opts,
+    addr: &SocketAddress,
+    raw: bool,
+    clock: CpuClock,
+) -> Result<(), AppError> {
+    let shown = transit_channel::rdma::format_address(addr);
+    let mut listener = transit_channel::rdma::RdmaListener::listen(addr)
+        .map_err(|e| AppError::Failed(format!("listen on {shown}: {e}")))?;
+    let local = listener
+        .local_address()
+        .map_or(shown.clone(), |a| transit_channel::rdma::format_address(&a));
+    eprintln!("transit: listening on {local}");
+    if raw {
+        let ch = rt.run_task(
+            "accept",
+            || {},
+            move || {
+                listener
+                    .accept()
+                    .map_err(|e| AppError::Failed(format!("accept on {shown}: {e}")))
+            },
+        )?;
+        let ch = accept_layers(rt, opts, Box::new(ch), None)?;
+        return recv_raw(rt, opts, ch, clock);
+    }
+    recv_multifd(rt, opts, Feed::Rdma(listener), clock)
 }
 
 /// `recv exec:COMMAND --raw`: the command's stdout supplies the bytes.
@@ -494,6 +527,9 @@ enum Feed {
     Listener(NetListener),
     /// Already there (the joined runs of an `exec:` command).
     Channels(Vec<Box<dyn Channel>>),
+    /// Accepted one by one from an RDMA listener on a thread of its own
+    /// (rdma_cm's accept blocks; the thread ends with the process).
+    Rdma(transit_channel::rdma::RdmaListener),
 }
 
 fn describe_peer(ch: &dyn Channel) -> String {
@@ -611,6 +647,34 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
                     let _ = tx.send(Msg::Conn(ch, peer));
                 }
             }
+        }
+        Feed::Rdma(mut l) => {
+            let (ep, t, q, busy) = (
+                opts.endpoint.clone(),
+                opts.transport.clone(),
+                tx.clone(),
+                inflight.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("rdma-accept".into())
+                .spawn(move || loop {
+                    let ch: Box<dyn Channel> = match l.accept() {
+                        Ok(ch) => Box::new(ch),
+                        Err(e) => {
+                            warn(&format!("accept on {}: {e}", l.name()));
+                            return;
+                        }
+                    };
+                    if layers {
+                        spawn_layers(ch, ep.clone(), t.clone(), q.clone(), hs, None, busy.clone());
+                    } else {
+                        let peer = describe_peer(&*ch);
+                        if q.send(Msg::Conn(ch, peer)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            spawned.map_err(|e| AppError::Failed(format!("start the RDMA accept thread: {e}")))?;
         }
         Feed::Listener(mut l) if layers => {
             let (ep, t, q, busy) = (

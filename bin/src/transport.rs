@@ -287,6 +287,10 @@ pub fn open(
         Endpoint::Stdio => {
             Box::new(transit_channel::StdioChannel::new().map_err(|e| format!("{which}: {e}"))?)
         }
+        Endpoint::Rdma(addr) => Box::new(
+            transit_channel::rdma::RdmaChannel::connect(addr)
+                .map_err(|e| format!("{which}: {e}"))?,
+        ),
         Endpoint::File(_) => return Err(format!("{which}: a file is not a connection")),
     };
     layer_client(base, ep, opts, which)
