@@ -459,7 +459,6 @@ fn send_raw(
         .peer_address()
         .map(|a| a.to_string())
         .or_else(|| Some(ch.name().to_owned()));
-    let websocket = matches!(plan.endpoint, Endpoint::WebSocket(_));
     let count = Arc::new(AtomicU64::new(0));
     let handle = ch.shutdown_handle().ok();
     let _live = Live::install(
@@ -502,8 +501,7 @@ fn send_raw(
                 }
             };
             let secs = t.elapsed().as_secs_f64();
-            end_raw(ch.as_mut(), websocket)
-                .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+            end_raw(ch.as_mut()).map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
             Ok((n, secs))
         },
     )?;
@@ -597,37 +595,39 @@ fn send_to_file(
 }
 
 /// End a raw send cleanly: close_notify / the websocket close frame
-/// (`bye`), end of file below, wait for a websocket peer's close frame
-/// (bounded), then close (a command's exit status is checked here).
-fn end_raw(ch: &mut dyn Channel, websocket: bool) -> Result<(), transit_channel::Error> {
+/// (`bye`), end of file below, then read and discard until the peer closes
+/// too (bounded), then close (a command's exit status is checked here).
+///
+/// Draining matters: closing a socket with unread data (a TLS 1.3 server's
+/// session tickets, a websocket close frame) makes the kernel answer with a
+/// reset, and a reset can destroy data the peer has not read yet — the
+/// transfer would look successful here and be truncated there.
+fn end_raw(ch: &mut dyn Channel) -> Result<(), transit_channel::Error> {
     ch.bye()?;
-    if websocket {
-        // The close handshake: read until the peer's close frame (bounded).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
-                Ok(c) if c.is_empty() => break,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-            match ch.readv(
-                &mut [std::io::IoSliceMut::new(&mut buf)],
-                None,
-                transit_channel::ReadFlags::empty(),
-            ) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.is_would_block() => {}
-                Err(_) => break,
-            }
+    let _ = ch.shutdown(Shutdown::Write);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
+            Ok(c) if c.is_empty() => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        match ch.readv(
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            None,
+            transit_channel::ReadFlags::RELAXED_EOF,
+        ) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.is_would_block() => {}
+            Err(_) => break,
         }
     }
-    let _ = ch.shutdown(Shutdown::Write);
     ch.close()
 }
 
