@@ -163,6 +163,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             verify: !args.no_verify,
             compression: wire::Compression::None,
             handshake_timeout: Some(timeout),
+            zero_copy: false,
         },
         transport,
     })
@@ -428,6 +429,8 @@ pub fn raw_stats(bytes: u64, seconds: f64) -> Stats {
         digest: 0,
         stream_len: bytes,
         peak_buffers: 0,
+        zero_copy_flushes: 0,
+        zero_copy_copied: 0,
         channels: vec![ChannelStats {
             id: 0,
             bytes,

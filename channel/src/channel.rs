@@ -333,6 +333,32 @@ pub trait Channel: Send {
         Ok(FlushOutcome::Nothing)
     }
 
+    /// Make `region` eligible for [`WriteFlags::ZERO_COPY`] writes, once,
+    /// for the rest of the channel's life (multifd registers its whole
+    /// source image this way).
+    ///
+    /// Only transports whose zero-copy writes need memory registered up
+    /// front do real work here (RDMA: the device must know the memory).
+    /// Channels whose zero-copy writes need no registration (a socket with
+    /// `MSG_ZEROCOPY`: the kernel pins the pages of each send itself)
+    /// return `Ok(())`. Channels without [`Features::WRITE_ZERO_COPY`], and
+    /// layers that must transform the bytes (TLS, websocket), return
+    /// [`Error::Unsupported`] (the default); zero-copy writes through a
+    /// channel that accepted no registration either fail or copy, and
+    /// [`Channel::flush`] says which.
+    ///
+    /// # Safety
+    ///
+    /// The memory of `region` must stay allocated and mapped until the
+    /// channel is closed or dropped (the transport may read it at any time
+    /// until then). Its bytes may change, but only while no zero-copy write
+    /// from it is pending: between a [`Channel::flush`] and the next
+    /// zero-copy write of the changed bytes.
+    unsafe fn register_region(&mut self, region: &[u8]) -> Result<()> {
+        let _ = region;
+        Err(Error::unsupported(self.name(), "memory registration"))
+    }
+
     /// The local address, where the channel has one.
     fn local_address(&self) -> Option<SocketAddress> {
         None
@@ -417,6 +443,11 @@ macro_rules! forward_channel {
             }
             fn flush(&mut self) -> Result<FlushOutcome> {
                 (**self).flush()
+            }
+            unsafe fn register_region(&mut self, region: &[u8]) -> Result<()> {
+                // SAFETY: the caller upholds `register_region`'s contract,
+                // which is the same for the wrapped channel.
+                unsafe { (**self).register_region(region) }
             }
             fn local_address(&self) -> Option<SocketAddress> {
                 (**self).local_address()

@@ -1,6 +1,7 @@
 //! RDMA zero-copy writes over the verbs model: bytes gathered straight from
 //! a registered region arrive intact, the model sees them come from the
-//! region (not the channel's buffers), and flush reports what happened.
+//! region (not the channel's buffers), also when registered for the life of
+//! a boxed channel with `register_region`, and flush reports what happened.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::thread;
@@ -150,4 +151,36 @@ fn flush_reports_zero_copy_sends_lost_to_a_vanished_peer() {
     let err = a.flush().unwrap_err();
     assert!(err.to_string().contains("without closing"), "{err}");
     drop(region);
+}
+
+#[test]
+fn register_region_through_a_boxed_channel_sends_without_a_copy() {
+    const LEN: usize = 1 << 20;
+    let (a, mut b, w) = pair("zc-box", &ModelConfig::default(), &RdmaConfig::default()).unwrap();
+    let img = image(LEN);
+    let mut a: Box<dyn Channel> = Box::new(a);
+    // SAFETY: `img` outlives `a` (declared before it, dropped after it) and
+    // is not written while the channel lives.
+    unsafe { a.register_region(&img) }.unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = vec![0u8; LEN];
+        io::read_all(&mut b, &mut got).unwrap();
+        got
+    });
+    write_zc(&mut a, &mut [IoSlice::new(&img)]).unwrap();
+    assert_eq!(a.flush().unwrap(), FlushOutcome::ZeroCopy);
+    assert_eq!(
+        w.stats(Side::A).gathered_from_user_regions,
+        LEN as u64,
+        "every payload byte came from the registered region"
+    );
+    let got = reader.join().unwrap();
+    assert!(got == img);
+    a.close().unwrap();
+    // SAFETY: as above; the channel is closed, so this must fail.
+    let err = unsafe { a.register_region(&img) }.unwrap_err();
+    assert!(
+        matches!(err, transit_channel::Error::Closed { .. }),
+        "{err}"
+    );
 }

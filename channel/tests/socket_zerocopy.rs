@@ -1,6 +1,7 @@
 //! MSG_ZEROCOPY over loopback TCP: data arrives intact and `flush` reports
 //! that the kernel fell back to copying (it always does over loopback; the
-//! gain needs a real NIC and is not tested here).
+//! gain needs a real NIC and is not tested here); `register_region` needs
+//! no work for `MSG_ZEROCOPY`.
 
 mod socket_util;
 
@@ -89,4 +90,16 @@ fn flush_without_zero_copy_reports_nothing() {
         .writev(&[IoSlice::new(b"x")], &[], WriteFlags::empty())
         .unwrap();
     assert_eq!(client.flush().unwrap(), FlushOutcome::Nothing);
+}
+
+#[test]
+fn register_region_is_a_no_op_only_with_zero_copy_enabled() {
+    let (_l, mut client, _server) = connected("tcp:127.0.0.1:0");
+    let mem = vec![1u8; 4096];
+    // SAFETY: `mem` outlives `client` in this test and is never written.
+    let r = unsafe { client.register_region(&mem) };
+    assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
+    client.enable_zero_copy().unwrap();
+    // SAFETY: as above.
+    unsafe { client.register_region(&mem) }.unwrap();
 }

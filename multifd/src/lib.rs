@@ -18,6 +18,24 @@
 //! (sources and destinations), [`zero`], [`digest`], [`progress`] (live
 //! counters, final [`Stats`]), [`error`].
 //!
+//! Zero copy ([`SendConfig::zero_copy`], off by default like QEMU's
+//! `zero-copy-send`): the sender registers the image once with every page
+//! channel through the generic
+//! [`Channel::register_region`](transit_channel::Channel::register_region)
+//! (an RDMA channel registers it with the device; a socket with
+//! `MSG_ZEROCOPY` needs nothing), writes each packet header with a normal
+//! copy and the pages with
+//! [`WriteFlags::ZERO_COPY`](transit_channel::WriteFlags::ZERO_COPY), and
+//! flushes every page channel before each SYNC and END and before
+//! [`Sender::image_mut`] hands the image out, so pages may change between
+//! passes. A page channel without
+//! [`Features::WRITE_ZERO_COPY`](transit_channel::Features::WRITE_ZERO_COPY)
+//! fails the session at setup; [`Stats::zero_copy_copied`] counts flushes
+//! whose writes fell back to copying (always so over loopback TCP). On the
+//! in-process RDMA model the tests prove every page payload byte is gathered
+//! from the registered image; that a real NIC reads it without a copy, and
+//! what it gains, needs hardware.
+//!
 //! Limits: images must fit in the address space (`usize`); the source must
 //! not change during a pass (between passes it may, through
 //! [`Sender::image_mut`]); compression is reserved on the wire but only

@@ -54,6 +54,8 @@ pub struct Progress {
     channels: Box<[ChannelCounters]>,
     syncs: AtomicU64,
     peak_buffers: AtomicU64,
+    zc_flushes: AtomicU64,
+    zc_copied: AtomicU64,
 }
 
 impl Progress {
@@ -63,6 +65,8 @@ impl Progress {
             channels: (0..channels).map(|_| ChannelCounters::default()).collect(),
             syncs: AtomicU64::new(0),
             peak_buffers: AtomicU64::new(0),
+            zc_flushes: AtomicU64::new(0),
+            zc_copied: AtomicU64::new(0),
         }
     }
 
@@ -77,6 +81,15 @@ impl Progress {
 
     pub(crate) fn sync_done(&self) {
         self.syncs.fetch_add(1, Relaxed);
+    }
+
+    /// One zero-copy flush of a page channel; `copied` if the transport
+    /// reported that its zero-copy writes fell back to copying.
+    pub(crate) fn zero_copy_flush(&self, copied: bool) {
+        self.zc_flushes.fetch_add(1, Relaxed);
+        if copied {
+            self.zc_copied.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn buffers_in_use(&self, n: u64) {
@@ -107,6 +120,8 @@ impl Progress {
             digest: 0,
             stream_len: 0,
             peak_buffers: self.peak_buffers.load(Relaxed),
+            zero_copy_flushes: self.zc_flushes.load(Relaxed),
+            zero_copy_copied: self.zc_copied.load(Relaxed),
             channels,
         }
     }
@@ -157,6 +172,16 @@ pub struct Stats {
     /// Stream mode: most chunk buffers in use at once on this side (the
     /// pool is bounded; this shows how much of it was needed).
     pub peak_buffers: u64,
+    /// Zero-copy sessions (sender): flushes of page channels, one per
+    /// channel before every SYNC and END and on `Sender::image_mut`.
+    pub zero_copy_flushes: u64,
+    /// Of those, the flushes whose transport reported that its zero-copy
+    /// writes fell back to copying ([`FlushOutcome::Copied`], always the
+    /// case for `MSG_ZEROCOPY` over loopback); QEMU's
+    /// `dirty-sync-missed-zero-copy`.
+    ///
+    /// [`FlushOutcome::Copied`]: transit_channel::FlushOutcome::Copied
+    pub zero_copy_copied: u64,
     /// Per channel.
     pub channels: Vec<ChannelStats>,
 }

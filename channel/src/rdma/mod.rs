@@ -12,9 +12,12 @@
 //!   [`Error::Unsupported`].
 //! * [`model::pair`] gives two channels connected through an in-process
 //!   model of the verbs (always built): the protocol runs unchanged on it.
-//! * [`RdmaChannel::register_memory`] registers memory once (multifd's
-//!   image); [`WriteFlags::ZERO_COPY`] writes from inside it go to the NIC
-//!   without a copy. [`Channel::flush`] waits for them.
+//! * [`RdmaChannel::register_memory`] registers memory once for the life
+//!   of the returned borrow, [`Channel::register_region`] (unsafe) for the
+//!   life of the channel, which is how multifd registers its image through
+//!   a `Box<dyn Channel>`; [`WriteFlags::ZERO_COPY`] writes from inside a
+//!   registered region go to the NIC without a copy. [`Channel::flush`]
+//!   waits for them.
 //!
 //! The channel works blocking and non-blocking like every other; a watch
 //! ([`Channel::watch_source`]) polls two eventfds that mirror whether a
@@ -495,6 +498,9 @@ pub struct RdmaChannel {
     closed: bool,
     local: Option<SocketAddress>,
     peer: Option<SocketAddress>,
+    /// Regions registered with [`Channel::register_region`]: released by
+    /// `close`, after the connection is torn down.
+    owned_regions: Vec<u64>,
 }
 
 impl std::fmt::Debug for RdmaChannel {
@@ -532,6 +538,7 @@ impl RdmaChannel {
             closed: false,
             local,
             peer,
+            owned_regions: Vec::new(),
         })
     }
 
@@ -737,6 +744,10 @@ impl Channel for RdmaChannel {
             let mut eng = self.shared.lock();
             let peer_gone = eng.failure().is_some();
             eng.disconnect();
+            // Torn down: no SEND gathers from the channel's regions any more.
+            for id in self.owned_regions.drain(..) {
+                eng.unregister(id);
+            }
             if let Some(n) = self.shared.notify.get() {
                 self.shared.show(n, &eng);
             }
@@ -808,6 +819,25 @@ impl Channel for RdmaChannel {
             Ok(false)
         })?;
         Ok(self.shared.lock().take_flush_outcome())
+    }
+
+    /// Register `region` for the channel's life, like
+    /// [`register_memory`](RdmaChannel::register_memory) but without a
+    /// borrow: released when the channel is closed (or dropped), after the
+    /// connection is torn down so the device no longer reads it.
+    unsafe fn register_region(&mut self, region: &[u8]) -> Result<()> {
+        if self.closed {
+            return Err(Error::closed(&self.name));
+        }
+        let mut eng = self.shared.lock();
+        // SAFETY: the caller keeps the memory allocated until this channel
+        // is closed or dropped, and changes it only while no zero-copy
+        // write from it is pending; `close` (which `drop` runs) tears the
+        // connection down, so no SEND gathers from it any more, before it
+        // unregisters the region.
+        let id = unsafe { eng.register(region) }?;
+        self.owned_regions.push(id);
+        Ok(())
     }
 
     fn local_address(&self) -> Option<SocketAddress> {

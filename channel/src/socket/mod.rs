@@ -549,6 +549,21 @@ impl Channel for SocketChannel {
         Ok(self.zc.take_outcome())
     }
 
+    /// `MSG_ZEROCOPY` needs no registration (the kernel pins the pages of
+    /// each send until its completion): a no-op with zero copy enabled,
+    /// [`Error::Unsupported`] without.
+    unsafe fn register_region(&mut self, _region: &[u8]) -> Result<()> {
+        self.live()?;
+        if self.features.contains(Features::WRITE_ZERO_COPY) {
+            Ok(())
+        } else {
+            Err(Error::unsupported(
+                &self.name,
+                "memory registration (zero copy is not enabled)",
+            ))
+        }
+    }
+
     #[doc(alias = "qio_channel_socket_get_local_address")]
     fn local_address(&self) -> Option<SocketAddress> {
         self.addr_of(false)

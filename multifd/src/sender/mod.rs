@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use transit_channel::{io as chio, Channel, Condition};
+use transit_channel::{io as chio, Channel, Condition, Features};
 
 use crate::digest::Digest;
 use crate::error::{ChannelId, Ctx, Error, Result, Stage};
@@ -51,6 +51,18 @@ pub struct SendConfig {
     /// How long to wait for the receiver to accept the session (default
     /// 30 s; `None` waits forever).
     pub handshake_timeout: Option<Duration>,
+    /// Send page payloads without a copy (default off, like QEMU's
+    /// `zero-copy-send` capability). Image sessions only. Every page
+    /// channel must have [`Features::WRITE_ZERO_COPY`], or [`Sender::new`]
+    /// fails before the handshake naming the channel; the image is
+    /// registered once with each page channel
+    /// ([`Channel::register_region`]), packet headers go with a normal
+    /// copy, pages with [`WriteFlags::ZERO_COPY`](transit_channel::WriteFlags::ZERO_COPY),
+    /// and every page channel is flushed before each SYNC and END (and in
+    /// [`Sender::image_mut`]), so the image may change between passes.
+    /// [`Stats::zero_copy_copied`] counts flushes whose writes fell back
+    /// to copying.
+    pub zero_copy: bool,
 }
 
 impl Default for SendConfig {
@@ -62,6 +74,7 @@ impl Default for SendConfig {
             verify: true,
             compression: Compression::None,
             handshake_timeout: Some(Duration::from_secs(30)),
+            zero_copy: false,
         }
     }
 }
@@ -98,6 +111,7 @@ pub struct Sender {
     stream_len: u64,
     dead: Option<String>,
     done: bool,
+    zero_copy: bool,
     // Declared last: dropped after the threads are joined in `Drop`.
     image: Option<SourceImage>,
 }
@@ -118,13 +132,17 @@ impl Sender {
     ///
     /// Channels are switched to blocking mode and renamed
     /// `multifd-main <name>` / `multifd-send-<i> <name>`.
+    ///
+    /// With [`SendConfig::zero_copy`], a page channel without
+    /// [`Features::WRITE_ZERO_COPY`] fails the session here, before
+    /// anything is sent.
     pub fn new(
         config: SendConfig,
         payload: Payload,
         mut main: Box<dyn Channel>,
-        mut pages: Vec<Box<dyn Channel>>,
+        pages: Vec<Box<dyn Channel>>,
     ) -> Result<Sender> {
-        let (layout, image) = match payload {
+        let (layout, mut image) = match payload {
             Payload::Image(img) => (
                 Layout::Image {
                     size: img.len() as u64,
@@ -133,6 +151,15 @@ impl Sender {
             ),
             Payload::Stream => (Layout::Stream, None),
         };
+        // Declared after `image`, so on every early return the page
+        // channels (which may hold the image registered) are dropped, and
+        // thereby closed, before the image.
+        let mut pages = pages;
+        if config.zero_copy && image.is_none() {
+            return Err(Error::Config(
+                "zero_copy needs an image session (stream chunks come from reused buffers)".into(),
+            ));
+        }
         let session = SessionHeader {
             version: wire::VERSION,
             uuid: config.uuid.unwrap_or_else(crate::new_uuid),
@@ -164,10 +191,48 @@ impl Sender {
             ch.set_name(name);
             ch.set_blocking(true)
                 .map_err(|e| ctx.io(Stage::Handshake, e))?;
+            if config.zero_copy && !ch.has_feature(Features::WRITE_ZERO_COPY) {
+                return Err(ctx.io(
+                    Stage::Handshake,
+                    transit_channel::Error::unsupported(
+                        ch.name(),
+                        "zero-copy write (SendConfig::zero_copy needs it on every page channel)",
+                    ),
+                ));
+            }
             if let Ok(h) = ch.shutdown_handle() {
                 failure.add_page_handle(h);
             }
             ctxs.push(ctx);
+        }
+
+        let raw = image.as_mut().map(|img| {
+            let len = img.len();
+            let base = match img.as_mut_slice() {
+                Some(s) => s.as_mut_ptr(),
+                None => img.as_slice().as_ptr().cast_mut(),
+            };
+            RawImage { base, len }
+        });
+        if let (true, Some(r)) = (config.zero_copy, raw) {
+            for (ch, ctx) in pages.iter_mut().zip(&ctxs) {
+                // SAFETY: the image stays allocated until every page
+                // channel is closed: here `pages` is dropped before `image`
+                // on every early return; later each worker owns its channel
+                // and drops it when its thread ends, and the Sender joins
+                // every worker before its `image` field is dropped (a
+                // leaked Sender leaks both). The image changes only through
+                // `image_mut`, which first flushes every page channel, so
+                // no zero-copy write from it is pending.
+                let registered = unsafe { ch.register_region(r.slice(0, r.len)) };
+                match registered {
+                    // No registration needed (or possible): the zero-copy
+                    // writes go as they can, and the flushes say whether
+                    // they copied.
+                    Ok(()) | Err(transit_channel::Error::Unsupported { .. }) => {}
+                    Err(e) => return Err(ctx.io(Stage::Handshake, e)),
+                }
+            }
         }
 
         // Handshake: header, init packets, then the receiver's answer.
@@ -268,16 +333,6 @@ impl Sender {
         failure.add_waker(shared.clone());
         let progress = Arc::new(Progress::new(session.channels));
 
-        let mut image = image;
-        let raw = image.as_mut().map(|img| {
-            let len = img.len();
-            let base = match img.as_mut_slice() {
-                Some(s) => s.as_mut_ptr(),
-                None => img.as_slice().as_ptr().cast_mut(),
-            };
-            RawImage { base, len }
-        });
-
         let packet_num = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::with_capacity(n);
         for (i, (ch, ctx)) in pages.into_iter().zip(ctxs).enumerate() {
@@ -289,6 +344,7 @@ impl Sender {
                 shared: shared.clone(),
                 progress: progress.clone(),
                 raw,
+                zero_copy: config.zero_copy,
                 packet_num: packet_num.clone(),
                 epoch: 0,
                 digest: Digest::default(),
@@ -326,6 +382,7 @@ impl Sender {
             stream_len: 0,
             dead: None,
             done: false,
+            zero_copy: config.zero_copy,
             image,
         })
     }
@@ -367,10 +424,17 @@ impl Sender {
             ));
         };
         self.flush_batch()?;
+        if self.zero_copy {
+            // Zero-copy writes may still read the pages: wait for them.
+            for i in 0..self.threads.len() {
+                self.dispatch_to(i, Job::Flush)?;
+            }
+        }
         self.drain()?;
         // SAFETY: the pointer came from `as_mut_slice` of a writable image;
         // every worker is idle and cannot take a job while `&mut self` is
-        // borrowed, so this is the only access.
+        // borrowed, and in zero-copy mode every page channel was flushed,
+        // so this is the only access.
         Ok(unsafe { std::slice::from_raw_parts_mut(r.base, r.len) })
     }
 

@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use transit_channel::{io as chio, Channel, Condition, WriteFlags};
+use transit_channel::{io as chio, Channel, Condition, FlushOutcome, WriteFlags};
 
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
@@ -53,6 +53,9 @@ pub(super) enum Job {
     },
     Sync,
     End,
+    /// Wait until the channel's zero-copy writes completed (before the
+    /// owner changes the image).
+    Flush,
 }
 
 pub(super) struct State {
@@ -89,6 +92,8 @@ pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
     pub(super) progress: Arc<Progress>,
     pub(super) raw: Option<RawImage>,
+    /// Pages go with [`WriteFlags::ZERO_COPY`]; flush before SYNC and END.
+    pub(super) zero_copy: bool,
     pub(super) packet_num: Arc<std::sync::atomic::AtomicU64>,
     pub(super) epoch: u32,
     pub(super) digest: Digest,
@@ -132,7 +137,7 @@ impl Worker {
                         st.free_batches.push(v);
                     }
                     Job::Chunk { buf, .. } => st.free_chunks.push(buf),
-                    Job::Sync | Job::End => {}
+                    Job::Sync | Job::End | Job::Flush => {}
                 }
             }
             shared.idle.notify_all();
@@ -160,17 +165,36 @@ impl Worker {
             Job::Pages(offsets) => self.send_pages(offsets),
             Job::Chunk { buf, offset, len } => self.send_chunk(&buf[..*len], *offset),
             Job::Sync => {
+                // The receiver may apply the pass and the owner may change
+                // the image after the barrier: nothing may be in flight.
+                self.flush_zero_copy(Stage::Sync)?;
                 self.send_control(PacketFlags::SYNC, Stage::Sync)?;
                 self.epoch += 1;
                 Ok(())
             }
+            Job::Flush => self.flush_zero_copy(Stage::Sync),
             Job::End => {
+                self.flush_zero_copy(Stage::End)?;
                 self.send_control(PacketFlags::END, Stage::End)?;
                 // A layered transport ends its stream cleanly (TLS
                 // close_notify), so the peer can tell the end from a cut.
                 self.ch.bye().map_err(|e| self.ctx.io(Stage::End, e))
             }
         }
+    }
+
+    /// Zero-copy mode: wait for the channel's zero-copy writes and count
+    /// the flush (and whether they fell back to copying).
+    fn flush_zero_copy(&mut self, stage: Stage) -> Result<()> {
+        if !self.zero_copy {
+            return Ok(());
+        }
+        match self.ch.flush().map_err(|e| self.ctx.io(stage, e))? {
+            FlushOutcome::Nothing => {}
+            FlushOutcome::ZeroCopy => self.progress.zero_copy_flush(false),
+            FlushOutcome::Copied => self.progress.zero_copy_flush(true),
+        }
+        Ok(())
     }
 
     fn send_control(&mut self, flags: PacketFlags, stage: Stage) -> Result<()> {
@@ -249,7 +273,18 @@ impl Worker {
             iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
         }
         let header_len = self.hdr.len();
-        let r = write_tracked(&mut *self.ch, &mut iov);
+        let r = if self.zero_copy {
+            // The header buffer is reused for the next packet: it goes with
+            // a normal copy, the pages (unchanged until the next flush)
+            // without one.
+            let (head, pages) = iov.split_at_mut(1);
+            write_tracked(&mut *self.ch, head, WriteFlags::empty()).and_then(|()| {
+                write_tracked(&mut *self.ch, pages, WriteFlags::ZERO_COPY)
+                    .map_err(|(e, n)| (e, header_len + n))
+            })
+        } else {
+            write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty())
+        };
         self.iov = session::recycle(iov);
         if let Err((e, written)) = r {
             let stage = if written < header_len {
@@ -295,7 +330,7 @@ impl Worker {
         }
         .encode_into(&mut b[PACKET_HEADER_LEN..]);
         let mut iov = [IoSlice::new(&b), IoSlice::new(&data[..payload])];
-        if let Err((e, written)) = write_tracked(&mut *self.ch, &mut iov) {
+        if let Err((e, written)) = write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty()) {
             let stage = if written < b.len() {
                 Stage::SendHeader
             } else {
@@ -318,12 +353,13 @@ impl Worker {
 fn write_tracked(
     ch: &mut dyn Channel,
     mut bufs: &mut [IoSlice<'_>],
+    flags: WriteFlags,
 ) -> std::result::Result<(), (transit_channel::Error, usize)> {
     let mut written = 0usize;
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         let take = bufs.len().min(IOV_MAX);
-        match ch.writev(&bufs[..take], &[], WriteFlags::empty()) {
+        match ch.writev(&bufs[..take], &[], flags) {
             Ok(0) => {
                 return Err((
                     transit_channel::Error::os(
