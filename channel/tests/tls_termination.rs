@@ -118,17 +118,24 @@ fn close_without_close_notify_is_eof_with_relaxed_option() {
 fn read_after_read_shutdown_is_eof() {
     let setup = Setup::new("shutdown-read");
     let (cc, sc) = (setup.client_creds(), setup.server_creds());
+    // The client's data must be written before the server shuts its read
+    // side down (a write after that fails with EPIPE on the socket).
+    let (written_tx, written_rx) = std::sync::mpsc::channel::<()>();
     let (_, s) = run_pair(
         move |ch| {
             let mut tls = TlsChannel::client(ch, cc, "localhost").expect("client");
             tls.handshake_blocking().expect("handshake");
             write_all(&mut tls, b"data that will not be read").expect("write");
+            let _ = written_tx.send(());
             // Wait for the server to finish before closing.
             let _ = read_all_eof(&mut tls, &mut [0u8; 1]);
         },
         move |ch| {
             let mut tls = TlsChannel::server(ch, sc, None).expect("server");
             tls.handshake_blocking().expect("handshake");
+            written_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the client wrote its data");
             let handle = tls.shutdown_handle().expect("handle");
             handle.shutdown(Shutdown::Read).expect("shutdown");
             let n = tls.readv(
