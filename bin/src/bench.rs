@@ -3,7 +3,7 @@
 //! JSON object) per run.
 //!
 //! Transports: `tcp` (127.0.0.1), `unix` (a socket in the temp dir),
-//! `buffer` (page channels are in-process [`PipeChannel`]s: one memcpy,
+//! `buffer` (page channels are in-process [`MemPipe`]s: one memcpy,
 //! no kernel; the main channel, which carries a few records, is a UNIX
 //! socket pair) and `null` (page channels discard what they are given and
 //! a minimal peer on the main channel accepts the session and echoes the
@@ -36,7 +36,7 @@ use transit_multifd::{
 use crate::cli::BenchArgs;
 use crate::endpoint::Endpoint;
 use crate::error::AppError;
-use crate::pipe::PipeChannel;
+use crate::pipe::MemPipe;
 use crate::report::{emit_json, human_bytes, CpuClock};
 use crate::transport::{self, TlsOpts, TransportOpts};
 
@@ -235,7 +235,7 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             send.push(Box::new(c));
             recv.push(Box::new(a));
             for _ in 0..n {
-                let (c, a) = PipeChannel::pair();
+                let (c, a) = MemPipe::pair();
                 send.push(Box::new(c));
                 recv.push(Box::new(a));
             }

@@ -27,19 +27,14 @@
 //! another uid: SO_PEERCRED). The token is 128 random bits that only
 //! travel inside the command's stdin.
 //!
-//! [`FdPairChannel`] is the channel a passed (read fd, write fd) pair
+//! [`transit_channel::PipeChannel`] is the channel a passed (read fd, write fd) pair
 //! becomes in the leader.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use transit_channel::channel::{check_read_request, check_write_request, ShutdownChannel};
-use transit_channel::{
-    io as chio, Channel, Condition, Features, ReadFlags, Readiness, Shutdown, ShutdownHandle,
-    SocketAddress, SocketChannel, WatchFds, WatchSource, WriteFlags,
-};
+use transit_channel::{io as chio, Channel, Condition, ReadFlags, SocketAddress, SocketChannel};
 
 /// Length of the join preamble.
 pub const PREAMBLE_LEN: usize = 32;
@@ -253,7 +248,7 @@ pub fn lead(tag: &JoinTag, count: u32, timeout: Duration) -> Result<(Leader, Joi
         };
         chans.push((
             index,
-            Box::new(FdPairChannel::new(
+            Box::new(transit_channel::PipeChannel::new(
                 format!("stdio: (exec: run {index})"),
                 read,
                 write,
@@ -319,218 +314,6 @@ pub fn follow(tag: &JoinTag, index: u32, timeout: Duration) -> Result<bool, Stri
         Ok(true) => Ok(status[0] == 0),
         Ok(false) => Ok(false),
         Err(e) => Err(format!("exec: run {index}: wait for the outcome: {e}")),
-    }
-}
-
-/// What the shutdown handle of an [`FdPairChannel`] shares with it.
-struct PairShared {
-    name: String,
-    /// The fds while open (the handle never touches closed numbers).
-    fds: Mutex<Option<(RawFd, RawFd)>>,
-}
-
-impl ShutdownChannel for PairShared {
-    fn shutdown(&self, how: Shutdown) -> transit_channel::Result<()> {
-        let g = self.fds.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((r, w)) = *g else { return Ok(()) };
-        if matches!(how, Shutdown::Write | Shutdown::Both) {
-            to_devnull(w, libc::O_WRONLY)
-                .map_err(|e| transit_channel::Error::os(&self.name, "shut down writes", e))?;
-        }
-        if matches!(how, Shutdown::Read | Shutdown::Both) {
-            to_devnull(r, libc::O_RDONLY)
-                .map_err(|e| transit_channel::Error::os(&self.name, "shut down reads", e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Atomically make `fd` refer to /dev/null: a reader sees end of file,
-/// the peer of a writer sees our end go away.
-fn to_devnull(fd: RawFd, mode: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid NUL-terminated path; open returns a new fd or -1.
-    let null = unsafe { libc::open(c"/dev/null".as_ptr(), mode | libc::O_CLOEXEC) };
-    if null < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `null` is ours; `fd` is open (the caller holds the lock that
-    // keeps it open); dup3 replaces it atomically.
-    let rc = unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
-    let err = io::Error::last_os_error();
-    // SAFETY: `null` is ours and closed once.
-    unsafe { libc::close(null) };
-    if rc < 0 {
-        return Err(err);
-    }
-    Ok(())
-}
-
-/// A read fd and a write fd (another process' stdin and stdout) as one
-/// channel.
-pub struct FdPairChannel {
-    name: String,
-    read: Option<OwnedFd>,
-    write: Option<OwnedFd>,
-    blocking: bool,
-    shared: Arc<PairShared>,
-}
-
-impl FdPairChannel {
-    /// Own `read` and `write`.
-    pub fn new(name: String, read: OwnedFd, write: OwnedFd) -> FdPairChannel {
-        let shared = Arc::new(PairShared {
-            name: name.clone(),
-            fds: Mutex::new(Some((read.as_raw_fd(), write.as_raw_fd()))),
-        });
-        FdPairChannel {
-            name,
-            read: Some(read),
-            write: Some(write),
-            blocking: true,
-            shared,
-        }
-    }
-
-    fn fds(&self) -> transit_channel::Result<(RawFd, RawFd)> {
-        match (&self.read, &self.write) {
-            (Some(r), Some(w)) => Ok((r.as_raw_fd(), w.as_raw_fd())),
-            _ => Err(transit_channel::Error::closed(&self.name)),
-        }
-    }
-}
-
-fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: `fd` is open; F_GETFL reads flags only.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let new = if on {
-        fl | libc::O_NONBLOCK
-    } else {
-        fl & !libc::O_NONBLOCK
-    };
-    // SAFETY: `fd` is open; F_SETFL changes status flags only.
-    if new != fl && unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn os_result(n: isize, name: &str, op: &'static str) -> Option<transit_channel::Result<usize>> {
-    if n >= 0 {
-        return Some(Ok(n as usize));
-    }
-    let err = io::Error::last_os_error();
-    match err.kind() {
-        io::ErrorKind::Interrupted => None,
-        io::ErrorKind::WouldBlock => Some(Err(transit_channel::Error::WouldBlock)),
-        _ => Some(Err(transit_channel::Error::os(name, op, err))),
-    }
-}
-
-impl Channel for FdPairChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn set_name(&mut self, name: String) {
-        // The shutdown handle keeps the first name for its own errors.
-        self.name = name;
-    }
-
-    fn features(&self) -> Features {
-        Features::SHUTDOWN
-    }
-
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> transit_channel::Result<usize> {
-        check_read_request(self, fds.is_some(), flags)?;
-        let (fd, _) = self.fds()?;
-        if bufs.is_empty() {
-            return Ok(0);
-        }
-        let cnt = bufs.len().min(1024) as libc::c_int;
-        loop {
-            // SAFETY: IoSliceMut is ABI-compatible with iovec; the pointer
-            // covers `cnt` valid writable buffers for the call.
-            let n = unsafe { libc::readv(fd, bufs.as_mut_ptr().cast::<libc::iovec>(), cnt) };
-            if let Some(r) = os_result(n, &self.name, "read") {
-                return r;
-            }
-        }
-    }
-
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> transit_channel::Result<usize> {
-        check_write_request(self, !fds.is_empty(), flags)?;
-        let (_, fd) = self.fds()?;
-        if bufs.is_empty() {
-            return Ok(0);
-        }
-        let cnt = bufs.len().min(1024) as libc::c_int;
-        loop {
-            // SAFETY: IoSlice is ABI-compatible with iovec; the pointer
-            // covers `cnt` valid buffers for the call.
-            let n = unsafe { libc::writev(fd, bufs.as_ptr().cast::<libc::iovec>(), cnt) };
-            if let Some(r) = os_result(n, &self.name, "write") {
-                return r;
-            }
-        }
-    }
-
-    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
-        let (r, w) = self.fds()?;
-        for fd in [r, w] {
-            set_nonblock(fd, !blocking)
-                .map_err(|e| transit_channel::Error::os(&self.name, "fcntl", e))?;
-        }
-        self.blocking = blocking;
-        Ok(())
-    }
-
-    fn is_blocking(&self) -> bool {
-        self.blocking
-    }
-
-    fn close(&mut self) -> transit_channel::Result<()> {
-        *self.shared.fds.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.read = None;
-        self.write = None;
-        Ok(())
-    }
-
-    fn watch_source(&self) -> WatchSource {
-        match self.fds() {
-            Ok((read, write)) => WatchSource {
-                fds: WatchFds::Pair { read, write },
-                ready: Readiness::new(),
-                name: self.name.clone(),
-            },
-            Err(_) => WatchSource {
-                fds: WatchFds::None,
-                ready: Readiness::always(Condition::NVAL),
-                name: self.name.clone(),
-            },
-        }
-    }
-
-    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
-        Ok(self.shared.clone())
-    }
-}
-
-impl Drop for FdPairChannel {
-    fn drop(&mut self) {
-        let _ = self.close();
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`PipeChannel`]: an in-process, zero-buffer pipe pair for the `buffer`
+//! [`MemPipe`]: an in-process, zero-buffer pipe pair for the `buffer`
 //! row of `transit bench` (the ceiling of a transport that costs one
 //! memcpy and no kernel).
 //!
@@ -16,10 +16,10 @@
 //! on write; [`Channel::shutdown_handle`] wakes blocked threads.
 //!
 //! ```
-//! use transit::pipe::PipeChannel;
+//! use transit::pipe::MemPipe;
 //! use transit_channel::{io, Channel};
 //!
-//! let (mut a, mut b) = PipeChannel::pair();
+//! let (mut a, mut b) = MemPipe::pair();
 //! let t = std::thread::spawn(move || io::write_all(&mut a, b"ping"));
 //! let mut buf = [0u8; 4];
 //! io::read_all(&mut b, &mut buf)?;
@@ -89,7 +89,7 @@ impl Dir {
 }
 
 /// One end of an in-process pipe pair; see the [module docs](self).
-pub struct PipeChannel {
+pub struct MemPipe {
     name: String,
     rx: Arc<Dir>,
     tx: Arc<Dir>,
@@ -97,29 +97,29 @@ pub struct PipeChannel {
     closed: bool,
 }
 
-impl std::fmt::Debug for PipeChannel {
+impl std::fmt::Debug for MemPipe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PipeChannel")
+        f.debug_struct("MemPipe")
             .field("name", &self.name)
             .field("closed", &self.closed)
             .finish()
     }
 }
 
-impl PipeChannel {
+impl MemPipe {
     /// Two connected ends, named `pipe[0]` and `pipe[1]`.
-    pub fn pair() -> (PipeChannel, PipeChannel) {
+    pub fn pair() -> (MemPipe, MemPipe) {
         let ab = Dir::new();
         let ba = Dir::new();
         (
-            PipeChannel {
+            MemPipe {
                 name: "pipe[0]".into(),
                 rx: ba.clone(),
                 tx: ab.clone(),
                 blocking: true,
                 closed: false,
             },
-            PipeChannel {
+            MemPipe {
                 name: "pipe[1]".into(),
                 rx: ab,
                 tx: ba,
@@ -134,7 +134,7 @@ impl PipeChannel {
     }
 }
 
-impl Channel for PipeChannel {
+impl Channel for MemPipe {
     fn name(&self) -> &str {
         &self.name
     }
@@ -297,7 +297,7 @@ impl Channel for PipeChannel {
     }
 }
 
-impl Drop for PipeChannel {
+impl Drop for MemPipe {
     fn drop(&mut self) {
         let _ = self.close();
     }
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn bytes_cross_in_order_across_vectors() {
-        let (mut a, mut b) = PipeChannel::pair();
+        let (mut a, mut b) = MemPipe::pair();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let expect = data.clone();
         let t = std::thread::spawn(move || {
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn drop_gives_eof_and_epipe() {
-        let (a, mut b) = PipeChannel::pair();
+        let (a, mut b) = MemPipe::pair();
         drop(a);
         let mut buf = [0u8; 4];
         assert_eq!(
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn shutdown_wakes_a_blocked_writer() {
-        let (mut a, b) = PipeChannel::pair();
+        let (mut a, b) = MemPipe::pair();
         let h = a.shutdown_handle().unwrap();
         let t = std::thread::spawn(move || {
             a.writev(&[IoSlice::new(b"stuck")], &[], WriteFlags::empty())
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn readiness_follows_offers() {
-        let (mut a, mut b) = PipeChannel::pair();
+        let (mut a, mut b) = MemPipe::pair();
         let ws = b.watch_source();
         assert!(!ws.ready.get().contains(Condition::IN));
         let t = std::thread::spawn(move || io::write_all(&mut a, b"hi"));

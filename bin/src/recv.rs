@@ -285,7 +285,7 @@ fn recv_exec(rt: &Runtime, opts: &Opts, cmd: &str, clock: CpuClock) -> Result<()
 
 /// `recv stdio: --raw`: stdin supplies the bytes.
 fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
-    let ch = transit_channel::StdioChannel::new()
+    let ch = transit_channel::PipeChannel::stdio()
         .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
     let ch = accept_layers(rt, opts, Box::new(ch), None)?;
     recv_raw(rt, opts, ch, clock)
@@ -297,7 +297,7 @@ fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppE
 /// hand theirs over and wait for the outcome.
 fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
     let mut ch: Box<dyn Channel> = Box::new(
-        transit_channel::StdioChannel::new()
+        transit_channel::PipeChannel::stdio()
             .map_err(|e| AppError::Failed(format!("stdio: {e}")))?,
     );
     let timeout = opts.handshake;

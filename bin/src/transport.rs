@@ -285,7 +285,7 @@ pub fn open(
             Box::new(ch)
         }
         Endpoint::Stdio => {
-            Box::new(transit_channel::StdioChannel::new().map_err(|e| format!("{which}: {e}"))?)
+            Box::new(transit_channel::PipeChannel::stdio().map_err(|e| format!("{which}: {e}"))?)
         }
         Endpoint::Rdma(addr) => Box::new(
             transit_channel::rdma::RdmaChannel::connect(addr)

@@ -1,6 +1,7 @@
 //! [`CommandChannel`]: a child process' stdin and stdout as one channel
-//! (QEMU's `QIOChannelCommand`, behind `exec:`), and [`StdioChannel`]: this
-//! process' own stdin and stdout (behind `stdio:`, the far end of
+//! (QEMU's `QIOChannelCommand`, behind `exec:`), and [`PipeChannel`]: any
+//! read fd + write fd pair as one channel, among them this process' own
+//! stdin and stdout ([`PipeChannel::stdio`], behind `stdio:`, the far end of
 //! `exec:ssh HOST transit recv stdio:`).
 //!
 //! # Command
@@ -37,7 +38,7 @@
 //!
 //! # Stdio
 //!
-//! [`StdioChannel::new`] reads from a duplicate of fd 0 and writes to a
+//! [`PipeChannel::stdio`] reads from a duplicate of fd 0 and writes to a
 //! duplicate of fd 1, so closing the channel leaves the process' own
 //! standard streams open. The duplicates share the open file description
 //! with fds 0 and 1: `set_blocking(false)` makes them non-blocking too, so
@@ -167,6 +168,8 @@ fn signal(child: &Child, sig: libc::c_int) {
 /// A read fd and a write fd as one channel: the core of both channels here.
 struct PipePair {
     name: String,
+    /// Operation names for errors ("read from the command's stdout", ...).
+    ops: [&'static str; 2],
     read: Option<OwnedFd>,
     write: Option<OwnedFd>,
     blocking: bool,
@@ -186,8 +189,17 @@ impl PipePair {
                 status: None,
             }),
         });
+        let ops = if shared.lock().child.is_some() {
+            [
+                "read from the command's stdout",
+                "write to the command's stdin",
+            ]
+        } else {
+            ["read", "write"]
+        };
         PipePair {
             name,
+            ops,
             read: Some(read),
             write: Some(write),
             blocking: true,
@@ -218,7 +230,7 @@ impl PipePair {
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::os(&self.name, "read from the command's stdout", err));
+                return Err(Error::os(&self.name, self.ops[0], err));
             }
         }
     }
@@ -246,7 +258,7 @@ impl PipePair {
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::os(&self.name, "write to the command's stdin", err));
+                return Err(Error::os(&self.name, self.ops[1], err));
             }
         }
     }
@@ -604,27 +616,59 @@ impl Drop for CommandChannel {
     }
 }
 
-/// This process' stdin and stdout as one channel; see the
-/// [module documentation](self).
-pub struct StdioChannel {
+/// A read fd and a write fd as one channel: this process' stdin and stdout
+/// ([`PipeChannel::stdio`], for `stdio:`), or any pair of pipe or socket
+/// fds ([`PipeChannel::new`]: another process' stdout and stdin, fds that
+/// arrived over a UNIX socket). Watched as an fd pair; `shutdown` replaces
+/// our fd by /dev/null (thread safe, never touches a closed number).
+pub struct PipeChannel {
     pipes: PipePair,
-    /// Original status flags of fds 0 and 1, restored on close.
-    saved_flags: [libc::c_int; 2],
+    /// Original status flags of the fds, restored on close (stdio only).
+    saved_flags: Option<[libc::c_int; 2]>,
     closed: bool,
 }
 
-impl std::fmt::Debug for StdioChannel {
+impl std::fmt::Debug for PipeChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdioChannel")
+        f.debug_struct("PipeChannel")
             .field("name", &self.pipes.name)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
 }
 
-impl StdioChannel {
-    /// Duplicate fds 0 and 1 (close-on-exec). Named `stdio:`.
-    pub fn new() -> Result<StdioChannel> {
+impl PipeChannel {
+    /// Own `read` and `write` as one channel called `name` (blocking).
+    ///
+    /// ```
+    /// use std::io::{pipe, Read, Write};
+    /// use transit_channel::{io, PipeChannel};
+    ///
+    /// let (r, mut w_far) = pipe().expect("pipe");
+    /// let (mut r_far, w) = pipe().expect("pipe");
+    /// let mut ch = PipeChannel::new("pair", r.into(), w.into());
+    /// w_far.write_all(b"in").expect("write");
+    /// let mut buf = [0u8; 2];
+    /// io::read_all(&mut ch, &mut buf)?;
+    /// io::write_all(&mut ch, b"out")?;
+    /// drop(ch);
+    /// let mut out = String::new();
+    /// r_far.read_to_string(&mut out).expect("read");
+    /// assert_eq!((&buf, out.as_str()), (b"in", "out"));
+    /// # Ok::<(), transit_channel::Error>(())
+    /// ```
+    pub fn new(name: impl Into<String>, read: OwnedFd, write: OwnedFd) -> PipeChannel {
+        PipeChannel {
+            pipes: PipePair::new(name.into(), read, write, None),
+            saved_flags: None,
+            closed: false,
+        }
+    }
+
+    /// This process' stdin and stdout: duplicates of fds 0 and 1
+    /// (close-on-exec), named `stdio:`. Closing restores the original
+    /// blocking mode of fds 0 and 1 and leaves them open.
+    pub fn stdio() -> Result<PipeChannel> {
         let name = "stdio:".to_owned();
         let dup = |fd: RawFd| -> Result<OwnedFd> {
             // SAFETY: F_DUPFD_CLOEXEC on a standard fd returns a new fd we
@@ -650,23 +694,26 @@ impl StdioChannel {
         let blocking = saved_flags[0] & libc::O_NONBLOCK == 0;
         let mut pipes = PipePair::new(name, read, write, None);
         pipes.blocking = blocking;
-        Ok(StdioChannel {
+        Ok(PipeChannel {
             pipes,
-            saved_flags,
+            saved_flags: Some(saved_flags),
             closed: false,
         })
     }
 
     fn restore_flags(&mut self) {
+        let Some(saved) = self.saved_flags else {
+            return;
+        };
         if let Ok((r, w)) = self.pipes.fds() {
-            for (fd, fl) in [r, w].into_iter().zip(self.saved_flags) {
+            for (fd, fl) in [r, w].into_iter().zip(saved) {
                 let _ = set_nonblock(fd, fl & libc::O_NONBLOCK != 0);
             }
         }
     }
 }
 
-impl Channel for StdioChannel {
+impl Channel for PipeChannel {
     fn name(&self) -> &str {
         &self.pipes.name
     }
@@ -707,8 +754,9 @@ impl Channel for StdioChannel {
         self.pipes.blocking
     }
 
-    /// Restore the original blocking mode of fds 0 and 1 and close the
-    /// duplicates (the process' own fds 0 and 1 stay open).
+    /// Close both fds (for [`PipeChannel::stdio`]: restore the original
+    /// blocking mode of fds 0 and 1 and close the duplicates; the process'
+    /// own fds 0 and 1 stay open).
     fn close(&mut self) -> Result<()> {
         if !self.closed {
             self.closed = true;
@@ -722,15 +770,15 @@ impl Channel for StdioChannel {
         self.pipes.watch_source()
     }
 
-    /// `Write`: later writes fail and our duplicate of fd 1 is replaced by
-    /// /dev/null (the peer sees end of file only once fd 1 closes too, at
+    /// `Write`: later writes fail and our write fd is replaced by /dev/null
+    /// (for stdio the peer sees end of file only once fd 1 closes too, at
     /// exit). `Read`: later reads are end of file.
     fn shutdown_handle(&self) -> Result<ShutdownHandle> {
         Ok(self.pipes.shared.clone())
     }
 }
 
-impl Drop for StdioChannel {
+impl Drop for PipeChannel {
     fn drop(&mut self) {
         let _ = self.close();
     }

@@ -39,7 +39,7 @@ pub mod websocket;
 
 pub use address::SocketAddress;
 pub use buffer::BufferChannel;
-pub use command::{CommandChannel, StdioChannel};
+pub use command::{CommandChannel, PipeChannel};
 pub use dns::Resolver;
 pub use file::FileChannel;
 pub use null::NullChannel;

@@ -1,12 +1,12 @@
 //! CommandChannel: round trips through `cat` and `sh -c`, exit statuses
 //! and signals as errors, a close that never hangs, shutdown from another
-//! thread, non-blocking I/O on a main loop, and StdioChannel basics.
+//! thread, non-blocking I/O on a main loop, and PipeChannel (stdio and a pipe pair) basics.
 
 use std::io::IoSliceMut;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use transit_channel::command::{CommandChannel, StdioChannel};
+use transit_channel::command::{CommandChannel, PipeChannel};
 use transit_channel::{
     io, Channel, Condition, ControlFlow, Error, MainContext, ReadFlags, Shutdown, WatchFds,
 };
@@ -236,7 +236,7 @@ fn missing_program_is_a_spawn_error_naming_it() {
 
 #[test]
 fn stdio_channel_duplicates_fds_0_and_1() {
-    let mut ch = StdioChannel::new().expect("stdio");
+    let mut ch = PipeChannel::stdio().expect("stdio");
     assert_eq!(ch.name(), "stdio:");
     match ch.watch_source().fds {
         WatchFds::Pair { read, write } => {
