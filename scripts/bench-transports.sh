@@ -20,6 +20,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-3}
+# PIN=1: receivers on CPU 1, senders on CPU 0 (see
+# bench-vs-iperf3.sh); PIN=0 (default) lets the scheduler place them.
+PIN=${PIN:-0}
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    RPIN=(taskset -c 1)
+    SPIN=(taskset -c 0)
+else
+    RPIN=()
+    SPIN=()
+fi
 SIZE=${SIZE:-1G}
 
 for tool in openssl jq; do
@@ -61,7 +71,7 @@ listen_run() {
     local rargs=() sargs=()
     while [ "$1" != "--" ]; do rargs+=("$1"); shift; done; shift
     sargs=("$@")
-    "$T" recv "$uri" --json "${rargs[@]}" >"$work/$tag.recv.json" 2>"$work/$tag.recv.err" &
+    "${RPIN[@]}" "$T" recv "$uri" --json "${rargs[@]}" >"$work/$tag.recv.json" 2>"$work/$tag.recv.err" &
     local rpid=$! addr=""
     for _ in $(seq 1 200); do
         addr=$(grep -o 'listening on [^ ]*' "$work/$tag.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
@@ -69,7 +79,7 @@ listen_run() {
         sleep 0.05
     done
     [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; exit 1; }
-    "$T" send "$addr" --ram "$SIZE" --zero-ratio 0 --json "${sargs[@]}" \
+    "${SPIN[@]}" "$T" send "$addr" --ram "$SIZE" --zero-ratio 0 --json "${sargs[@]}" \
         >"$work/$tag.send.json" 2>"$work/$tag.send.err" \
         || { cat "$work/$tag.send.err" >&2; exit 1; }
     wait "$rpid" || { cat "$work/$tag.recv.err" >&2; exit 1; }
@@ -77,7 +87,7 @@ listen_run() {
 }
 
 exec_run() {
-    "$T" send "exec:$T recv stdio: 2>/dev/null" --ram "$SIZE" --zero-ratio 0 --channels 1 --json \
+    "${SPIN[@]}" "$T" send "exec:${RPIN[*]} $T recv stdio: 2>/dev/null" --ram "$SIZE" --zero-ratio 0 --channels 1 --json \
         >"$work/exec.send.json" 2>"$work/exec.send.err" \
         || { cat "$work/exec.send.err" >&2; exit 1; }
     jq '.data_rate_gbps' "$work/exec.send.json"

@@ -17,6 +17,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-3}
+# PIN=1: the receiving side runs on CPU 1 and the sending side on
+# CPU 0 (iperf3 too), so the scheduler's placement of the two processes (both
+# on one core halves every rate) does not decide the result. PIN=0 (default) lets the
+# scheduler place them.
+PIN=${PIN:-0}
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    RPIN=(taskset -c 1)
+    SPIN=(taskset -c 0)
+else
+    RPIN=()
+    SPIN=()
+fi
 SIZE=${SIZE:-1G}
 STREAM=${STREAM:-4G}
 PACKET=${PACKET:-}          # e.g. PACKET=1M to try another packet size
@@ -48,10 +60,10 @@ size_bytes() { # 1G -> bytes
 # iperf3 -l 1M, one stream, loopback.
 iperf_rate() {
     local port=$((20000 + RANDOM % 20000))
-    iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    "${RPIN[@]}" iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
     local srv=$!
     sleep 0.3
-    iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$IPERF_SECONDS" -J >"$work/iperf.json"
+    "${SPIN[@]}" iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$IPERF_SECONDS" -J >"$work/iperf.json"
     wait "$srv" || true
     jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf.json"
 }
@@ -62,7 +74,7 @@ transit_run() {
     local tag=$1; shift
     local extra=()
     [ -n "$PACKET" ] && extra=(--packet-size "$PACKET")
-    /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/$tag.recv.json" \
+    "${RPIN[@]}" /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/$tag.recv.json" \
         2>"$work/$tag.recv.err" &
     local rpid=$!
     local addr=""
@@ -72,7 +84,7 @@ transit_run() {
         sleep 0.05
     done
     [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; exit 1; }
-    /usr/bin/time -v "$T" send "$addr" "$@" "${extra[@]}" --json >"$work/$tag.send.json" \
+    "${SPIN[@]}" /usr/bin/time -v "$T" send "$addr" "$@" "${extra[@]}" --json >"$work/$tag.send.json" \
         2>"$work/$tag.send.err"
     wait "$rpid"
 }
@@ -103,7 +115,7 @@ one_img=$(for i in $(seq "$REPS"); do
 done | best)
 
 echo "== transit stream from stdin: head -c $STREAM /dev/zero, 4 channels" >&2
-/usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/stream.recv.json" 2>"$work/stream.recv.err" &
+"${RPIN[@]}" /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/stream.recv.json" 2>"$work/stream.recv.err" &
 rpid=$!
 addr=""
 for _ in $(seq 1 200); do
@@ -111,7 +123,7 @@ for _ in $(seq 1 200); do
     [ -n "$addr" ] && break
     sleep 0.05
 done
-head -c "$STREAM" /dev/zero | /usr/bin/time -v "$T" send "$addr" --input - --json \
+head -c "$STREAM" /dev/zero | "${SPIN[@]}" /usr/bin/time -v "$T" send "$addr" --input - --json \
     >"$work/stream.send.json" 2>"$work/stream.send.err"
 wait "$rpid"
 
@@ -134,7 +146,7 @@ r2=$(awk "BEGIN {printf \"%.2f\", $four_img / $iperf}")
 r3=$(awk "BEGIN {printf \"%.2f\", $four_img / $one_img}")
 cat <<REPORT
 
-transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), best of $REPS
+transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), best of $REPS, PIN=$PIN
 packet payload: ${PACKET:-default}
 
 iperf3 -l 1M, 1 stream:                         $(printf %.2f "$iperf") GB/s

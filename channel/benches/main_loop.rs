@@ -70,7 +70,19 @@ fn bottom_half_dispatch(c: &mut Criterion) {
 /// schedules ours. One round trip is two wake-to-run latencies; the time
 /// reported is half a round trip.
 fn cross_thread_wake_to_run(c: &mut Criterion) {
+    wake_to_run(c, "cross_thread_bottom_half_wake_to_run", Duration::ZERO);
+    // Both loops spin up to 50 µs before sleeping (QEMU's poll-max-ns).
+    wake_to_run(
+        c,
+        "cross_thread_bottom_half_wake_to_run_polling_50us",
+        Duration::from_micros(50),
+    );
+}
+
+/// One ping-pong run; `poll_max` is each context's adaptive polling.
+fn wake_to_run(c: &mut Criterion, name: &str, poll_max: Duration) {
     let ctx = MainContext::new().unwrap();
+    ctx.set_poll_max(poll_max);
     let pong = Rc::new(Cell::new(false));
     let p = pong.clone();
     let our_bh = ctx.bottom_half(move || p.set(true));
@@ -81,6 +93,7 @@ fn cross_thread_wake_to_run(c: &mut Criterion) {
         .name("bench-peer".into())
         .spawn(move || {
             let peer_ctx = MainContext::new().unwrap();
+            peer_ctx.set_poll_max(poll_max);
             let peer_bh = peer_ctx.bottom_half(move || reply.schedule());
             tx.send(peer_bh).unwrap();
             while !remote_stop.load(Ordering::SeqCst) {
@@ -89,7 +102,7 @@ fn cross_thread_wake_to_run(c: &mut Criterion) {
         })
         .unwrap();
     let peer_bh = rx.recv().unwrap();
-    c.bench_function("cross_thread_bottom_half_wake_to_run", |bench| {
+    c.bench_function(name, |bench| {
         bench.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {

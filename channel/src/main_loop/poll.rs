@@ -203,8 +203,47 @@ impl Poll {
         self.armed.set(None);
     }
 
+    /// Adaptive polling: spin up to `poll_max` (never past the deadline)
+    /// until work arrives from another thread or the poller has events;
+    /// then the wait does not block. Otherwise the wait goes on as asked.
+    fn spin(&self, timeout: Timeout, shared: &Shared, poll_max: Duration) -> Timeout {
+        if poll_max.is_zero() || matches!(timeout, Timeout::Zero) {
+            return timeout;
+        }
+        let start = Instant::now();
+        let mut end = start + poll_max;
+        if let Timeout::Until(d) = timeout {
+            end = end.min(d);
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.poller.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut spins = 0u32;
+        loop {
+            if shared.has_work() {
+                return Timeout::Zero;
+            }
+            // Every few spins, ask the kernel whether an fd is ready
+            // (without consuming the events: the wait below collects them).
+            if spins % 16 == 0 {
+                // SAFETY: one valid pollfd on our epoll fd, no timeout.
+                if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
+                    return Timeout::Zero;
+                }
+            }
+            spins = spins.wrapping_add(1);
+            if Instant::now() >= end {
+                return timeout;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// Wait for events and record them in the fd table.
-    pub(crate) fn wait(&self, timeout: Timeout, shared: &Shared) {
+    pub(crate) fn wait(&self, timeout: Timeout, shared: &Shared, poll_max: Duration) {
+        let timeout = self.spin(timeout, shared, poll_max);
         let ms = match timeout {
             Timeout::Zero => 0,
             Timeout::Infinite => -1,
