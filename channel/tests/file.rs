@@ -5,8 +5,7 @@ use std::fs::OpenOptions;
 use std::io::{IoSlice, IoSliceMut, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::thread;
 use std::time::Duration;
 
@@ -14,30 +13,9 @@ use transit_channel::io::{self, wait_blocking};
 use transit_channel::{Channel, Condition, Error, Features, FileChannel, ReadFlags, WriteFlags};
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "transit-file-test-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 fn rw_create() -> OpenOptions {
     let mut o = OpenOptions::new();
@@ -62,7 +40,7 @@ fn pipe() -> (FileChannel, FileChannel) {
 #[test]
 fn write_seek_read_round_trip() {
     let dir = TempDir::new("round-trip");
-    let mut ch = FileChannel::open(dir.path("f"), &rw_create()).expect("open");
+    let mut ch = FileChannel::open(dir.join("f"), &rw_create()).expect("open");
     assert!(ch.has_feature(Features::SEEKABLE));
     let mut bufs = [IoSlice::new(b"hello, "), IoSlice::new(b"file")];
     io::writev_all(&mut ch, &mut bufs).expect("write");
@@ -73,7 +51,7 @@ fn write_seek_read_round_trip() {
     assert!(!io::read_all_eof(&mut ch, &mut [0u8; 1]).expect("eof"));
     ch.close().expect("close");
     assert_eq!(
-        std::fs::read(dir.path("f")).expect("read back"),
+        std::fs::read(dir.join("f")).expect("read back"),
         b"hello, file"
     );
 }
@@ -81,7 +59,7 @@ fn write_seek_read_round_trip() {
 #[test]
 fn positioned_io_leaves_the_file_position_alone() {
     let dir = TempDir::new("pread");
-    let mut ch = FileChannel::open(dir.path("f"), &rw_create()).expect("open");
+    let mut ch = FileChannel::open(dir.join("f"), &rw_create()).expect("open");
     io::write_all(&mut ch, b"0123456789").expect("write");
     ch.seek(SeekFrom::Start(3)).expect("seek");
     assert_eq!(ch.pwritev(&[IoSlice::new(b"ab")], 7).expect("pwrite"), 2);
@@ -98,7 +76,7 @@ fn positioned_io_leaves_the_file_position_alone() {
 #[test]
 fn seek_end_and_current() {
     let dir = TempDir::new("seek");
-    let mut ch = FileChannel::open(dir.path("f"), &rw_create()).expect("open");
+    let mut ch = FileChannel::open(dir.join("f"), &rw_create()).expect("open");
     io::write_all(&mut ch, b"abcdefgh").expect("write");
     assert_eq!(ch.seek(SeekFrom::End(-2)).expect("end"), 6);
     assert_eq!(ch.seek(SeekFrom::Current(-1)).expect("cur"), 5);
@@ -110,13 +88,13 @@ fn seek_end_and_current() {
 #[test]
 fn append_mode_writes_at_the_end() {
     let dir = TempDir::new("append");
-    std::fs::write(dir.path("f"), b"old").expect("seed");
+    std::fs::write(dir.join("f"), b"old").expect("seed");
     let mut o = OpenOptions::new();
     o.append(true);
-    let mut ch = FileChannel::open(dir.path("f"), &o).expect("open");
+    let mut ch = FileChannel::open(dir.join("f"), &o).expect("open");
     io::write_all(&mut ch, b"+new").expect("write");
     ch.close().expect("close");
-    assert_eq!(std::fs::read(dir.path("f")).expect("read"), b"old+new");
+    assert_eq!(std::fs::read(dir.join("f")).expect("read"), b"old+new");
 }
 
 #[test]
@@ -125,9 +103,9 @@ fn create_mode_sets_permissions() {
     let dir = TempDir::new("mode");
     let mut o = rw_create();
     o.mode(0o600);
-    let ch = FileChannel::open(dir.path("f"), &o).expect("open");
+    let ch = FileChannel::open(dir.join("f"), &o).expect("open");
     drop(ch);
-    let mode = std::fs::metadata(dir.path("f"))
+    let mode = std::fs::metadata(dir.join("f"))
         .expect("stat")
         .permissions()
         .mode();
@@ -137,7 +115,7 @@ fn create_mode_sets_permissions() {
 #[test]
 fn open_failure_names_the_path() {
     let dir = TempDir::new("missing");
-    let missing = dir.path("no-such-file");
+    let missing = dir.join("no-such-file");
     let err = FileChannel::open(&missing, OpenOptions::new().read(true)).expect_err("missing");
     assert!(err.to_string().contains("no-such-file"), "{err}");
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
@@ -227,7 +205,7 @@ fn zero_length_reads_return_zero() {
 #[test]
 fn closed_channel_io_is_closed_and_watch_reports_nval() {
     let dir = TempDir::new("closed");
-    let mut ch = FileChannel::open(dir.path("f"), &rw_create()).expect("open");
+    let mut ch = FileChannel::open(dir.join("f"), &rw_create()).expect("open");
     ch.close().expect("close");
     ch.close().expect("second close");
     let res = ch.writev(&[IoSlice::new(b"x")], &[], WriteFlags::empty());
@@ -239,7 +217,7 @@ fn closed_channel_io_is_closed_and_watch_reports_nval() {
 #[test]
 fn from_fd_of_a_regular_file_is_seekable() {
     let dir = TempDir::new("from-fd");
-    let file = rw_create().open(dir.path("f")).expect("open");
+    let file = rw_create().open(dir.join("f")).expect("open");
     let ch = FileChannel::from_fd(OwnedFd::from(file)).expect("from_fd");
     assert!(ch.has_feature(Features::SEEKABLE));
     let fd = ch.fd().expect("open").as_raw_fd();

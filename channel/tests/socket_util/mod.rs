@@ -5,8 +5,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
@@ -15,35 +14,10 @@ use transit_channel::{Channel, Error, ReadFlags, SocketAddress, SocketChannel, W
 /// How long any blocking socket call in a test may wait.
 pub const BOUND: Duration = Duration::from_secs(20);
 
-/// A unique directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "transit-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "../common/temp_dir.rs"]
+mod temp_dir;
+#[allow(unused_imports)]
+pub use temp_dir::TempDir;
 
 /// Make every blocking read/write on `ch` give up after [`BOUND`] (it then
 /// fails with WouldBlock instead of hanging the test).
