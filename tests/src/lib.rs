@@ -155,6 +155,18 @@ impl Finished {
         self.status.code()
     }
 
+    /// Assert that this `transit ... --json` run (`role` names it in
+    /// messages) exited 0 and its summary reports `channels` page channels
+    /// and a verified session.
+    pub fn assert_verified(&self, role: &str, channels: u64) {
+        assert_eq!(self.code(), Some(0), "{role}: {}", self.stderr);
+        let json: serde_json::Value = serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
+            panic!("{role}: summary is not JSON ({e}): {}", self.stdout_text())
+        });
+        assert_eq!(json["channels"], channels, "{role}: {json}");
+        assert_eq!(json["verified"], true, "{role}: {json}");
+    }
+
     /// Stdout as text.
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()

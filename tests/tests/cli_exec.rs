@@ -36,10 +36,7 @@ fn exec_framed_through_a_second_transit_process() {
         "4",
         "--json",
     ]));
-    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
-    let json: serde_json::Value = serde_json::from_slice(&send.stdout).expect("json");
-    assert_eq!(json["channels"], 4);
-    assert_eq!(json["verified"], true);
+    send.assert_verified("send", 4);
     // The sender returns after every run of the command ended, so the far
     // end has put its output in place.
     assert!(std::fs::read(&out).unwrap() == image_bytes(8 << 20, 0.25, 41));

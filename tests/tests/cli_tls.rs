@@ -39,11 +39,7 @@ fn tls_framed_four_channels_round_trip() {
         s(&d.client),
     ]));
     assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
-    let recv = recv.finish();
-    assert_eq!(recv.code(), Some(0), "recv: {}", recv.stderr);
-    let json: serde_json::Value = serde_json::from_slice(&recv.stdout).expect("json");
-    assert_eq!(json["channels"], 4);
-    assert_eq!(json["verified"], true);
+    recv.finish().assert_verified("recv", 4);
     assert!(std::fs::read(&out).unwrap() == image_bytes(8 << 20, 0.3, 11));
 }
 
