@@ -232,9 +232,6 @@ impl Worker {
                 }
             } else {
                 self.normal.push(off);
-                if verify {
-                    self.digest.add(page_hash(off, page));
-                }
             }
         }
         let payload: usize = self.normal.iter().map(|&o| self.session.page_len(o)).sum();
@@ -293,6 +290,18 @@ impl Worker {
                 Stage::SendPages
             };
             return Err(self.ctx.io(stage, e));
+        }
+        if verify {
+            // Hashed after the write: the kernel's copy brought the pages
+            // from memory into the cache, so the hash reads them from
+            // there (hashing first would pay the memory read twice over:
+            // once in the hash, once more in the copy's cache misses).
+            for &o in &self.normal {
+                // SAFETY: as above; the image is unchanged while the job
+                // is held, zero copy or not.
+                let page = unsafe { raw.slice(o, self.session.page_len(o)) };
+                self.digest.add(page_hash(o, page));
+            }
         }
         self.counters().packet(
             self.normal.len() as u64,

@@ -43,7 +43,7 @@ mod error;
 pub use error::{hex, WireError};
 
 /// The protocol version this crate speaks.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Magic of the session header, first 4 bytes of the main channel (`TRSM`).
 pub const MAIN_MAGIC: u32 = u32::from_be_bytes(*b"TRSM");
 /// Magic of the init packet, first 4 bytes of a page channel (`TRSP`).
