@@ -227,7 +227,7 @@ impl Poll {
             }
             // Every few spins, ask the kernel whether an fd is ready
             // (without consuming the events: the wait below collects them).
-            if spins % 16 == 0 {
+            if spins.is_multiple_of(16) {
                 // SAFETY: one valid pollfd on our epoll fd, no timeout.
                 if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
                     return Timeout::Zero;

@@ -276,7 +276,7 @@ impl State {
             return sig;
         };
         self.ends[from].outstanding_sends -= 1;
-        let hold = self.reorder && self.rand() % 2 == 0;
+        let hold = self.reorder && self.rand().is_multiple_of(2);
         let sges = &wr.sges[..wr.n];
         if !sges.iter().all(|s| self.check_sge(from, s)) {
             sig[from] |= self.complete(
@@ -376,7 +376,7 @@ impl State {
             },
             hold,
         );
-        if self.reorder && self.rand() % 4 == 0 {
+        if self.reorder && self.rand().is_multiple_of(4) {
             sig[from] |= self.release_held(from, false);
         }
         sig
@@ -600,7 +600,7 @@ impl Verbs for ModelVerbs {
                     (true, true) => break,
                     (false, true) => true,
                     (true, false) => false,
-                    (false, false) if st.reorder => st.rng % 2 == 0,
+                    (false, false) if st.reorder => st.rng.is_multiple_of(2),
                     (false, false) => end.send_cq[0].order < end.recv_cq[0].order,
                 }
             };

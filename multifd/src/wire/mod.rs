@@ -177,7 +177,7 @@ impl SessionHeader {
         let p = self.packet_payload;
         let ok = (MIN_PACKET_PAYLOAD..=MAX_PACKET_PAYLOAD).contains(&p)
             && match self.layout {
-                Layout::Image { .. } => p >= self.page_size && p % self.page_size == 0,
+                Layout::Image { .. } => p >= self.page_size && p.is_multiple_of(self.page_size),
                 Layout::Stream => true,
             };
         if !ok {
