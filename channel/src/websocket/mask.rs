@@ -2,16 +2,39 @@
 
 use std::io;
 
-/// XOR `buf` with `key`, starting at byte `phase` of the key (the number of
-/// payload bytes already processed, mod 4). Returns the phase after `buf`.
-///
-/// Works on 8-byte words; the compiler vectorizes the loop.
-pub(crate) fn apply(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+/// The key as a 64-bit word starting at key byte `phase`.
+#[inline(always)]
+fn key_word(key: [u8; 4], phase: usize) -> ([u8; 8], u64) {
     let mut pat = [0u8; 8];
     for (i, p) in pat.iter_mut().enumerate() {
         *p = key[(phase + i) & 3];
     }
-    let word = u64::from_ne_bytes(pat);
+    (pat, u64::from_ne_bytes(pat))
+}
+
+/// XOR `buf` with `key`, starting at byte `phase` of the key (the number of
+/// payload bytes already processed, mod 4). Returns the phase after `buf`.
+///
+/// Works on 8-byte words, in 256-bit vectors where the CPU has AVX2
+/// (checked at run time; the same loop is compiled twice).
+pub(crate) fn apply(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { apply_avx2(buf, key, phase) };
+    }
+    apply_words(buf, key, phase)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_avx2(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    apply_words(buf, key, phase)
+}
+
+#[inline(always)]
+fn apply_words(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    let (pat, word) = key_word(key, phase);
     let mut chunks = buf.chunks_exact_mut(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
@@ -27,32 +50,56 @@ pub(crate) fn apply(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 
 /// Append `src` XOR `key` (from key byte `phase`) to `dst` in one pass
 /// (no separate copy and mask passes). Returns the phase after `src`.
+/// AVX2 where the CPU has it, as [`apply`].
 pub(crate) fn extend_masked(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) -> usize {
-    let mut pat = [0u8; 8];
-    for (i, p) in pat.iter_mut().enumerate() {
-        *p = key[(phase + i) & 3];
-    }
-    let word = u64::from_ne_bytes(pat);
-    let start = dst.len();
     dst.reserve(src.len());
-    let spare = &mut dst.spare_capacity_mut()[..src.len()];
-    let mut s = src.chunks_exact(8);
-    let mut d = spare.chunks_exact_mut(8);
-    for (sc, dc) in (&mut s).zip(&mut d) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(sc);
-        let v = (u64::from_ne_bytes(w) ^ word).to_ne_bytes();
-        for (o, b) in dc.iter_mut().zip(v) {
-            o.write(b);
+    let start = dst.len();
+    let out = dst.spare_capacity_mut()[..src.len()]
+        .as_mut_ptr()
+        .cast::<u8>();
+    #[cfg(target_arch = "x86_64")]
+    let next = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; `out` has room for `src.len()` bytes
+        // (reserved above) and does not overlap `src` (it is `dst`'s own
+        // spare capacity).
+        unsafe { masked_copy_avx2(src, out, key, phase) }
+    } else {
+        // SAFETY: as above, without the AVX2 requirement.
+        unsafe { masked_copy(src, out, key, phase) }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    let next = unsafe { masked_copy(src, out, key, phase) };
+    // SAFETY: the copy initialized all `src.len()` bytes of spare capacity
+    // after `start`, and `reserve` made room for them.
+    unsafe { dst.set_len(start + src.len()) };
+    next
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_copy_avx2(src: &[u8], out: *mut u8, key: [u8; 4], phase: usize) -> usize {
+    // SAFETY: the caller's contract is masked_copy's.
+    unsafe { masked_copy(src, out, key, phase) }
+}
+
+/// # Safety
+/// `out` is valid for `src.len()` byte writes and does not overlap `src`.
+#[inline(always)]
+unsafe fn masked_copy(src: &[u8], out: *mut u8, key: [u8; 4], phase: usize) -> usize {
+    let (pat, word) = key_word(key, phase);
+    let words = src.len() / 8;
+    for i in 0..words {
+        // SAFETY: i * 8 + 8 <= src.len(); `out` holds src.len() bytes.
+        unsafe {
+            let w = std::ptr::read_unaligned(src.as_ptr().add(i * 8).cast::<u64>());
+            std::ptr::write_unaligned(out.add(i * 8).cast::<u64>(), w ^ word);
         }
     }
-    for ((o, b), p) in d.into_remainder().iter_mut().zip(s.remainder()).zip(pat) {
-        o.write(b ^ p);
+    for (i, p) in (words * 8..src.len()).zip(pat) {
+        // SAFETY: i < src.len(), inside both buffers.
+        unsafe { out.add(i).write(src[i] ^ p) };
     }
-    // SAFETY: the loops above initialized all `src.len()` bytes of spare
-    // capacity after `start` (chunks plus remainder cover the slice), and
-    // `reserve` made room for them.
-    unsafe { dst.set_len(start + src.len()) };
     (phase + src.len()) & 3
 }
 
@@ -119,8 +166,8 @@ mod tests {
     fn matches_bytewise_masking_at_every_phase_and_length() {
         let key = [0x12, 0x34, 0x56, 0x78];
         for phase in 0..4 {
-            for len in 0..40 {
-                let orig: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            for len in (0..40).chain([255, 4096, 70_001]) {
+                let orig: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(37)).collect();
                 let (mut a, mut b) = (orig.clone(), orig.clone());
                 let next = apply(&mut a, key, phase);
                 naive(&mut b, key, phase);
@@ -147,10 +194,10 @@ mod tests {
     fn extend_masked_matches_copy_then_mask() {
         let key = [1, 2, 3, 250];
         for phase in 0..4 {
-            for len in [0usize, 1, 7, 8, 9, 31, 100] {
-                let src: Vec<u8> = (0..len as u8).collect();
+            for len in [0usize, 1, 7, 8, 9, 31, 100, 4095, 70_001] {
+                let src: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
                 let mut want = src.clone();
-                apply(&mut want, key, phase);
+                naive(&mut want, key, phase);
                 let mut got = vec![42u8];
                 let next = extend_masked(&mut got, &src, key, phase);
                 assert_eq!(&got[1..], &want[..]);
