@@ -376,15 +376,6 @@ impl ExecChannel {
     /// Run `/bin/sh -c command`.
     pub fn spawn(command: &str) -> Result<ExecChannel, transit_channel::Error> {
         let inner = CommandChannel::spawn_shell(command)?;
-        // Bigger pipes: 64 KiB ones cost a context switch per 64 KiB.
-        if let transit_channel::WatchFds::Pair { read, write } = inner.watch_source().fds {
-            for fd in [read, write] {
-                // SAFETY: `fd` is one of the command's open pipe fds;
-                // F_SETPIPE_SZ only resizes the pipe (failure is harmless:
-                // the pipe keeps its size).
-                unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE) };
-            }
-        }
         Ok(ExecChannel {
             name: inner.name().to_owned(),
             inner: Some(inner),
@@ -401,10 +392,6 @@ impl ExecChannel {
         self.inner.as_ref()
     }
 }
-
-/// Pipe size asked for `exec:` pipes (the default limit for an
-/// unprivileged process, /proc/sys/fs/pipe-max-size, is 1 MiB).
-const PIPE_SIZE: libc::c_int = 1 << 20;
 
 type Reaper = JoinHandle<Result<(), String>>;
 

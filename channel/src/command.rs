@@ -9,7 +9,12 @@
 //! [`CommandChannel::spawn`] runs an argv, [`CommandChannel::spawn_shell`]
 //! runs `/bin/sh -c STRING` (what `exec:` does). Writes go to the child's
 //! stdin, reads come from its stdout; its stderr is inherited (passed
-//! through). The pipes are close-on-exec, so no other child inherits them.
+//! through). Stdin and stdout are each one direction of a UNIX stream
+//! socket pair rather than a pipe: a pipe's writer and reader copy under one
+//! lock and so take turns, a socket's copy at the same time, which doubles
+//! the throughput between two processes on two cores (sshd gives its
+//! children socket pairs for the same reason). Our ends are close-on-exec,
+//! so no other child inherits them. The text below says "pipe" for either.
 //! The watch is [`WatchFds::Pair`]: `IN` on stdout, `OUT` on stdin;
 //! [`Channel::set_blocking`] applies to both.
 //!
@@ -382,22 +387,54 @@ impl CommandChannel {
     }
 
     /// Run a prepared [`Command`] (environment, working directory, ...);
-    /// its stdin and stdout are replaced by pipes, stderr is inherited.
+    /// its stdin and stdout are replaced by one-way socket pairs, stderr
+    /// is inherited.
     pub fn spawn_command(mut cmd: Command, name: String) -> Result<CommandChannel> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+        // One UNIX stream socket pair per direction, not a pipe: a pipe
+        // copies in and out under one lock, so the writer's copy and the
+        // reader's copy take turns; a socket's sender and receiver copy at
+        // the same time (sshd gives its children socket pairs too). Each
+        // pair carries one direction only, and the other is shut down, so
+        // the child sees the streams a pipe would give it.
+        let pair = |dir: &str| {
+            std::os::unix::net::UnixStream::pair()
+                .map_err(|e| Error::os(&name, format!("socketpair for the command's {dir}"), e))
+        };
+        let (stdin_ours, stdin_child) = pair("stdin")?;
+        let (stdout_ours, stdout_child) = pair("stdout")?;
+        for (writer, reader) in [(&stdin_ours, &stdin_child), (&stdout_child, &stdout_ours)] {
+            // The writing end never reads and the reading end never writes.
+            let _ = writer.shutdown(std::net::Shutdown::Read);
+            let _ = reader.shutdown(std::net::Shutdown::Write);
+            // A deeper buffer than the default (the kernel caps it at
+            // net.core.wmem_max); failure only keeps the default.
+            let size: libc::c_int = 1 << 20;
+            // SAFETY: setsockopt on an open socket of ours with a valid
+            // pointer to an int of the given length.
+            unsafe {
+                libc::setsockopt(
+                    writer.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        cmd.stdin(Stdio::from(OwnedFd::from(stdin_child)))
+            .stdout(Stdio::from(OwnedFd::from(stdout_child)))
             .stderr(Stdio::inherit());
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| Error::os(&name, "spawn the command", e))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::protocol(&name, "the command's pipes are missing"));
-        };
         let pid = child.id();
         Ok(CommandChannel {
-            pipes: PipePair::new(name, stdout.into(), stdin.into(), Some(child)),
+            pipes: PipePair::new(
+                name,
+                OwnedFd::from(stdout_ours),
+                OwnedFd::from(stdin_ours),
+                Some(child),
+            ),
             pid,
             close_timeout: Duration::from_secs(5),
             kill_timeout: Duration::from_secs(2),
