@@ -13,6 +13,10 @@
 #   4. peak RSS (/usr/bin/time -v): each side <= image size + 64 MiB; a
 #      stream from stdin (head -c 4G /dev/zero) <= 64 MiB on both sides
 # Best of REPS runs for each rate (loopback numbers move from run to run).
+# The runs are interleaved (iperf3, then each transit case, REPS rounds), so
+# a slow spell of the machine hits both sides alike, and iperf3 moves the
+# same number of bytes as transit (`-n SIZE`; IPERF_SECONDS=5 runs it for a
+# time instead). The median of the per-round ratios is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +36,7 @@ fi
 SIZE=${SIZE:-1G}
 STREAM=${STREAM:-4G}
 PACKET=${PACKET:-}          # e.g. PACKET=1M to try another packet size
-IPERF_SECONDS=${IPERF_SECONDS:-5}
+IPERF_SECONDS=${IPERF_SECONDS:-}   # empty: iperf3 -n SIZE
 
 need=()
 command -v iperf3 >/dev/null || need+=(iperf3)
@@ -63,7 +67,9 @@ iperf_rate() {
     "${RPIN[@]}" iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
     local srv=$!
     sleep 0.3
-    "${SPIN[@]}" iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$IPERF_SECONDS" -J >"$work/iperf.json"
+    local amount=(-n "$SIZE")
+    [ -n "$IPERF_SECONDS" ] && amount=(-t "$IPERF_SECONDS")
+    "${SPIN[@]}" iperf3 -c 127.0.0.1 -p "$port" -l 1M "${amount[@]}" -J >"$work/iperf.json"
     wait "$srv" || true
     jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf.json"
 }
@@ -95,24 +101,33 @@ rss_mib() { # time -v output -> MiB
 
 best() { sort -g | tail -1; }
 
-echo "== iperf3 -l 1M, 1 stream, ${IPERF_SECONDS}s, best of $REPS" >&2
-iperf=$(for _ in $(seq "$REPS"); do iperf_rate; done | best)
-
-echo "== transit tcp 1 channel, $SIZE, no zero pages" >&2
-one_data=$(for i in $(seq "$REPS"); do
+echo "== $REPS rounds of: iperf3 -l 1M (${IPERF_SECONDS:+${IPERF_SECONDS}s}${IPERF_SECONDS:-$SIZE}), transit 1 ch 0% zero, 4 ch 50% zero, 1 ch 50% zero" >&2
+ip=() c1z0=() c4z5=() c1z5=()
+for i in $(seq "$REPS"); do
+    ip+=("$(iperf_rate)")
     transit_run "c1z0-$i" --ram "$SIZE" --zero-ratio 0 --channels 1
-    jq .data_rate_gbps "$work/c1z0-$i.send.json"
-done | best)
-
-echo "== transit tcp 4 channels and 1 channel, $SIZE, 50% zero pages" >&2
-four_img=$(for i in $(seq "$REPS"); do
+    c1z0+=("$(jq .data_rate_gbps "$work/c1z0-$i.send.json")")
     transit_run "c4z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 4
-    jq .image_rate_gbps "$work/c4z5-$i.send.json"
-done | best)
-one_img=$(for i in $(seq "$REPS"); do
+    c4z5+=("$(jq .image_rate_gbps "$work/c4z5-$i.send.json")")
     transit_run "c1z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 1
-    jq .image_rate_gbps "$work/c1z5-$i.send.json"
-done | best)
+    c1z5+=("$(jq .image_rate_gbps "$work/c1z5-$i.send.json")")
+    printf 'round %d: iperf3 %.2f  1ch/0%% data %.2f  4ch/50%% image %.2f  1ch/50%% image %.2f GB/s\n' \
+        "$i" "${ip[-1]}" "${c1z0[-1]}" "${c4z5[-1]}" "${c1z5[-1]}" >&2
+done
+bestof() { printf '%s\n' "$@" | best; }
+iperf=$(bestof "${ip[@]}")
+one_data=$(bestof "${c1z0[@]}")
+four_img=$(bestof "${c4z5[@]}")
+one_img=$(bestof "${c1z5[@]}")
+# Median over the rounds of (transit / iperf3 of the same round).
+median_ratio() { # name of the transit array
+    local -n arr=$1
+    local i
+    for i in "${!arr[@]}"; do awk -v a="${arr[$i]}" -v b="${ip[$i]}" 'BEGIN {print a / b}'; done |
+        sort -g | awk '{x[NR] = $1} END {printf "%.2f", (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'
+}
+m1=$(median_ratio c1z0)
+m2=$(median_ratio c4z5)
 
 echo "== transit stream from stdin: head -c $STREAM /dev/zero, 4 channels" >&2
 "${RPIN[@]}" /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/stream.recv.json" 2>"$work/stream.recv.err" &
@@ -146,12 +161,12 @@ r2=$(awk "BEGIN {printf \"%.2f\", $four_img / $iperf}")
 r3=$(awk "BEGIN {printf \"%.2f\", $four_img / $one_img}")
 cat <<REPORT
 
-transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), best of $REPS, PIN=$PIN
+transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), best of $REPS interleaved rounds, PIN=$PIN
 packet payload: ${PACKET:-default}
 
-iperf3 -l 1M, 1 stream:                         $(printf %.2f "$iperf") GB/s
-1 channel, $SIZE, 0% zero: data rate            $(printf %.2f "$one_data") GB/s  = ${r1}x iperf3   (target >= 0.9x)  $(verdict "$r1 >= 0.9")
-4 channels, $SIZE, 50% zero: image rate         $(printf %.2f "$four_img") GB/s  = ${r2}x iperf3   (target >= 1.6x)  $(verdict "$r2 >= 1.6")
+iperf3 -l 1M, 1 stream (${IPERF_SECONDS:+${IPERF_SECONDS}s}${IPERF_SECONDS:-$SIZE}):    $(printf %.2f "$iperf") GB/s
+1 channel, $SIZE, 0% zero: data rate            $(printf %.2f "$one_data") GB/s  = ${r1}x iperf3   (target >= 0.9x)  $(verdict "$r1 >= 0.9")   median of rounds ${m1}x
+4 channels, $SIZE, 50% zero: image rate         $(printf %.2f "$four_img") GB/s  = ${r2}x iperf3   (target >= 1.6x)  $(verdict "$r2 >= 1.6")   median of rounds ${m2}x
 1 channel, $SIZE, 50% zero: image rate          $(printf %.2f "$one_img") GB/s
 4 channels / 1 channel (50% zero):              ${r3}x            (target >= 0.9x)  $(verdict "$r3 >= 0.9")
 peak RSS, 1 channel 0% zero: send / recv        $rss_send / $rss_recv MiB (limit $limit MiB)  $(verdict "$rss_send <= $limit && $rss_recv <= $limit")
