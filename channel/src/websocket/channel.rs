@@ -138,7 +138,7 @@ impl WebSocketChannel {
         let mut rbuf = vec![0u8; config.read_buffer_size.max(tail.len())].into_boxed_slice();
         rbuf[..tail.len()].copy_from_slice(tail);
         let wcap = match role {
-            Role::Client => config.write_frame_size + MAX_HEADER,
+            Role::Client => config.write_frame_size + config.write_frame_size / 16 + MAX_HEADER,
             Role::Server => 0,
         };
         let inner_ready = inner.watch_source().ready;
@@ -351,19 +351,34 @@ impl WebSocketChannel {
         }
     }
 
+    /// Payload length of the next frame for a write of `total` bytes: the
+    /// configured frame size, or all of `total` when the rest after one
+    /// frame would be a small tail (at most 1/16 of a frame), so a write
+    /// of a frame and a little more (a multifd packet with its header) is
+    /// not followed by a tiny frame of its own.
+    fn frame_len(&self, total: usize) -> usize {
+        let frame = self.config.write_frame_size;
+        if total <= frame + frame / 16 {
+            total
+        } else {
+            frame
+        }
+    }
+
     /// Server frame: header and caller's buffers in one inner `writev`.
     fn write_frame_unmasked(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize> {
         let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
         let mut n = 1;
         let mut len = 0usize;
+        let limit = self.frame_len(bufs.iter().map(|b| b.len()).sum());
         for b in bufs {
-            if n > MAX_IOV || len == self.config.write_frame_size {
+            if n > MAX_IOV || len == limit {
                 break;
             }
             if b.is_empty() {
                 continue;
             }
-            let take = b.len().min(self.config.write_frame_size - len);
+            let take = b.len().min(limit - len);
             iov[n] = IoSlice::new(&b[..take]);
             n += 1;
             len += take;
@@ -402,8 +417,7 @@ impl WebSocketChannel {
             .keys
             .next()
             .map_err(|e| Error::os(&self.name, "getrandom for a websocket mask key", e))?;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let len = total.min(self.config.write_frame_size);
+        let len = self.frame_len(bufs.iter().map(|b| b.len()).sum());
         self.wbuf.clear();
         self.wpos = 0;
         self.pong_end = None;

@@ -39,7 +39,9 @@
 //!
 //! * **Writes**: each `writev` sends one binary frame of up to
 //!   [`WebSocketConfig::write_frame_size`] bytes (256 KiB by default; a larger
-//!   write moves that much and returns a short count, as a socket does). A
+//!   write moves that much and returns a short count, as a socket does,
+//!   except that a write at most 1/16 longer than a frame goes out whole,
+//!   so no tiny frame trails it). A
 //!   server writes the frame header and the caller's buffers with one
 //!   `writev` on the inner channel, without copying; a client masks the
 //!   payload into a reused buffer (masking needs a copy). If the inner
