@@ -152,7 +152,12 @@ fn populate_write(map: &Mapping) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
+    // Below this, a thread costs more than it saves.
+    const PARALLEL_FROM: usize = 64 << 20;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || len < PARALLEL_FROM {
+        return populate_range(map.as_ptr() as usize, len);
+    }
     let per = len.div_ceil(threads).next_multiple_of(ALIGN);
     let base = map.as_ptr() as usize;
     let results: Vec<io::Result<()>> = std::thread::scope(|s| {
@@ -184,14 +189,23 @@ fn populate_range(addr: usize, len: usize) -> io::Result<()> {
     if e.raw_os_error() != Some(libc::EINVAL) {
         return Err(e);
     }
-    // Older kernel: write one byte per small page (the memory is zero, so
-    // writing zero keeps it so).
+    // Older kernel: write one byte per small page.
+    // SAFETY: as above.
+    unsafe { touch_pages(addr, len) };
+    Ok(())
+}
+
+/// Write a zero into every 4 KiB page of `addr..addr + len`, faulting it
+/// in (the memory is fresh, so its contents stay zero).
+///
+/// # Safety
+/// The range lies inside a live, writable, all-zero mapping of the caller.
+unsafe fn touch_pages(addr: usize, len: usize) {
     for off in (0..len).step_by(4096) {
-        // SAFETY: inside the mapping (see above); volatile so the write
-        // that faults the page in is not optimized away.
+        // SAFETY: inside the mapping (the caller's contract); volatile so
+        // the write that faults the page in is not optimized away.
         unsafe { std::ptr::write_volatile((addr + off) as *mut u8, 0) };
     }
-    Ok(())
 }
 
 /// Content of generated non-zero pages.
@@ -656,5 +670,37 @@ mod tests {
         spec.seed = 2;
         let b = SourceImage::generate(&spec).unwrap();
         assert_ne!(a.as_slice(), b.as_slice());
+    }
+    /// Pages of `map` that are resident, by `mincore`.
+    fn resident_pages(map: &Mapping) -> usize {
+        let pages = map.len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: mincore on our own live mapping, with one byte of
+        // output per page.
+        let rc = unsafe { libc::mincore(map.as_ptr().cast(), map.len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn populate_faults_in_every_page_serially_and_in_parallel() {
+        for len in [3 * 4096 + 100, 70 << 20] {
+            let map = Mapping::anonymous(len, false).unwrap();
+            assert_eq!(resident_pages(&map), 0, "len {len}");
+            populate_write(&map).unwrap();
+            assert_eq!(resident_pages(&map), len.div_ceil(4096), "len {len}");
+            assert!(map.as_slice().iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn touching_pages_faults_them_in_and_keeps_them_zero() {
+        let len = 16 * 4096;
+        let map = Mapping::anonymous(len, false).unwrap();
+        assert_eq!(resident_pages(&map), 0);
+        // SAFETY: the whole fresh, writable, zero mapping.
+        unsafe { touch_pages(map.as_ptr() as usize, len) };
+        assert_eq!(resident_pages(&map), 16);
+        assert!(map.as_slice().iter().all(|&b| b == 0));
     }
 }
