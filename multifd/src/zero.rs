@@ -79,15 +79,25 @@ fn or_lanes(b: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// Every kernel this CPU can run: the dispatched one and the portable
+    /// one (which is what CPUs without AVX2 get).
+    type Kernel = fn(&[u8]) -> bool;
+
+    fn kernels() -> [(&'static str, Kernel); 2] {
+        [("is_zero", is_zero), ("portable", is_zero_lanes)]
+    }
+
     #[test]
     fn finds_any_nonzero_byte_at_any_position_and_length() {
-        for len in [0usize, 1, 7, 15, 16, 17, 255, 256, 257, 1000, 4096, 4097] {
-            let mut v = vec![0u8; len];
-            assert!(is_zero(&v), "len {len}");
-            for pos in 0..len {
-                v[pos] = 0x80;
-                assert!(!is_zero(&v), "len {len} pos {pos}");
-                v[pos] = 0;
+        for (name, f) in kernels() {
+            for len in [0usize, 1, 7, 15, 16, 17, 255, 256, 257, 1000, 4096, 4097] {
+                let mut v = vec![0u8; len];
+                assert!(f(&v), "{name} len {len}");
+                for pos in 0..len {
+                    v[pos] = 0x80;
+                    assert!(!f(&v), "{name} len {len} pos {pos}");
+                    v[pos] = 0;
+                }
             }
         }
     }

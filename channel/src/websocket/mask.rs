@@ -190,6 +190,28 @@ mod tests {
         assert_eq!(whole, parts);
     }
 
+    /// The portable loops (what CPUs without AVX2 run) agree with the
+    /// bytewise definition too.
+    #[test]
+    fn portable_loops_match_bytewise_masking() {
+        let key = [0xde, 0xad, 0xbe, 0xef];
+        for phase in 0..4 {
+            for len in [0usize, 3, 8, 13, 4096, 70_001] {
+                let src: Vec<u8> = (0..len).map(|i| (i * 13 % 256) as u8).collect();
+                let mut want = src.clone();
+                naive(&mut want, key, phase);
+                let mut inplace = src.clone();
+                assert_eq!(apply_words(&mut inplace, key, phase), (phase + len) & 3);
+                assert_eq!(inplace, want, "apply_words phase {phase} len {len}");
+                let mut out = vec![0u8; len];
+                // SAFETY: `out` holds `len` bytes and is a separate buffer.
+                let next = unsafe { masked_copy(&src, out.as_mut_ptr(), key, phase) };
+                assert_eq!(next, (phase + len) & 3);
+                assert_eq!(out, want, "masked_copy phase {phase} len {len}");
+            }
+        }
+    }
+
     #[test]
     fn extend_masked_matches_copy_then_mask() {
         let key = [1, 2, 3, 250];
