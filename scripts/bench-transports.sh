@@ -65,6 +65,13 @@ pki
 CLIENT=$work/pki/client
 SERVER=$work/pki/server
 
+# The address of the first complete "listening on" line of a receiver's
+# stderr (a line still being written could give a cut-off address).
+listen_addr() {
+    [ -f "$1" ] || return 0
+    head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep -o 'listening on [^ ]*' | head -1 | cut -d' ' -f3
+}
+
 # One session with a listening receiver. Args: tag, recv URI, then
 # recv extra args, "--", send extra args. Prints the sender's data rate.
 listen_run() {
@@ -75,7 +82,7 @@ listen_run() {
     "${RPIN[@]}" "$T" recv "$uri" --json "${rargs[@]}" >"$work/$tag.recv.json" 2>"$work/$tag.recv.err" &
     local rpid=$! addr=""
     for _ in $(seq 1 200); do
-        addr=$(grep -o 'listening on [^ ]*' "$work/$tag.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
+        addr=$(listen_addr "$work/$tag.recv.err") || true
         [ -n "$addr" ] && break
         sleep 0.05
     done

@@ -75,6 +75,13 @@ iperf_rate() {
     jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf.json"
 }
 
+# The address of the first complete "listening on" line of a receiver's
+# stderr (a line still being written could give a cut-off address).
+listen_addr() {
+    [ -f "$1" ] || return 0
+    head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep -o 'listening on tcp:[^ ]*' | head -1 | cut -d' ' -f3
+}
+
 # Context, not a target: iperf3 sending a SIZE file from tmpfs (-F), so its
 # sender reads the bytes from memory as transit's does from the image
 # (plain iperf3 resends one cache-hot 1 MiB buffer).
@@ -99,7 +106,7 @@ transit_run() {
     local rpid=$!
     local addr=""
     for _ in $(seq 1 200); do
-        addr=$(grep -o 'listening on tcp:[^ ]*' "$work/$tag.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
+        addr=$(listen_addr "$work/$tag.recv.err") || true
         [ -n "$addr" ] && break
         sleep 0.05
     done
@@ -155,7 +162,7 @@ echo "== transit stream from stdin: head -c $STREAM /dev/zero, 4 channels" >&2
 rpid=$!
 addr=""
 for _ in $(seq 1 200); do
-    addr=$(grep -o 'listening on tcp:[^ ]*' "$work/stream.recv.err" 2>/dev/null | head -1 | cut -d' ' -f3) || true
+    addr=$(listen_addr "$work/stream.recv.err") || true
     [ -n "$addr" ] && break
     sleep 0.05
 done
