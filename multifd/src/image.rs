@@ -671,6 +671,7 @@ mod tests {
         let b = SourceImage::generate(&spec).unwrap();
         assert_ne!(a.as_slice(), b.as_slice());
     }
+
     /// Pages of `map` that are resident, by `mincore`.
     fn resident_pages(map: &Mapping) -> usize {
         let pages = map.len.div_ceil(4096);
