@@ -12,9 +12,8 @@
 //! through). Stdin and stdout are each one direction of a UNIX stream
 //! socket pair rather than a pipe: a pipe's writer and reader copy under one
 //! lock and so take turns, a socket's copy at the same time, which doubles
-//! the throughput between two processes on two cores (sshd gives its
-//! children socket pairs for the same reason). Our ends are close-on-exec,
-//! so no other child inherits them. The text below says "pipe" for either.
+//! the throughput between two processes on two cores. Our ends are
+//! close-on-exec, so no other child inherits them. The text below says "pipe" for either.
 //! The watch is [`WatchFds::Pair`]: `IN` on stdout, `OUT` on stdin;
 //! [`Channel::set_blocking`] applies to both.
 //!
@@ -393,8 +392,7 @@ impl CommandChannel {
         // One UNIX stream socket pair per direction, not a pipe: a pipe
         // copies in and out under one lock, so the writer's copy and the
         // reader's copy take turns; a socket's sender and receiver copy at
-        // the same time (sshd gives its children socket pairs too). Each
-        // pair carries one direction only, and the other is shut down, so
+        // the same time. Each pair carries one direction only, and the other is shut down, so
         // the child sees the streams a pipe would give it.
         let pair = |dir: &str| {
             std::os::unix::net::UnixStream::pair()
