@@ -91,6 +91,20 @@ fn bench_transfer(c: &mut Criterion) {
     g.finish();
 }
 
+/// The digest of every 4 KiB page of `image`, as a sender folds it.
+fn digest_pages(image: &[u8]) -> Digest {
+    let mut d = Digest::default();
+    for (i, p) in image.chunks(4096).enumerate() {
+        d.add(page_hash(i as u64 * 4096, p));
+    }
+    d
+}
+
+/// How many 4 KiB pages of `image` are zero, as a sender's scan finds.
+fn zero_pages(image: &[u8]) -> usize {
+    image.chunks(4096).filter(|p| is_zero(p)).count()
+}
+
 fn bench_scan(c: &mut Criterion) {
     let len = 64 << 20;
     // Touched memory: an untouched calloc buffer maps the kernel's single
@@ -109,29 +123,13 @@ fn bench_scan(c: &mut Criterion) {
     let mut g = c.benchmark_group("page_ops_64MiB");
     g.throughput(Throughput::Bytes(len as u64));
     g.bench_function("zero_scan_zero_pages", |b| {
-        b.iter(|| {
-            black_box(&zeros[..])
-                .chunks(4096)
-                .filter(|p| is_zero(p))
-                .count()
-        })
+        b.iter(|| zero_pages(black_box(&zeros[..])))
     });
     g.bench_function("zero_scan_data_pages", |b| {
-        b.iter(|| {
-            black_box(data.as_slice())
-                .chunks(4096)
-                .filter(|p| is_zero(p))
-                .count()
-        })
+        b.iter(|| zero_pages(black_box(data.as_slice())))
     });
     g.bench_function("digest_data_pages", |b| {
-        b.iter(|| {
-            let mut d = Digest::default();
-            for (i, p) in black_box(data.as_slice()).chunks(4096).enumerate() {
-                d.add(page_hash(i as u64 * 4096, p));
-            }
-            d
-        })
+        b.iter(|| digest_pages(black_box(data.as_slice())))
     });
     g.finish();
 }
@@ -154,21 +152,10 @@ fn bench_memory(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(GIB as u64));
     g.bench_function("digest_data_pages_from_memory", |b| {
-        b.iter(|| {
-            let mut d = Digest::default();
-            for (i, p) in black_box(data.as_slice()).chunks(4096).enumerate() {
-                d.add(page_hash(i as u64 * 4096, p));
-            }
-            d
-        })
+        b.iter(|| digest_pages(black_box(data.as_slice())))
     });
     g.bench_function("zero_scan_zero_pages_from_memory", |b| {
-        b.iter(|| {
-            black_box(zeros.as_slice())
-                .chunks(4096)
-                .filter(|p| is_zero(p))
-                .count()
-        })
+        b.iter(|| zero_pages(black_box(zeros.as_slice())))
     });
     // 1 GiB in 1 MiB copies: out of the image (what a sender's write
     // does) and out of one cache-resident buffer (what iperf3's does).
