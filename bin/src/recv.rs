@@ -26,6 +26,7 @@ use transit_channel::{
     io as chio, Channel, Condition, ControlFlow, Features, ReadFlags, Shutdown, SocketAddress,
     SocketChannel,
 };
+use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{self, ConnectionKind, Layout, SessionHeader, WireError};
 use transit_multifd::{
     AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
@@ -430,7 +431,7 @@ fn run_copy(
     let flag = cancelled.clone();
     let output = opts.output.clone();
     let c2 = count.clone();
-    let (bytes, secs) = rt.run_task(
+    let (bytes, secs, cpu) = rt.run_task(
         "raw-recv",
         move || {
             flag.store(true, Ordering::Relaxed);
@@ -442,10 +443,11 @@ fn run_copy(
             let _ = ch.set_blocking(true);
             let (mut sink, temp) = output_sink(&output)?;
             let t = Instant::now();
+            let cpu = ThreadCpu::start();
             let name = ch.name().to_owned();
             let n = copy_from_channel(ch.as_mut(), sink.as_mut(), &c2)
                 .map_err(|e| AppError::Failed(format!("raw channel ({name}): {e}")))?;
-            let secs = t.elapsed().as_secs_f64();
+            let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu.seconds());
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));
             }
@@ -454,7 +456,7 @@ fn run_copy(
                 t.persist()
                     .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
             }
-            Ok((n, secs))
+            Ok((n, secs, cpu))
         },
     )?;
     drop(_live);
@@ -470,7 +472,7 @@ fn run_copy(
             verified: false,
             file: opts.output.describe(),
         },
-        &raw_stats(bytes, secs),
+        &raw_stats(bytes, secs, cpu),
         &clock,
     );
     finish_report(&summary, opts.json, opts.json_to_stderr);

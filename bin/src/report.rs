@@ -340,6 +340,8 @@ pub struct ChannelFigures {
     pub packets: u64,
     /// Seconds the channel's thread was busy.
     pub busy_seconds: f64,
+    /// CPU seconds (user + system) of the channel's thread.
+    pub cpu_seconds: f64,
     /// Payload GB/s over the session's seconds.
     pub data_rate_gbps: f64,
 }
@@ -478,6 +480,7 @@ impl Summary {
                     zero_pages: c.zero_pages,
                     packets: c.packets,
                     busy_seconds: c.busy_seconds,
+                    cpu_seconds: c.cpu_seconds,
                     data_rate_gbps: c.bytes as f64 / seconds / 1e9,
                 })
                 .collect(),

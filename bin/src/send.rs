@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, SocketAddress};
+use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
 
 use crate::cli::SendArgs;
@@ -417,7 +418,8 @@ pub fn finish_report(summary: &Summary, json: bool, json_to_stderr: bool) {
 }
 
 /// Statistics of a plain copy (one channel, no pages).
-pub fn raw_stats(bytes: u64, seconds: f64) -> Stats {
+/// `cpu_seconds`: CPU time of the thread that copied.
+pub fn raw_stats(bytes: u64, seconds: f64, cpu_seconds: f64) -> Stats {
     Stats {
         bytes,
         wire_bytes: bytes,
@@ -439,6 +441,7 @@ pub fn raw_stats(bytes: u64, seconds: f64) -> Stats {
             zero_pages: 0,
             packets: 0,
             busy_seconds: seconds,
+            cpu_seconds,
         }],
     }
 }
@@ -479,7 +482,7 @@ fn send_raw(
         },
     );
     let c2 = count.clone();
-    let (bytes, secs) = rt.run_task(
+    let (bytes, secs, cpu) = rt.run_task(
         "raw-send",
         move || {
             if let Some(h) = &handle {
@@ -490,6 +493,7 @@ fn send_raw(
             let mut ch = ch;
             let _ = ch.set_blocking(true);
             let t = std::time::Instant::now();
+            let cpu = ThreadCpu::start();
             let copied = copy_input(input, &mut ChannelSink(ch.as_mut()), &c2);
             let n = match copied {
                 Ok(n) => n,
@@ -503,9 +507,9 @@ fn send_raw(
                     });
                 }
             };
-            let secs = t.elapsed().as_secs_f64();
+            let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu.seconds());
             end_raw(ch.as_mut()).map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
-            Ok((n, secs))
+            Ok((n, secs, cpu))
         },
     )?;
     drop(_live);
@@ -521,7 +525,7 @@ fn send_raw(
             verified: false,
             file: args.input.as_ref().map(|p| p.display().to_string()),
         },
-        &raw_stats(bytes, secs),
+        &raw_stats(bytes, secs, cpu),
         &clock,
     );
     finish_report(&summary, args.common.json, false);
@@ -552,11 +556,12 @@ fn send_to_file(
             json_to_stderr: false,
         },
     );
-    let (bytes, secs) = rt.run_task(
+    let (bytes, secs, cpu) = rt.run_task(
         "file-send",
         move || flag.store(true, Ordering::Relaxed),
         move || {
             let t = std::time::Instant::now();
+            let cpu = ThreadCpu::start();
             let out = TempOutput::create(&target)
                 .map_err(|e| AppError::Failed(format!("create {}: {e}", target.display())))?;
             let file = out.writer().map_err(|e| {
@@ -574,7 +579,7 @@ fn send_to_file(
             }
             out.persist()
                 .map_err(|e| AppError::Failed(format!("rename into {}: {e}", target.display())))?;
-            Ok((n, t.elapsed().as_secs_f64()))
+            Ok((n, t.elapsed().as_secs_f64(), cpu.seconds()))
         },
     )?;
     drop(_live);
@@ -590,7 +595,7 @@ fn send_to_file(
             verified: false,
             file: Some(path.display().to_string()),
         },
-        &raw_stats(bytes, secs),
+        &raw_stats(bytes, secs, cpu),
         &clock,
     );
     finish_report(&summary, args.common.json, false);

@@ -77,14 +77,25 @@ fn every_page_channel_carries_data() {
         packet_payload: 64 * 1024,
         ..SendConfig::default()
     };
+    let started = std::time::Instant::now();
     let (sent, got) = bounded(60, move || image_roundtrip(send, recv, source, config));
+    let wall = started.elapsed().as_secs_f64();
     let sent = sent.unwrap();
-    got.unwrap();
+    let got = got.unwrap();
     assert!(
         sent.channels.iter().all(|c| c.pages > 0),
         "{:?}",
         sent.channels
     );
+    // Each side's channel threads measured their own CPU time: some was
+    // spent on every channel, and a thread cannot use more CPU than the
+    // wall time it lived.
+    for c in sent.channels.iter().chain(&got.stats.channels) {
+        assert!(
+            c.cpu_seconds > 0.0 && c.cpu_seconds <= wall,
+            "{c:?} (wall {wall} s)"
+        );
+    }
 }
 
 #[test]

@@ -42,6 +42,9 @@ fn summaries_have_the_documented_fields() {
         assert!(v["cpu"]["user_seconds"].is_number());
         assert!(v["cpu"]["system_seconds"].is_number());
         assert_eq!(v["per_channel"].as_array().unwrap().len(), 2);
+        for c in v["per_channel"].as_array().unwrap() {
+            assert!(c["cpu_seconds"].as_f64().unwrap() > 0.0, "{c}");
+        }
         assert!(v["peer"].is_string());
     }
     assert_eq!(s["digest"], r["digest"]);

@@ -15,7 +15,7 @@ use super::{Conn, RecvOutcome, Target};
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
 use crate::image::DestImage;
-use crate::progress::Progress;
+use crate::progress::{Progress, ThreadCpu};
 use crate::session::{self, lock, read_record, write_record, Failure, Wake};
 use crate::wire::{
     self, Layout, PacketFlags, PacketHeader, Record, SessionHeader, Totals, VerdictStatus,
@@ -237,6 +237,7 @@ impl Run {
                 entries: vec![0u8; cap * session.entry_len()],
                 offsets: Vec::with_capacity(cap),
                 iov: Vec::with_capacity(cap),
+                cpu: ThreadCpu::default(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -461,10 +462,13 @@ struct Reader {
     entries: Vec<u8>,
     offsets: Vec<u64>,
     iov: Vec<IoSliceMut<'static>>,
+    /// This thread's CPU clock, started when it begins serving.
+    cpu: ThreadCpu,
 }
 
 impl Reader {
     fn run(mut self) -> Digest {
+        self.cpu = ThreadCpu::start();
         if let Err(e) = self.serve() {
             // A channel that broke may be the peer giving up: let its
             // reason reach the main thread before waking it.
@@ -618,7 +622,9 @@ impl Reader {
             u64::from(h.payload_len),
             PACKET_HEADER_LEN + n + h.payload_len as usize,
         );
-        self.progress.channel(self.id as u32).busy(started);
+        self.progress
+            .channel(self.id as u32)
+            .busy(started, self.cpu);
         Ok(())
     }
 
@@ -669,7 +675,9 @@ impl Reader {
             u64::from(h.payload_len),
             PACKET_HEADER_LEN + STREAM_ENTRY_LEN + h.payload_len as usize,
         );
-        self.progress.channel(self.id as u32).busy(started);
+        self.progress
+            .channel(self.id as u32)
+            .busy(started, self.cpu);
         Ok(true)
     }
 }

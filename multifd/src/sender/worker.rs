@@ -10,7 +10,7 @@ use transit_channel::{io as chio, Channel, Condition, FlushOutcome, WriteFlags};
 
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
-use crate::progress::{ChannelCounters, Progress};
+use crate::progress::{ChannelCounters, Progress, ThreadCpu};
 use crate::session::{self, lock, Failure, Wake, IOV_MAX};
 use crate::wire::{
     PacketFlags, PacketHeader, SessionHeader, StreamEntry, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
@@ -105,6 +105,7 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn run(mut self) -> Digest {
+        let cpu = ThreadCpu::start();
         let shared = self.shared.clone();
         loop {
             let job = {
@@ -127,7 +128,7 @@ impl Worker {
             let started = Instant::now();
             let end = matches!(job, Job::End);
             let result = self.process(&job);
-            self.counters().busy(started);
+            self.counters().busy(started, cpu);
             {
                 let mut st = lock(&shared.state);
                 st.busy[self.id] = false;
