@@ -15,8 +15,10 @@
 # The rounds alternate the transports (tcp, tls1, tls4, ws, exec, tcp, ...)
 # so a machine busy with other work hurts them alike; each rate is the best
 # of REPS (the verdict), and the median of the per-round ratios is printed
-# beside it. The load average is printed before and after. Credentials are
-# made with openssl in a temporary directory (QEMU's layout).
+# beside it. Last come the CPU seconds per GB of each side's channel
+# threads (JSON per_channel cpu_seconds), the median over the rounds. The
+# load average is printed before and after. Credentials are made with
+# openssl in a temporary directory (QEMU's layout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,13 +93,19 @@ listen_run() {
         >"$work/$tag.send.json" 2>"$work/$tag.send.err" \
         || { cat "$work/$tag.send.err" >&2; exit 1; }
     wait "$rpid" || { cat "$work/$tag.recv.err" >&2; exit 1; }
+    echo "$(cpu_per_gb "$work/$tag.send.json") $(cpu_per_gb "$work/$tag.recv.json")" >>"$work/$tag.cpu"
     jq '.data_rate_gbps' "$work/$tag.send.json"
 }
+
+# CPU seconds per GB of payload spent by one side's channel threads (their
+# own CPU clocks, so image generation and waiting are left out).
+cpu_per_gb() { jq '([.per_channel[].cpu_seconds] | add) / (.bytes / 1e9)' "$1"; }
 
 exec_run() {
     "${SPIN[@]}" "$T" send "exec:${RPIN[*]} $T recv stdio: 2>/dev/null" --ram "$SIZE" --zero-ratio 0 --channels 1 --json \
         >"$work/exec.send.json" 2>"$work/exec.send.err" \
         || { cat "$work/exec.send.err" >&2; exit 1; }
+    echo "$(cpu_per_gb "$work/exec.send.json") -" >>"$work/exec.cpu"
     jq '.data_rate_gbps' "$work/exec.send.json"
 }
 
@@ -138,4 +146,13 @@ check "tls 1 channel / plain tcp" "$(awk -v a="$TLS1" -v b="$TCP" 'BEGIN{print a
 check "tls 4 channels / tls 1 channel" "$(awk -v a="$TLS4" -v b="$TLS1" 'BEGIN{print a/b}')" ">=" 0.9 "$(median_ratio tls4 tls1)"
 check "ws 1 channel / plain tcp" "$(awk -v a="$WS" -v b="$TCP" 'BEGIN{print a/b}')" ">=" 0.8 "$(median_ratio ws tcp)"
 check "exec (second transit) / plain tcp" "$(awk -v a="$EX" -v b="$TCP" 'BEGIN{print a/b}')" ">=" 0.5 "$(median_ratio ex tcp)"
+# Where the time goes: the cost per GB of each side, less noisy than the
+# rates (a side whose threads use ~1 s per second of transfer is the
+# bottleneck).
+echo "channel-thread CPU, s per GB of payload, median of $REPS rounds (send / recv):"
+for tag in tcp tls1 tls4 ws exec; do
+    s=$(median $(cut -d' ' -f1 "$work/$tag.cpu"))
+    r=$(cut -d' ' -f2 "$work/$tag.cpu" | grep -v -- - || true)
+    printf '  %-6s %6.3f / %s\n' "$tag" "$s" "$([ -n "$r" ] && printf %.3f "$(median $r)" || echo "- (recv stdio: has no JSON)")"
+done
 exit $fail

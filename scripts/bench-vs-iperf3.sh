@@ -17,7 +17,9 @@
 # The runs are interleaved (iperf3, then each transit case, REPS rounds), so
 # a slow spell of the machine hits both sides alike, and iperf3 moves the
 # same number of bytes as transit (`-n SIZE`; IPERF_SECONDS=5 runs it for a
-# time instead). The median of the per-round ratios is printed too.
+# time instead). The median of the per-round ratios is printed too, and
+# the CPU seconds per GB of each side (iperf3 and transit) to show where
+# the time goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,8 +74,20 @@ iperf_rate() {
     [ -n "$IPERF_SECONDS" ] && amount=(-t "$IPERF_SECONDS")
     "${SPIN[@]}" iperf3 -c 127.0.0.1 -p "$port" -l 1M "${amount[@]}" -J >"$work/iperf.json"
     wait "$srv" || true
+    iperf_cpu "$work/iperf.json" >>"$work/iperf.cpu"
     jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf.json"
 }
+
+# CPU seconds per GB of an iperf3 run (iperf3 -J: process CPU percent over
+# the test), sender then receiver.
+iperf_cpu() {
+    jq -r '.end as $e | ($e.sum_received.bytes / 1e9) as $gb
+        | "\($e.cpu_utilization_percent.host_total / 100 * $e.sum_sent.seconds / $gb) \($e.cpu_utilization_percent.remote_total / 100 * $e.sum_sent.seconds / $gb)"' "$1"
+}
+
+# CPU seconds per GB of payload of one transit side's channel threads
+# (their own CPU clocks: image generation and waiting are left out).
+cpu_per_gb() { jq '([.per_channel[].cpu_seconds] | add) / (.bytes / 1e9)' "$1"; }
 
 # The address of the first complete "listening on" line of a receiver's
 # stderr (a line still being written could give a cut-off address).
@@ -92,6 +106,7 @@ iperf_file_rate() {
     sleep 0.3
     "${SPIN[@]}" iperf3 -c 127.0.0.1 -p "$port" -l 1M -F "$imgfile" -J >"$work/iperf-file.json"
     wait "$srv" || true
+    iperf_cpu "$work/iperf-file.json" >>"$work/iperf-file.cpu"
     jq '.end.sum_received.bits_per_second / 8 / 1e9' "$work/iperf-file.json"
 }
 
@@ -114,6 +129,7 @@ transit_run() {
     "${SPIN[@]}" /usr/bin/time -v "$T" send "$addr" "$@" "${extra[@]}" --json >"$work/$tag.send.json" \
         2>"$work/$tag.send.err"
     wait "$rpid"
+    echo "$(cpu_per_gb "$work/$tag.send.json") $(cpu_per_gb "$work/$tag.recv.json")" >>"$work/${tag%-*}.cpu"
 }
 
 rss_mib() { # time -v output -> MiB
@@ -180,6 +196,11 @@ st_send=$(rss_mib "$work/stream.send.err")
 st_recv=$(rss_mib "$work/stream.recv.err")
 st_rate=$(jq .image_rate_gbps "$work/stream.send.json")
 
+med() { sort -g | awk '{x[NR] = $1} END {printf "%.3f", (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'; }
+cpu_pair() { # name of a .cpu file -> "send / recv" medians
+    echo "$(cut -d' ' -f1 "$work/$1.cpu" | med) / $(cut -d' ' -f2 "$work/$1.cpu" | med)"
+}
+
 verdict() { # cond -> PASS/MISS
     if awk "BEGIN {exit !($1)}"; then echo PASS; else echo MISS; fi
 }
@@ -202,4 +223,12 @@ peak RSS, 1 channel 0% zero: send / recv        $rss_send / $rss_recv MiB (limit
 peak RSS, 4 channels 50% zero: send / recv      $rss_send4 / $rss_recv4 MiB (limit $limit MiB)  $(verdict "$rss_send4 <= $limit && $rss_recv4 <= $limit")
 stream $STREAM from stdin: send / recv RSS      $st_send / $st_recv MiB (limit 64 MiB)  $(verdict "$st_send <= 64 && $st_recv <= 64")
 stream $STREAM from stdin: rate                 $(printf %.2f "$st_rate") GB/s
+
+CPU seconds per GB, send / recv, median of $REPS rounds (iperf3: process CPU
+from its JSON; transit: its channel threads' own clocks; a side near
+1 s per second of transfer is the bottleneck):
+  iperf3 -l 1M                                  $(cpu_pair iperf)
+  iperf3 -l 1M -F (tmpfs file)                  $(cpu_pair iperf-file)
+  transit 1 channel, 0% zero                    $(cpu_pair c1z0)
+  transit 4 channels, 50% zero                  $(cpu_pair c4z5)
 REPORT
