@@ -99,6 +99,29 @@ fn every_page_channel_carries_data() {
 }
 
 #[test]
+fn page_channels_stay_open_until_the_sender_has_said_goodbye() {
+    // After END the sender still ends each page channel's transport
+    // (websocket close frame, TLS close_notify). A receiver that closed a
+    // page channel as soon as it read END made that late write fail with
+    // EPIPE, failing a transfer that worked (seen in 7 of 60 runs of a
+    // wss test). Here the goodbye comes 200 ms after END.
+    let spec = spec(2 << 20, 0.5, 21);
+    let source = SourceImage::generate(&spec).unwrap();
+    let expected = source.as_slice().to_vec();
+    let (mut send, recv) = unix_pairs(3);
+    for ch in send.iter_mut().skip(1) {
+        let inner = std::mem::replace(ch, Box::new(transit_channel::NullChannel::new()));
+        *ch = Tamper::late_bye(inner, std::time::Duration::from_millis(200));
+    }
+    let (sent, got) = bounded(60, move || {
+        image_roundtrip(send, recv, source, SendConfig::default())
+    });
+    sent.expect("sender");
+    let got = got.expect("receiver");
+    assert!(got.image.as_ref().unwrap().as_slice() == &expected[..]);
+}
+
+#[test]
 fn partial_last_page_and_small_pages() {
     // 512-byte pages, an image that ends 100 bytes into its last page,
     // packets of 8 pages.

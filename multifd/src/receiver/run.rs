@@ -137,7 +137,9 @@ pub(super) struct Run {
     failure: Arc<Failure>,
     barrier: Arc<Barrier>,
     image: Option<Arc<ImageShared>>,
-    threads: Vec<JoinHandle<Digest>>,
+    /// Each page thread hands back its digest and its channel: the
+    /// channels stay open until the verdict is written (see `finish`).
+    threads: Vec<JoinHandle<(Digest, Box<dyn Channel>)>>,
     writer: Option<JoinHandle<(Box<dyn Write + Send>, u64)>>,
 }
 
@@ -316,9 +318,21 @@ impl Run {
         };
         let mut digest = Digest::default();
         let mut panicked = false;
+        // The page channels stay open until the verdict is out. After its
+        // END packet the sender still ends each page channel's transport
+        // (`bye`: websocket close frame, TLS close_notify) before it writes
+        // the End record; a receiver that closed a channel as soon as it
+        // read END could make the kernel answer those last bytes with a
+        // reset, and the sender's `bye` fail with EPIPE on a transfer that
+        // worked. Once the End record is here, every page channel's `bye`
+        // is done.
+        let mut ended = Vec::with_capacity(self.threads.len());
         for t in std::mem::take(&mut self.threads) {
             match t.join() {
-                Ok(d) => digest.merge(d),
+                Ok((d, ch)) => {
+                    digest.merge(d);
+                    ended.push(ch);
+                }
                 Err(_) => panicked = true,
             }
         }
@@ -367,6 +381,7 @@ impl Run {
             // Best effort: the sender may already have closed.
             let _ = main.ch.bye();
         }
+        drop(ended);
         if status == VerdictStatus::Mismatch {
             return Err(Error::Mismatch {
                 sender: sent,
@@ -467,7 +482,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(mut self) -> Digest {
+    fn run(mut self) -> (Digest, Box<dyn Channel>) {
         self.cpu = ThreadCpu::start();
         if let Err(e) = self.serve() {
             // A channel that broke may be the peer giving up: let its
@@ -478,7 +493,7 @@ impl Reader {
         if let Kind::Stream(s) = &self.kind {
             s.finish_channel(self.id);
         }
-        self.digest
+        (self.digest, self.ch)
     }
 
     fn serve(&mut self) -> Result<()> {

@@ -70,12 +70,15 @@ pub fn spec(size: u64, zero_ratio: f64, seed: u64) -> ImageSpec {
 }
 
 /// A channel wrapper that flips one bit of the byte at written stream
-/// position `corrupt_at`, and/or sleeps before every read.
+/// position `corrupt_at`, and/or sleeps before every read, and/or ends
+/// its transport late: `bye` sleeps `late_bye`, then writes a few bytes
+/// (as a websocket close frame or a TLS close_notify would).
 pub struct Tamper {
     pub inner: Box<dyn Channel>,
     pub corrupt_at: Option<u64>,
     pub pos: u64,
     pub read_delay: Option<Duration>,
+    pub late_bye: Option<Duration>,
 }
 
 impl Tamper {
@@ -86,6 +89,7 @@ impl Tamper {
             corrupt_at: Some(at),
             pos: 0,
             read_delay: None,
+            late_bye: None,
         })
     }
 
@@ -96,6 +100,18 @@ impl Tamper {
             corrupt_at: None,
             pos: 0,
             read_delay: Some(d),
+            late_bye: None,
+        })
+    }
+
+    /// `bye` sleeps `d`, then writes 8 bytes.
+    pub fn late_bye(inner: Box<dyn Channel>, d: Duration) -> Box<dyn Channel> {
+        Box::new(Tamper {
+            inner,
+            corrupt_at: None,
+            pos: 0,
+            read_delay: None,
+            late_bye: Some(d),
         })
     }
 }
@@ -160,6 +176,13 @@ impl Channel for Tamper {
     }
     fn flush(&mut self) -> ChResult<FlushOutcome> {
         self.inner.flush()
+    }
+    fn bye(&mut self) -> ChResult<()> {
+        if let Some(d) = self.late_bye {
+            std::thread::sleep(d);
+            chio::write_all(&mut *self.inner, b"goodbye!")?;
+        }
+        self.inner.bye()
     }
 }
 
