@@ -329,3 +329,59 @@ fn fds_and_peek_are_unsupported() {
         .expect_err("peek");
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
 }
+
+/// Frames larger than the read buffer: a frame header is read on its own
+/// (plus a small wish such as a packet header), so the payload after it
+/// goes straight into the caller's buffer instead of being buffered and
+/// copied. Small frames are still read many to one call. Either way every
+/// byte arrives in order.
+#[test]
+fn large_frames_are_read_without_buffering_their_payload() {
+    use transit_channel::scripted::ReadStep;
+    use transit_channel::ScriptedChannel;
+
+    let config = WebSocketConfig::default();
+    let rbuf = config.read_buffer_size;
+    let a: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let small: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 1000]).collect();
+    let mut wire = frame(true, 0x2, &a, Some(KEY));
+    wire.extend(frame(true, 0x2, &b, Some(KEY)));
+    for s in &small {
+        wire.extend(frame(true, 0x2, s, Some(KEY)));
+    }
+    let inner = ScriptedChannel::new().read(ReadStep::Data(wire));
+    let log = inner.handle();
+    let mut ws = WebSocketChannel::from_upgraded(Box::new(inner), Role::Server, config, &[]);
+
+    // The first header: nothing is known about the peer, so a full buffer.
+    let mut got_a = vec![0u8; a.len()];
+    io::read_all(&mut ws, &mut got_a).expect("frame a");
+    assert_eq!(got_a, a);
+    assert_eq!(log.read_calls()[0].requested, rbuf);
+
+    // The second header with a 32-byte wish: header and wish only.
+    let calls = log.read_calls().len();
+    let mut head = [0u8; 32];
+    io::read_all(&mut ws, &mut head).expect("start of frame b");
+    assert_eq!(log.read_calls()[calls].requested, 14 + 32);
+    let mut rest = vec![0u8; b.len() - 32];
+    io::read_all(&mut ws, &mut rest).expect("rest of frame b");
+    assert_eq!((&head[..], &rest[..]), (&b[..32], &b[32..]));
+
+    // The first small frame's header comes with a large wish: the header
+    // alone. After that frame the peer is known to send small frames, so
+    // one read takes in many of them.
+    let calls = log.read_calls().len();
+    let mut tail = vec![0u8; 50 * 1000];
+    io::read_all(&mut ws, &mut tail).expect("small frames");
+    assert_eq!(tail, small.concat());
+    let reads = &log.read_calls()[calls..];
+    assert_eq!(reads[0].requested, 14);
+    assert!(reads.iter().any(|r| r.requested == rbuf), "{reads:?}");
+    assert!(
+        reads.len() < 10,
+        "{} reads for 50 small frames",
+        reads.len()
+    );
+}
