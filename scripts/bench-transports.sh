@@ -81,6 +81,10 @@ listen_run() {
     local rargs=() sargs=()
     while [ "$1" != "--" ]; do rargs+=("$1"); shift; done; shift
     sargs=("$@")
+    # The files are reused every round: remove the last round's, or the
+    # loop below could read its address before the new receiver's shell
+    # has truncated the file (a refused connect, seen once in 45 rounds).
+    rm -f "$work/$tag.recv.err" "$work/$tag.recv.json"
     "${RPIN[@]}" "$T" recv "$uri" --json "${rargs[@]}" >"$work/$tag.recv.json" 2>"$work/$tag.recv.err" &
     local rpid=$! addr=""
     for _ in $(seq 1 200); do
@@ -88,10 +92,10 @@ listen_run() {
         [ -n "$addr" ] && break
         sleep 0.05
     done
-    [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; exit 1; }
+    [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; kill "$rpid"; exit 1; }
     "${SPIN[@]}" "$T" send "$addr" --ram "$SIZE" --zero-ratio 0 --json "${sargs[@]}" \
         >"$work/$tag.send.json" 2>"$work/$tag.send.err" \
-        || { cat "$work/$tag.send.err" >&2; exit 1; }
+        || { cat "$work/$tag.send.err" >&2; kill "$rpid" 2>/dev/null; exit 1; }
     wait "$rpid" || { cat "$work/$tag.recv.err" >&2; exit 1; }
     echo "$(cpu_per_gb "$work/$tag.send.json") $(cpu_per_gb "$work/$tag.recv.json")" >>"$work/$tag.cpu"
     jq '.data_rate_gbps' "$work/$tag.send.json"
