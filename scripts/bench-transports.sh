@@ -23,16 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-3}
-# PIN=1: receivers on CPU 1, senders on CPU 0 (see
-# bench-vs-iperf3.sh); PIN=0 (default) lets the scheduler place them.
-PIN=${PIN:-0}
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    RPIN=(taskset -c 1)
-    SPIN=(taskset -c 0)
-else
-    RPIN=()
-    SPIN=()
-fi
+# PIN=1 pins receivers and senders to a core each (scripts/lib.sh).
+. scripts/lib.sh
 SIZE=${SIZE:-1G}
 
 for tool in openssl jq; do
@@ -67,13 +59,6 @@ pki
 CLIENT=$work/pki/client
 SERVER=$work/pki/server
 
-# The address of the first complete "listening on" line of a receiver's
-# stderr (a line still being written could give a cut-off address).
-listen_addr() {
-    [ -f "$1" ] || return 0
-    head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep -o 'listening on [^ ]*' | head -1 | cut -d' ' -f3
-}
-
 # One session with a listening receiver. Args: tag, recv URI, then
 # recv extra args, "--", send extra args. Prints the sender's data rate.
 listen_run() {
@@ -82,17 +67,12 @@ listen_run() {
     while [ "$1" != "--" ]; do rargs+=("$1"); shift; done; shift
     sargs=("$@")
     # The files are reused every round: remove the last round's, or the
-    # loop below could read its address before the new receiver's shell
+    # wait_listen could read its address before the new receiver's shell
     # has truncated the file (a refused connect, seen once in 45 rounds).
     rm -f "$work/$tag.recv.err" "$work/$tag.recv.json"
     "${RPIN[@]}" "$T" recv "$uri" --json "${rargs[@]}" >"$work/$tag.recv.json" 2>"$work/$tag.recv.err" &
-    local rpid=$! addr=""
-    for _ in $(seq 1 200); do
-        addr=$(listen_addr "$work/$tag.recv.err") || true
-        [ -n "$addr" ] && break
-        sleep 0.05
-    done
-    [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; kill "$rpid"; exit 1; }
+    local rpid=$! addr
+    addr=$(wait_listen "$work/$tag.recv.err") || { kill "$rpid"; exit 1; }
     "${SPIN[@]}" "$T" send "$addr" --ram "$SIZE" --zero-ratio 0 --json "${sargs[@]}" \
         >"$work/$tag.send.json" 2>"$work/$tag.send.err" \
         || { cat "$work/$tag.send.err" >&2; kill "$rpid" 2>/dev/null; exit 1; }
@@ -100,10 +80,6 @@ listen_run() {
     echo "$(cpu_per_gb "$work/$tag.send.json") $(cpu_per_gb "$work/$tag.recv.json")" >>"$work/$tag.cpu"
     jq '.data_rate_gbps' "$work/$tag.send.json"
 }
-
-# CPU seconds per GB of payload spent by one side's channel threads (their
-# own CPU clocks, so image generation and waiting are left out).
-cpu_per_gb() { jq '([.per_channel[].cpu_seconds] | add) / (.bytes / 1e9)' "$1"; }
 
 exec_run() {
     "${SPIN[@]}" "$T" send "exec:${RPIN[*]} $T recv stdio: 2>/dev/null" --ram "$SIZE" --zero-ratio 0 --channels 1 --json \
@@ -113,8 +89,6 @@ exec_run() {
     jq '.data_rate_gbps' "$work/exec.send.json"
 }
 
-best() { printf '%s\n' "$@" | sort -g | tail -1; }
-median() { printf '%s\n' "$@" | sort -g | awk '{x[NR] = $1} END {print (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'; }
 # Median over the rounds of (a / b of the same round). Args: names of two arrays.
 median_ratio() {
     local -n a=$1 b=$2

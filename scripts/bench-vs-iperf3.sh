@@ -24,18 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-3}
-# PIN=1: the receiving side runs on CPU 1 and the sending side on
-# CPU 0 (iperf3 too), so the scheduler's placement of the two processes (both
-# on one core halves every rate) does not decide the result. PIN=0 (default) lets the
-# scheduler place them.
-PIN=${PIN:-0}
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    RPIN=(taskset -c 1)
-    SPIN=(taskset -c 0)
-else
-    RPIN=()
-    SPIN=()
-fi
+# PIN=1: the receiving side runs on CPU 1 and the sending side on CPU 0
+# (iperf3 too); see scripts/lib.sh, which also has the shared helpers.
+. scripts/lib.sh
 SIZE=${SIZE:-1G}
 STREAM=${STREAM:-4G}
 PACKET=${PACKET:-}          # e.g. PACKET=1M to try another packet size
@@ -85,17 +76,6 @@ iperf_cpu() {
         | "\($e.cpu_utilization_percent.host_total / 100 * $e.sum_sent.seconds / $gb) \($e.cpu_utilization_percent.remote_total / 100 * $e.sum_sent.seconds / $gb)"' "$1"
 }
 
-# CPU seconds per GB of payload of one transit side's channel threads
-# (their own CPU clocks: image generation and waiting are left out).
-cpu_per_gb() { jq '([.per_channel[].cpu_seconds] | add) / (.bytes / 1e9)' "$1"; }
-
-# The address of the first complete "listening on" line of a receiver's
-# stderr (a line still being written could give a cut-off address).
-listen_addr() {
-    [ -f "$1" ] || return 0
-    head -n "$(wc -l <"$1")" "$1" 2>/dev/null | grep -o 'listening on tcp:[^ ]*' | head -1 | cut -d' ' -f3
-}
-
 # Context, not a target: iperf3 sending a SIZE file from tmpfs (-F), so its
 # sender reads the bytes from memory as transit's does from the image
 # (plain iperf3 resends one cache-hot 1 MiB buffer).
@@ -118,14 +98,8 @@ transit_run() {
     [ -n "$PACKET" ] && extra=(--packet-size "$PACKET")
     "${RPIN[@]}" /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/$tag.recv.json" \
         2>"$work/$tag.recv.err" &
-    local rpid=$!
-    local addr=""
-    for _ in $(seq 1 200); do
-        addr=$(listen_addr "$work/$tag.recv.err") || true
-        [ -n "$addr" ] && break
-        sleep 0.05
-    done
-    [ -n "$addr" ] || { echo "recv did not listen" >&2; cat "$work/$tag.recv.err" >&2; exit 1; }
+    local rpid=$! addr
+    addr=$(wait_listen "$work/$tag.recv.err") || { kill "$rpid"; exit 1; }
     "${SPIN[@]}" /usr/bin/time -v "$T" send "$addr" "$@" "${extra[@]}" --json >"$work/$tag.send.json" \
         2>"$work/$tag.send.err"
     wait "$rpid"
@@ -135,8 +109,6 @@ transit_run() {
 rss_mib() { # time -v output -> MiB
     awk -F: '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$1"
 }
-
-best() { sort -g | tail -1; }
 
 echo "== $REPS rounds of: iperf3 -l 1M (${IPERF_SECONDS:+${IPERF_SECONDS}s}${IPERF_SECONDS:-$SIZE}), transit 1 ch 0% zero, 4 ch 50% zero, 1 ch 50% zero" >&2
 shm=/dev/shm
@@ -157,18 +129,17 @@ for i in $(seq "$REPS"); do
     printf 'round %d: iperf3 %.2f  iperf3 -F %.2f  1ch/0%% data %.2f  4ch/50%% image %.2f  1ch/50%% image %.2f GB/s\n' \
         "$i" "${ip[-1]}" "${ipf[-1]}" "${c1z0[-1]}" "${c4z5[-1]}" "${c1z5[-1]}" >&2
 done
-bestof() { printf '%s\n' "$@" | best; }
-iperf=$(bestof "${ip[@]}")
-iperf_file=$(bestof "${ipf[@]}")
-one_data=$(bestof "${c1z0[@]}")
-four_img=$(bestof "${c4z5[@]}")
-one_img=$(bestof "${c1z5[@]}")
+iperf=$(best "${ip[@]}")
+iperf_file=$(best "${ipf[@]}")
+one_data=$(best "${c1z0[@]}")
+four_img=$(best "${c4z5[@]}")
+one_img=$(best "${c1z5[@]}")
 # Median over the rounds of (transit / iperf3 of the same round).
 median_ratio() { # name of the transit array
     local -n arr=$1
-    local i
-    for i in "${!arr[@]}"; do awk -v a="${arr[$i]}" -v b="${ip[$i]}" 'BEGIN {print a / b}'; done |
-        sort -g | awk '{x[NR] = $1} END {printf "%.2f", (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'
+    local i out=()
+    for i in "${!arr[@]}"; do out+=("$(awk -v a="${arr[$i]}" -v b="${ip[$i]}" 'BEGIN {print a / b}')"); done
+    printf %.2f "$(median "${out[@]}")"
 }
 m1=$(median_ratio c1z0)
 m2=$(median_ratio c4z5)
@@ -176,12 +147,7 @@ m2=$(median_ratio c4z5)
 echo "== transit stream from stdin: head -c $STREAM /dev/zero, 4 channels" >&2
 "${RPIN[@]}" /usr/bin/time -v "$T" recv tcp:127.0.0.1:0 --json >"$work/stream.recv.json" 2>"$work/stream.recv.err" &
 rpid=$!
-addr=""
-for _ in $(seq 1 200); do
-    addr=$(listen_addr "$work/stream.recv.err") || true
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
+addr=$(wait_listen "$work/stream.recv.err") || { kill "$rpid"; exit 1; }
 head -c "$STREAM" /dev/zero | "${SPIN[@]}" /usr/bin/time -v "$T" send "$addr" --input - --json \
     >"$work/stream.send.json" 2>"$work/stream.send.err"
 wait "$rpid"
@@ -196,9 +162,8 @@ st_send=$(rss_mib "$work/stream.send.err")
 st_recv=$(rss_mib "$work/stream.recv.err")
 st_rate=$(jq .image_rate_gbps "$work/stream.send.json")
 
-med() { sort -g | awk '{x[NR] = $1} END {printf "%.3f", (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'; }
 cpu_pair() { # name of a .cpu file -> "send / recv" medians
-    echo "$(cut -d' ' -f1 "$work/$1.cpu" | med) / $(cut -d' ' -f2 "$work/$1.cpu" | med)"
+    printf '%.3f / %.3f\n' "$(median $(cut -d' ' -f1 "$work/$1.cpu"))" "$(median $(cut -d' ' -f2 "$work/$1.cpu"))"
 }
 
 verdict() { # cond -> PASS/MISS

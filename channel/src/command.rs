@@ -13,7 +13,8 @@
 //! socket pair rather than a pipe: a pipe's writer and reader copy under one
 //! lock and so take turns, a socket's copy at the same time, which doubles
 //! the throughput between two processes on two cores. Our ends are
-//! close-on-exec, so no other child inherits them. The text below says "pipe" for either.
+//! close-on-exec, so no other child inherits them. The text below says
+//! "pipe" for either.
 //! The watch is [`WatchFds::Pair`]: `IN` on stdout, `OUT` on stdin;
 //! [`Channel::set_blocking`] applies to both.
 //!
@@ -392,8 +393,9 @@ impl CommandChannel {
         // One UNIX stream socket pair per direction, not a pipe: a pipe
         // copies in and out under one lock, so the writer's copy and the
         // reader's copy take turns; a socket's sender and receiver copy at
-        // the same time. Each pair carries one direction only, and the other is shut down, so
-        // the child sees the streams a pipe would give it.
+        // the same time. Each pair carries one direction only, and the
+        // other is shut down, so the child sees the streams a pipe would
+        // give it.
         let pair = |dir: &str| {
             std::os::unix::net::UnixStream::pair()
                 .map_err(|e| Error::os(&name, format!("socketpair for the command's {dir}"), e))
