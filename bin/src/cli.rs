@@ -93,6 +93,23 @@ pub struct CommonArgs {
     /// then indistinguishable from its end).
     #[arg(long, requires = "tls_creds")]
     pub tls_relaxed_eof: bool,
+
+    /// Permissions of an output file, in octal (recv --output FILE, send file:PATH). Default: an
+    /// existing file keeps its mode and owner, a new one is created 600 (images carry secrets).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+}
+
+/// An octal file mode such as `644` or `0640`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!(
+            "'{s}' is not an octal file mode (e.g. 600, 644, 0640)"
+        )),
+    }
 }
 
 /// `transit send`.

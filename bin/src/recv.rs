@@ -27,7 +27,9 @@ use transit_channel::{
     SocketChannel,
 };
 use transit_multifd::progress::ThreadCpu;
-use transit_multifd::wire::{self, ConnectionKind, Layout, SessionHeader, WireError};
+use transit_multifd::wire::{
+    self, ConnectionKind, ErrorCode, FramedStart, Layout, Record, SessionHeader, WireError,
+};
 use transit_multifd::{
     AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
 };
@@ -36,7 +38,7 @@ use transit_net_listener::NetListener;
 use crate::cli::RecvArgs;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
-use crate::output::{check_target, TempOutput};
+use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
 use crate::runtime::Runtime;
@@ -52,8 +54,11 @@ enum Output {
     Discard,
     /// Standard output.
     Stdout,
-    /// A file, renamed into place on success.
+    /// A regular file (or nothing yet), renamed into place on success.
     File(PathBuf),
+    /// An existing device, FIFO or socket: opened as it is and written in
+    /// order, never replaced.
+    Device(PathBuf),
 }
 
 impl Output {
@@ -61,7 +66,7 @@ impl Output {
         match self {
             Output::Discard => None,
             Output::Stdout => Some("-".into()),
-            Output::File(p) => Some(p.display().to_string()),
+            Output::File(p) | Output::Device(p) => Some(p.display().to_string()),
         }
     }
 }
@@ -93,6 +98,8 @@ struct Opts {
     transport: TransportOpts,
     /// Summaries go to stderr (the data or the channel is on stdout).
     json_to_stderr: bool,
+    /// Mode of a new output file (--mode).
+    mode: Option<u32>,
 }
 
 /// Run `transit recv`.
@@ -119,10 +126,10 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
     let output = match &args.output {
         None => Output::Discard,
         Some(p) if p.as_os_str() == "-" => Output::Stdout,
-        Some(p) => {
-            check_target(p).map_err(AppError::Usage)?;
-            Output::File(p.clone())
-        }
+        Some(p) => match check_target(p).map_err(AppError::Usage)? {
+            OutputTarget::File(t) => Output::File(t),
+            OutputTarget::Stream(t) => Output::Device(t),
+        },
     };
     check_tls_uri(&endpoint, c.tls_creds.is_some())?;
     let stdio = matches!(endpoint, Endpoint::Stdio);
@@ -158,6 +165,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         endpoint: endpoint.clone(),
         transport,
         json_to_stderr: matches!(output, Output::Stdout) || stdio,
+        mode: c.mode,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -377,14 +385,16 @@ fn wait_first_client(
     })
 }
 
-fn output_sink(output: &Output) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
+fn output_sink(
+    output: &Output,
+    mode: Option<u32>,
+) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
     Ok(match output {
         Output::Discard => (Box::new(WriteSink(std::io::sink())), None),
         Output::Stdout => (Box::new(WriteSink(stdout_file()?)), None),
+        Output::Device(p) => (Box::new(WriteSink(device_file(p)?)), None),
         Output::File(p) => {
-            let t = TempOutput::create(p).map_err(|e| {
-                AppError::Failed(format!("create output next to {}: {e}", p.display()))
-            })?;
+            let t = create_temp(p, mode)?;
             let file = t
                 .writer()
                 .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
@@ -396,6 +406,15 @@ fn output_sink(output: &Output) -> Result<(Box<dyn Sink + Send>, Option<TempOutp
             (Box::new(sink), Some(t))
         }
     })
+}
+
+fn create_temp(p: &std::path::Path, mode: Option<u32>) -> Result<TempOutput, AppError> {
+    TempOutput::create(p, mode)
+        .map_err(|e| AppError::Failed(format!("create output next to {}: {e}", p.display())))
+}
+
+fn device_file(p: &std::path::Path) -> Result<std::fs::File, AppError> {
+    open_stream(p).map_err(|e| AppError::Failed(format!("open {} for writing: {e}", p.display())))
 }
 
 fn stdout_file() -> Result<std::fs::File, AppError> {
@@ -412,6 +431,7 @@ fn run_copy(
     opts: &Opts,
     mut ch: Box<dyn Channel>,
     peer: Option<String>,
+    refuse_framed_peers: bool,
     clock: CpuClock,
 ) -> Result<(), AppError> {
     let count = Arc::new(AtomicU64::new(0));
@@ -430,6 +450,7 @@ fn run_copy(
     );
     let flag = cancelled.clone();
     let output = opts.output.clone();
+    let mode = opts.mode;
     let c2 = count.clone();
     let (bytes, secs, cpu) = rt.run_task(
         "raw-recv",
@@ -441,7 +462,10 @@ fn run_copy(
         },
         move || {
             let _ = ch.set_blocking(true);
-            let (mut sink, temp) = output_sink(&output)?;
+            if refuse_framed_peers {
+                ch = refuse_framed(ch)?;
+            }
+            let (mut sink, temp) = output_sink(&output, mode)?;
             let t = Instant::now();
             let cpu = ThreadCpu::start();
             let name = ch.name().to_owned();
@@ -452,7 +476,7 @@ fn run_copy(
                 return Err(AppError::Failed("cancelled".into()));
             }
             drop(sink);
-            if let Some(t) = temp {
+            if let Some(mut t) = temp {
                 t.persist()
                     .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
             }
@@ -479,6 +503,56 @@ fn run_copy(
     Ok(())
 }
 
+/// A `--raw` receiver's first look at its connection: a framed transit
+/// sender is refused, and told so, instead of being taken for data (both
+/// ends fail, each naming the mismatch). Plain bytes read to decide are
+/// put back in front.
+fn refuse_framed(mut ch: Box<dyn Channel>) -> Result<Box<dyn Channel>, AppError> {
+    let mut head = Vec::new();
+    loop {
+        match wire::framed_start(&head) {
+            FramedStart::Raw => break,
+            FramedStart::NeedMore(n) => {
+                let at = head.len();
+                head.resize(n, 0);
+                match ch.readv(
+                    &mut [IoSliceMut::new(&mut head[at..])],
+                    None,
+                    ReadFlags::empty(),
+                ) {
+                    Ok(0) => {
+                        head.truncate(at);
+                        break;
+                    }
+                    Ok(k) => head.truncate(at + k),
+                    Err(e) => return Err(AppError::Failed(format!("raw channel: receive: {e}"))),
+                }
+            }
+            FramedStart::Framed { reason } => {
+                let tell = Record::Error {
+                    code: ErrorCode::Refused,
+                    message: "the receiver runs with --raw and takes plain bytes on one \
+                              connection: drop --raw there, or use it on both ends"
+                        .into(),
+                };
+                let _ = chio::write_all(&mut *ch, &tell.to_bytes());
+                drain_close(ch, Instant::now() + LINGER);
+                let mut msg = "the sender speaks transit's framed protocol: drop --raw, or use it on both ends"
+                    .to_owned();
+                if let Some(r) = reason {
+                    msg.push_str(&format!(" (the sender gave up: {})", one_line(&r)));
+                }
+                return Err(AppError::Failed(msg));
+            }
+        }
+    }
+    Ok(if head.is_empty() {
+        ch
+    } else {
+        Box::new(Prefixed::new(head, ch))
+    })
+}
+
 fn recv_raw(
     rt: &Runtime,
     opts: &Opts,
@@ -489,7 +563,7 @@ fn recv_raw(
         .peer_address()
         .map(|a| a.to_string())
         .or_else(|| Some(ch.name().to_owned()));
-    run_copy(rt, opts, ch, peer, clock)
+    run_copy(rt, opts, ch, peer, true, clock)
 }
 
 fn recv_from_file(
@@ -505,6 +579,7 @@ fn recv_from_file(
         opts,
         Box::new(ch),
         Some(format!("file:{}", path.display())),
+        false,
         clock,
     )
 }
@@ -594,6 +669,39 @@ struct Decrement(Arc<AtomicU64>);
 impl Drop for Decrement {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Rejected connections being told why at once, at most.
+const TURN_AWAY_MAX: usize = 16;
+static TURNING_AWAY: AtomicU64 = AtomicU64::new(0);
+
+/// Tell a connection that does not speak the framed protocol why it is
+/// refused (a `transit send --raw` reads this and fails, naming the
+/// mismatch), then drain and close it on a thread of its own, so the
+/// refusal is not destroyed by a reset. Beyond [`TURN_AWAY_MAX`] at once,
+/// connections are closed without a word.
+fn turn_away(mut ch: Box<dyn Channel>) {
+    if TURNING_AWAY.fetch_add(1, Ordering::AcqRel) >= TURN_AWAY_MAX as u64 {
+        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("recv-turn-away".into())
+        .spawn(move || {
+            let tell = Record::Error {
+                code: ErrorCode::Refused,
+                message: "this transit receiver speaks its framed protocol, not plain bytes: \
+                          drop --raw on the sender, or run the receiver with --raw"
+                    .into(),
+            };
+            let _ = ch.set_blocking(false);
+            let _ = chio::write_all(&mut *ch, &tell.to_bytes());
+            drain_close(ch, Instant::now() + LINGER);
+            TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -776,6 +884,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
     let worker = SessionWorker {
         queue,
         output: opts.output.clone(),
+        mode: opts.mode,
         channels: opts.channels,
         wait_limit: opts.wait_limit,
         handshake: opts.handshake,
@@ -962,6 +1071,7 @@ fn is_fatal(e: &transit_multifd::Error) -> bool {
 struct SessionWorker {
     queue: mpsc::Receiver<Msg>,
     output: Output,
+    mode: Option<u32>,
     channels: Option<u32>,
     wait_limit: Option<Duration>,
     handshake: Duration,
@@ -1033,9 +1143,12 @@ impl SessionWorker {
                         session = Some(s);
                     }
                 }
-                Ok(Peeked::Other(why)) => warn(&format!(
-                    "rejected a connection from {peer}: not a transit sender: {why}"
-                )),
+                Ok(Peeked::Other(why)) => {
+                    warn(&format!(
+                        "rejected a connection from {peer}: not a transit sender: {why}"
+                    ));
+                    turn_away(ch);
+                }
                 Err(why) => warn(&format!("rejected a connection from {peer}: {why}")),
             }
         }
@@ -1043,8 +1156,13 @@ impl SessionWorker {
             return Err(AppError::Failed("no session".into()));
         };
         let Session { rx, temp, peer } = s;
-        let outcome = rx.run()?;
-        self.finish(outcome, temp, peer)
+        let output = self.output.clone();
+        let outcome = rx.run_with(move |out| commit(&output, temp, out))?;
+        Ok(Done {
+            stats: outcome.stats,
+            session: outcome.session,
+            peer,
+        })
     }
 
     /// A handshake failed: let the handshakes still running end, and close
@@ -1102,22 +1220,26 @@ impl SessionWorker {
                 Output::Discard => Destination::Writer(Box::new(std::io::sink())),
                 Output::Stdout => Destination::Writer(Box::new(stdout_file()?)),
                 Output::File(p) => {
-                    let t = TempOutput::create(p).map_err(|e| {
-                        AppError::Failed(format!("create output next to {}: {e}", p.display()))
-                    })?;
+                    let t = create_temp(p, self.mode)?;
                     let w = t.writer().map_err(|e| {
                         AppError::Failed(format!("open {}: {e}", t.temp_path().display()))
                     })?;
                     temp = Some(t);
                     Destination::Writer(Box::new(std::io::BufWriter::with_capacity(1 << 20, w)))
                 }
+                Output::Device(p) => Destination::Writer(Box::new(
+                    std::io::BufWriter::with_capacity(1 << 20, device_file(p)?),
+                )),
             }
         } else {
             match &self.output {
-                Output::Discard | Output::Stdout => Destination::Memory { prefault: true },
+                Output::Discard | Output::Stdout | Output::Device(_) => {
+                    Destination::Memory { prefault: true }
+                }
                 Output::File(p) => Destination::File {
                     path: p.clone(),
                     prefault: true,
+                    mode: self.mode,
                 },
             }
         };
@@ -1142,47 +1264,42 @@ impl SessionWorker {
             peer: None,
         })
     }
+}
 
-    fn finish(
-        &self,
-        outcome: RecvOutcome,
-        temp: Option<TempOutput>,
-        peer: Option<String>,
-    ) -> Result<Done, AppError> {
-        let RecvOutcome {
-            stats,
-            session,
-            image,
-            writer,
-        } = outcome;
-        if let Some(mut w) = writer {
-            w.flush()
-                .map_err(|e| AppError::Failed(format!("write the output: {e}")))?;
-        }
-        if let Some(t) = temp {
-            t.persist()
-                .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
-        }
-        if let Some(img) = image {
-            match &self.output {
-                Output::Discard => drop(img),
-                Output::File(p) => {
-                    img.persist().map_err(|e| {
-                        AppError::Failed(format!("put the output in place at {}: {e}", p.display()))
-                    })?;
-                }
-                Output::Stdout => {
-                    let mut out = stdout_file()?;
-                    out.write_all(img.as_slice())
-                        .map_err(|e| AppError::Failed(format!("write the image to stdout: {e}")))?;
-                }
-            }
-        }
-        Ok(Done {
-            stats,
-            session,
-            peer,
-        })
+/// Put a verified session's output where it belongs: flush the stream,
+/// move the file into place, or write the image out. The receiver runs
+/// this before it answers the sender, so the sender's success means the
+/// output is in place, and this step's failure is what the sender hears.
+fn commit(
+    output: &Output,
+    temp: Option<TempOutput>,
+    out: &mut RecvOutcome,
+) -> transit_multifd::Result<()> {
+    use transit_multifd::Error;
+    let in_place = |e: std::io::Error, p: &std::path::Path| {
+        Error::data(format!("put the output in place at {}", p.display()), e)
+    };
+    if let Some(w) = out.writer.as_mut() {
+        w.flush().map_err(|e| Error::data("write the output", e))?;
+    }
+    if let Some(mut t) = temp {
+        t.persist().map_err(|e| in_place(e, t.target()))?;
+    }
+    let Some(img) = out.image.as_mut() else {
+        return Ok(());
+    };
+    match output {
+        Output::Discard => Ok(()),
+        Output::File(p) => img.persist_in_place().map_err(|e| in_place(e, p)),
+        Output::Stdout => std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|mut f| f.write_all(img.as_slice()))
+            .map_err(|e| Error::data("write the image to stdout", e)),
+        Output::Device(p) => open_stream(p)
+            .and_then(|mut f| f.write_all(img.as_slice()))
+            .map_err(|e| Error::data(format!("write the image to {}", p.display()), e)),
     }
 }
 

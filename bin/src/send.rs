@@ -18,8 +18,8 @@ use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Send
 use crate::cli::SendArgs;
 use crate::dirty::dirty_image;
 use crate::endpoint::Endpoint;
-use crate::error::AppError;
-use crate::output::{check_target, TempOutput};
+use crate::error::{one_line, AppError};
+use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{self, copy_input, ChannelSink, FileSink, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary,
@@ -498,6 +498,9 @@ fn send_raw(
             let n = match copied {
                 Ok(n) => n,
                 Err(e) => {
+                    if let Some(refused) = pending_framed_refusal(ch.as_mut()) {
+                        return Err(refused);
+                    }
                     let name = ch.name().to_owned();
                     // A command that died says why in its exit status.
                     let told = e.contains("exited with status") || e.contains("killed by signal");
@@ -508,7 +511,7 @@ fn send_raw(
                 }
             };
             let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu.seconds());
-            end_raw(ch.as_mut()).map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+            end_raw(ch.as_mut())?;
             Ok((n, secs, cpu))
         },
     )?;
@@ -544,7 +547,8 @@ fn send_to_file(
     let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let c2 = count.clone();
     let flag = cancelled.clone();
-    let target = path.clone();
+    let target = check_target(&path).map_err(AppError::Usage)?;
+    let mode = args.common.mode;
     let _live = Live::install(
         rt.ctx(),
         Probe::Raw(count.clone()),
@@ -562,7 +566,22 @@ fn send_to_file(
         move || {
             let t = std::time::Instant::now();
             let cpu = ThreadCpu::start();
-            let out = TempOutput::create(&target)
+            let target = match target {
+                OutputTarget::File(p) => p,
+                OutputTarget::Stream(p) => {
+                    // A device or FIFO: written in order, never replaced.
+                    let file = open_stream(&p).map_err(|e| {
+                        AppError::Failed(format!("open {} for writing: {e}", p.display()))
+                    })?;
+                    let n = copy_input(input, &mut payload::WriteSink(file), &c2)
+                        .map_err(AppError::Failed)?;
+                    if cancelled.load(Ordering::Relaxed) {
+                        return Err(AppError::Failed("cancelled".into()));
+                    }
+                    return Ok((n, t.elapsed().as_secs_f64(), cpu.seconds()));
+                }
+            };
+            let mut out = TempOutput::create(&target, mode)
                 .map_err(|e| AppError::Failed(format!("create {}: {e}", target.display())))?;
             let file = out.writer().map_err(|e| {
                 AppError::Failed(format!("open {}: {e}", out.temp_path().display()))
@@ -610,10 +629,15 @@ fn send_to_file(
 /// session tickets, a websocket close frame) makes the kernel answer with a
 /// reset, and a reset can destroy data the peer has not read yet — the
 /// transfer would look successful here and be truncated there.
-fn end_raw(ch: &mut dyn Channel) -> Result<(), transit_channel::Error> {
-    ch.bye()?;
+///
+/// What the peer sent back is looked at: a framed transit receiver
+/// refuses plain bytes with an error record, and that fails the send.
+fn end_raw(ch: &mut dyn Channel) -> Result<(), AppError> {
+    let failed = |e: transit_channel::Error| AppError::Failed(format!("raw channel: {e}"));
+    ch.bye().map_err(failed)?;
     let _ = ch.shutdown(Shutdown::Write);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut head = Vec::new();
     let mut buf = [0u8; 16 << 10];
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -631,12 +655,64 @@ fn end_raw(ch: &mut dyn Channel) -> Result<(), transit_channel::Error> {
             transit_channel::ReadFlags::RELAXED_EOF,
         ) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => {
+                let keep = n.min(REFUSAL_MAX.saturating_sub(head.len()));
+                head.extend_from_slice(&buf[..keep]);
+            }
             Err(e) if e.is_would_block() => {}
             Err(_) => break,
         }
     }
-    ch.close()
+    if let Some(e) = framed_refusal(&head) {
+        let _ = ch.close();
+        return Err(e);
+    }
+    ch.close().map_err(failed)
+}
+
+/// The longest error record a framed receiver may answer plain bytes with.
+const REFUSAL_MAX: usize = wire::RECORD_HEADER_LEN + 8 + wire::MAX_ERROR_MESSAGE;
+
+/// The error for a raw send that a framed transit receiver refused, if
+/// `answer` (what the receiver sent back) is that refusal.
+fn framed_refusal(answer: &[u8]) -> Option<AppError> {
+    match wire::framed_start(answer) {
+        wire::FramedStart::Framed { reason } => Some(AppError::Failed(format!(
+            "the receiver speaks transit's framed protocol: drop --raw, or use it on both ends (it said: {})",
+            one_line(reason.as_deref().unwrap_or("nothing"))
+        ))),
+        _ => None,
+    }
+}
+
+/// After a failed raw write: what the peer sent before it closed, read
+/// without waiting long (a framed receiver's refusal, see [`end_raw`]).
+fn pending_framed_refusal(ch: &mut dyn Channel) -> Option<AppError> {
+    ch.set_blocking(false).ok()?;
+    let mut head = vec![0u8; REFUSAL_MAX];
+    let mut got = 0;
+    while got < head.len() {
+        let ready = chio::wait_blocking(
+            &ch.watch_source(),
+            Condition::IN,
+            Some(Duration::from_millis(200)),
+        )
+        .ok()?;
+        if ready.is_empty() {
+            break;
+        }
+        match ch.readv(
+            &mut [std::io::IoSliceMut::new(&mut head[got..])],
+            None,
+            transit_channel::ReadFlags::RELAXED_EOF,
+        ) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.is_would_block() => {}
+            Err(_) => break,
+        }
+    }
+    framed_refusal(&head[..got])
 }
 
 /// All channels, or the most telling error: a refused handshake (TLS,
@@ -689,7 +765,20 @@ fn pick_channels(
         .min_by_key(|(i, e)| (rank(e), *i))
         .map(|(i, _)| i)
         .unwrap_or(0);
-    Err(AppError::Failed(errors.swap_remove(best)))
+    let why = errors.swap_remove(best);
+    // Say so on the connections that did open: a receiver that took one
+    // of them for plain bytes (`recv --raw`) then fails too, naming the
+    // mismatch, instead of writing an empty file.
+    let gave_up = wire::Record::Error {
+        code: wire::ErrorCode::Aborted,
+        message: format!("the sender gave up: {why}"),
+    }
+    .to_bytes();
+    for c in &mut chans {
+        let _ = c.set_blocking(false);
+        let _ = chio::write_all(c.as_mut(), &gave_up);
+    }
+    Err(AppError::Failed(why))
 }
 
 /// The error a connected channel reports when read (a TLS alert the peer

@@ -201,7 +201,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn data(op: impl Into<String>, source: io::Error) -> Error {
+    /// A data error: `op` (what was being done, e.g. `put the output in
+    /// place at vm.img`) failed with `source`.
+    pub fn data(op: impl Into<String>, source: io::Error) -> Error {
         Error::Data {
             op: op.into(),
             source,

@@ -41,11 +41,12 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::output::TempOutput;
 use std::ptr::NonNull;
 
 /// An `mmap`ed region, unmapped on drop.
@@ -470,19 +471,11 @@ impl SourceImage {
     }
 }
 
-/// The temporary file behind a file destination.
-struct TempFile {
-    file: File,
-    tmp: PathBuf,
-    target: PathBuf,
-    persisted: bool,
-}
-
 /// A receiver's image: memory the receiver writes pages into.
 pub struct DestImage {
     map: Mapping,
     fresh: bool,
-    file: Option<TempFile>,
+    file: Option<TempOutput>,
 }
 
 impl std::fmt::Debug for DestImage {
@@ -490,7 +483,7 @@ impl std::fmt::Debug for DestImage {
         f.debug_struct("DestImage")
             .field("len", &self.map.len)
             .field("fresh", &self.fresh)
-            .field("file", &self.file.as_ref().map(|t| &t.target))
+            .field("file", &self.file.as_ref().map(|t| t.target()))
             .finish()
     }
 }
@@ -511,44 +504,26 @@ impl DestImage {
 
     /// A new file of `size` bytes that becomes `target` on
     /// [`persist`](Self::persist). It is created (exclusively) at a
-    /// temporary path in the same directory, sized with `ftruncate` (so
-    /// pages never written stay holes) and mapped shared.
-    pub fn create_file(target: &Path, size: u64, prefault: bool) -> io::Result<DestImage> {
+    /// temporary path in the same directory ([`TempOutput`]: mode `mode`,
+    /// else the existing target's, else `0600`), sized with `ftruncate`
+    /// (so pages never written stay holes) and mapped shared.
+    pub fn create_file(
+        target: &Path,
+        size: u64,
+        prefault: bool,
+        mode: Option<u32>,
+    ) -> io::Result<DestImage> {
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
-        let name = target.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        let mut nonce = [0u8; 8];
-        crate::random_bytes(&mut nonce);
-        tmp_name.push(format!(
-            ".transit-{}-{:016x}.tmp",
-            std::process::id(),
-            u64::from_ne_bytes(nonce)
-        ));
-        let tmp = target.with_file_name(tmp_name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        let temp = TempFile {
-            file,
-            tmp,
-            target: target.to_path_buf(),
-            persisted: false,
-        };
         // From here `temp` unlinks the file if anything fails.
-        temp.file.set_len(size)?;
+        let temp = TempOutput::create(target, mode)?;
+        temp.file().set_len(size)?;
         let flags = libc::MAP_SHARED | if prefault { libc::MAP_POPULATE } else { 0 };
         let map = Mapping::map(
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             flags,
-            temp.file.as_raw_fd(),
+            temp.file().as_raw_fd(),
         )?;
         Ok(DestImage {
             map,
@@ -593,13 +568,18 @@ impl DestImage {
 
     /// The temporary path of a file destination.
     pub fn temp_path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|t| t.tmp.as_path())
+        self.file.as_ref().map(|t| t.temp_path())
+    }
+
+    /// True for a file destination.
+    pub fn is_file(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Make a file destination durable and move it into place: `msync`,
-    /// `fsync`, rename to the target, `fsync` the directory. Returns the
-    /// target path. An anonymous image cannot be persisted.
-    pub fn persist(mut self) -> io::Result<PathBuf> {
+    /// `fsync`, rename to the target, `fsync` the directory. Calling it
+    /// again does nothing. An anonymous image has nothing to persist.
+    pub fn persist_in_place(&mut self) -> io::Result<()> {
         let Some(t) = self.file.as_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -607,29 +587,18 @@ impl DestImage {
             ));
         };
         self.map.sync()?;
-        t.file.sync_all()?;
-        fs::rename(&t.tmp, &t.target)?;
-        t.persisted = true;
-        if let Some(dir) = t.target.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                // Best effort: some file systems refuse fsync on directories.
-                let _ = d.sync_all();
-            }
-        }
-        Ok(t.target.clone())
+        t.persist()
     }
-}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = fs::remove_file(&self.tmp);
-        }
+    /// [`persist_in_place`](Self::persist_in_place), returning the target
+    /// path.
+    pub fn persist(mut self) -> io::Result<PathBuf> {
+        self.persist_in_place()?;
+        Ok(self
+            .file
+            .as_ref()
+            .map(|t| t.target().to_path_buf())
+            .unwrap_or_default())
     }
 }
 

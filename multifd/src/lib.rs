@@ -80,6 +80,7 @@
 pub mod digest;
 pub mod error;
 pub mod image;
+pub mod output;
 pub mod progress;
 mod receiver;
 mod sender;

@@ -268,3 +268,44 @@ fn a_page_channel_eof_during_a_sync_waits_for_the_senders_reason() {
         "{err}"
     );
 }
+
+/// The receiver's commit step (put the output in place) fails after the
+/// data was verified: the sender must hear that failure instead of a
+/// verdict, so its success always means "in place".
+#[test]
+fn a_failed_commit_fails_the_sender_instead_of_a_verdict() {
+    let spec = spec(1 << 20, 0.5, 5);
+    let source = SourceImage::generate(&spec).unwrap();
+    let (mut send, recv) = unix_pairs(3);
+    let rx = std::thread::spawn(move || {
+        let mut rx = Receiver::new(
+            RecvConfig::default(),
+            Destination::Memory { prefault: false },
+        );
+        for ch in recv {
+            rx.accept_channel(ch)?;
+        }
+        rx.run_with(|out| {
+            assert!(out.image.is_some());
+            Err(transit_multifd::Error::data(
+                "put the output in place at out.img",
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ))
+        })
+    });
+    let main = send.remove(0);
+    let sent = bounded(30, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Image(source), main, send)?;
+        tx.send_all()?;
+        tx.finish()
+    });
+    let err = sent.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, transit_multifd::Error::Remote { .. })
+            && msg.contains("put the output in place at out.img"),
+        "{msg}"
+    );
+    let rerr = rx.join().unwrap().unwrap_err().to_string();
+    assert!(rerr.contains("put the output in place"), "{rerr}");
+}

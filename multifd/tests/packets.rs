@@ -215,3 +215,74 @@ fn a_channel_closed_before_its_end_packet() {
     );
     assert!(err.to_string().contains("END"), "{err}");
 }
+
+/// A sender that sends one page of 64, then END with totals that match
+/// what it sent (digest included): the totals agree, but 63 pages were
+/// never sent nor declared zero. The receiver must refuse, not say OK.
+#[test]
+fn a_session_that_leaves_pages_uncovered_is_refused() {
+    use transit_multifd::digest::{page_hash, Digest};
+    use transit_multifd::wire::Totals;
+    let (mut send, mut recv) = unix_pairs(2);
+    recv.reverse();
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Memory { prefault: false },
+    );
+    let (err, told) = bounded(30, move || {
+        let mut main = send.remove(0);
+        let h = header(1, SIZE);
+        raw_handshake(&mut *main, &mut send, &h);
+        let data = data_packet(&[0], 1, 4096);
+        let page = &data[data.len() - 4096..];
+        let mut digest = Digest::default();
+        digest.add(page_hash(0, page));
+        chio::write_all(&mut send[0], &data).unwrap();
+        let mut end = packet(PacketFlags::END, 0, 0, 0, 0);
+        PacketHeader {
+            flags: PacketFlags::END,
+            packet_num: 2,
+            normal: 0,
+            zero: 0,
+            payload_len: 0,
+            epoch: 0,
+        }
+        .encode_into(&mut end);
+        chio::write_all(&mut send[0], &end).unwrap();
+        let totals = Totals {
+            pages: 1,
+            zero_pages: 0,
+            bytes: 4096,
+            packets: 2,
+            stream_len: SIZE,
+            digest: digest.0,
+        };
+        chio::write_all(&mut *main, &Record::End(totals).to_bytes()).unwrap();
+        let told = read_record(&mut *main);
+        let err = rx.join().unwrap().unwrap_err();
+        (err, told)
+    });
+    assert!(
+        matches!(
+            err,
+            Error::Protocol {
+                source: WireError::Incomplete {
+                    covered: 1,
+                    pages: 64
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    match told {
+        Some(Record::Error { message, .. }) => {
+            assert!(
+                message.contains("covering 1 of the image's 64 pages"),
+                "{message}"
+            )
+        }
+        other => panic!("the sender was told {other:?}, not the refusal"),
+    }
+}

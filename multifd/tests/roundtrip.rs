@@ -200,6 +200,7 @@ fn file_destination_persists_and_unpersisted_file_is_removed() {
         Destination::File {
             path: t,
             prefault: false,
+            mode: None,
         },
     );
     let main = send.remove(0);
@@ -215,16 +216,16 @@ fn file_destination_persists_and_unpersisted_file_is_removed() {
     });
     sent.unwrap();
     let got = rx.join().unwrap().unwrap();
+    // The receiver put the file in place before it told the sender.
     let image = got.image.unwrap();
     let tmp = image.temp_path().unwrap().to_path_buf();
-    assert!(tmp.exists() && !target.exists());
-    assert_eq!(image.persist().unwrap(), target);
-    assert!(!tmp.exists());
+    assert!(!tmp.exists() && target.exists());
     assert_eq!(std::fs::read(&target).unwrap(), expected);
+    assert_eq!(image.persist().unwrap(), target);
 
     // A file destination dropped without persist leaves nothing behind.
     let other = dir.join("dropped.bin");
-    let img = transit_multifd::DestImage::create_file(&other, 8192, false).unwrap();
+    let img = transit_multifd::DestImage::create_file(&other, 8192, false, None).unwrap();
     let tmp = img.temp_path().unwrap().to_path_buf();
     assert!(tmp.exists());
     drop(img);

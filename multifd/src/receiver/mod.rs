@@ -72,13 +72,17 @@ pub enum Destination {
         /// Fault every page in before the transfer.
         prefault: bool,
     },
-    /// A new file that becomes `path` when the caller calls
-    /// [`DestImage::persist`] on the outcome's image.
+    /// A new file that becomes `path` once the session is verified and
+    /// before the sender is told so ([`Receiver::run`] persists it; with
+    /// [`Receiver::run_with`] the commit step does). See
+    /// [`crate::output`] for what the path may be.
     File {
-        /// Final path.
+        /// Final path (a regular file or nothing yet).
         path: PathBuf,
         /// Fault every page in before the transfer.
         prefault: bool,
+        /// Mode of the new file (default: the existing file's, else 0600).
+        mode: Option<u32>,
     },
     /// An image the caller prepared; its length must equal the sender's
     /// image size.
@@ -91,8 +95,15 @@ impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Destination::Memory { prefault } => write!(f, "Memory {{ prefault: {prefault} }}"),
-            Destination::File { path, prefault } => {
-                write!(f, "File {{ path: {path:?}, prefault: {prefault} }}")
+            Destination::File {
+                path,
+                prefault,
+                mode,
+            } => {
+                write!(
+                    f,
+                    "File {{ path: {path:?}, prefault: {prefault}, mode: {mode:?} }}"
+                )
             }
             Destination::Image(i) => write!(f, "Image({i:?})"),
             Destination::Writer(_) => f.write_str("Writer(..)"),
@@ -429,10 +440,35 @@ impl Receiver {
     }
 
     /// Run the session once every channel is present: create the
-    /// destination, accept, receive until the end record, verify, and
-    /// answer with the verdict. Returns the statistics and the image (or
-    /// the sink).
-    pub fn run(mut self) -> Result<RecvOutcome> {
+    /// destination, accept, receive until the end record, verify, make
+    /// the output durable and in place (a file destination is persisted,
+    /// a sink flushed), and only then answer with the verdict. Returns
+    /// the statistics and the image (or the sink).
+    pub fn run(self) -> Result<RecvOutcome> {
+        self.run_with(|out| {
+            if let Some(w) = out.writer.as_mut() {
+                w.flush()
+                    .map_err(|e| Error::data("flush the stream's destination", e))?;
+            }
+            match out.image.as_mut() {
+                Some(img) if img.is_file() => img
+                    .persist_in_place()
+                    .map_err(|e| Error::data("put the output in place", e)),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// [`run`](Self::run) with the caller's commit step: once the session
+    /// is verified (totals, digest, every page covered), `commit` puts the
+    /// outcome where it belongs (flush, fsync, rename, write it out) and
+    /// the sender is told of success only if it returns `Ok`; its error
+    /// goes to the sender instead of the verdict. So a sender's success
+    /// means the data is in place, never only that it arrived.
+    pub fn run_with<F>(mut self, commit: F) -> Result<RecvOutcome>
+    where
+        F: FnOnce(&mut RecvOutcome) -> Result<()>,
+    {
         if let Some((ctx, e)) = &self.fatal {
             return Err(ctx.proto(Stage::Handshake, e.clone()));
         }
@@ -476,7 +512,7 @@ impl Receiver {
         let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
         let mut run = Run::start(session, progress, failure, target, conns);
         let result = run.serve_main(&mut main);
-        run.finish(&mut main, result)
+        run.finish(&mut main, result, commit)
     }
 }
 
@@ -549,11 +585,16 @@ fn prepare(session: &SessionHeader, dest: Option<Destination>) -> Result<Target>
                 .map(Target::Image)
                 .map_err(|e| Error::data(format!("allocate a {size}-byte destination image"), e))
         }
-        (Layout::Image { size }, Some(Destination::File { path, prefault })) => {
-            DestImage::create_file(&path, size, prefault)
-                .map(Target::Image)
-                .map_err(|e| Error::data(format!("create destination file {}", path.display()), e))
-        }
+        (
+            Layout::Image { size },
+            Some(Destination::File {
+                path,
+                prefault,
+                mode,
+            }),
+        ) => DestImage::create_file(&path, size, prefault, mode)
+            .map(Target::Image)
+            .map_err(|e| Error::data(format!("create destination file {}", path.display()), e)),
         (Layout::Image { size }, Some(Destination::Image(img))) => {
             if img.len() as u64 != size {
                 return refuse(format!(

@@ -23,12 +23,16 @@ use crate::wire::{
 };
 
 /// The destination image shared by the channel threads, with the
-/// per-epoch claim bitmap and the "received data before" bitmap.
+/// per-epoch claim bitmap, the "received data before" bitmap and the
+/// coverage bitmap (pages claimed in any epoch so far: sent or declared
+/// zero at least once).
 struct ImageShared {
     image: DestImage,
     base: *mut u8,
+    pages: u64,
     claimed: Box<[AtomicU64]>,
     written: Box<[AtomicU64]>,
+    covered: Box<[AtomicU64]>,
 }
 
 // SAFETY: `base` points into `image`, owned by this value. Threads write
@@ -47,8 +51,10 @@ impl ImageShared {
         ImageShared {
             image,
             base,
+            pages,
             claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
             written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
+            covered: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -58,10 +64,25 @@ impl ImageShared {
         self.claimed[(idx / 64) as usize].fetch_or(bit, Relaxed) & bit == 0
     }
 
-    fn clear_claims(&self) {
-        for w in self.claimed.iter() {
-            w.store(0, Relaxed);
+    /// Close an epoch: fold its claims into the coverage and clear them.
+    /// Runs while no channel thread touches the claims (at a barrier, or
+    /// after every thread ended), so the hot path pays nothing for
+    /// coverage.
+    fn close_epoch(&self) {
+        for (c, w) in self.covered.iter().zip(self.claimed.iter()) {
+            c.fetch_or(w.swap(0, Relaxed), Relaxed);
         }
+    }
+
+    /// Pages sent or declared zero at least once (call after
+    /// [`close_epoch`](Self::close_epoch)).
+    fn covered_pages(&self) -> u64 {
+        let all: u64 = self
+            .covered
+            .iter()
+            .map(|w| u64::from(w.load(Relaxed).count_ones()))
+            .sum();
+        all.min(self.pages)
     }
 
     fn set_written(&self, idx: u64) {
@@ -188,7 +209,7 @@ impl Run {
             failure: failure.clone(),
             on_complete: Box::new(move || {
                 if let Some(c) = claims.as_ref().and_then(std::sync::Weak::upgrade) {
-                    c.clear_claims();
+                    c.close_epoch();
                 }
                 sync_progress.sync_done();
             }),
@@ -310,8 +331,16 @@ impl Run {
         }
     }
 
-    /// Join everything, verify, answer the sender.
-    pub(super) fn finish(mut self, main: &mut Conn, result: Result<Totals>) -> Result<RecvOutcome> {
+    /// Join everything, verify, commit the output, answer the sender.
+    pub(super) fn finish<F>(
+        mut self,
+        main: &mut Conn,
+        result: Result<Totals>,
+        commit: F,
+    ) -> Result<RecvOutcome>
+    where
+        F: FnOnce(&mut RecvOutcome) -> Result<()>,
+    {
         let sent = match result {
             Ok(t) => t,
             Err(e) => return Err(self.fail(main, e)),
@@ -363,30 +392,36 @@ impl Run {
             },
             digest: if self.session.verify { digest.0 } else { 0 },
         };
-        let status = if got == sent {
-            VerdictStatus::Ok
-        } else {
-            VerdictStatus::Mismatch
-        };
-        write_record(
-            &mut main.ch,
-            &Record::Verdict {
-                status,
-                totals: got,
-            },
-            &main.ctx,
-            Stage::End,
-        )?;
-        if status == VerdictStatus::Ok {
-            // Best effort: the sender may already have closed.
-            let _ = main.ch.bye();
-        }
-        drop(ended);
-        if status == VerdictStatus::Mismatch {
+        if got != sent {
+            write_record(
+                &mut main.ch,
+                &Record::Verdict {
+                    status: VerdictStatus::Mismatch,
+                    totals: got,
+                },
+                &main.ctx,
+                Stage::End,
+            )?;
             return Err(Error::Mismatch {
                 sender: sent,
                 receiver: got,
             });
+        }
+        if let Some(img) = &self.image {
+            // Matching totals say nothing of where the pages went: every
+            // page must have been sent or declared zero at least once.
+            img.close_epoch();
+            let covered = img.covered_pages();
+            if covered < img.pages {
+                let e = main.ctx.proto(
+                    Stage::End,
+                    WireError::Incomplete {
+                        covered,
+                        pages: img.pages,
+                    },
+                );
+                return Err(self.fail(main, e));
+            }
         }
         stats.digest = got.digest;
         stats.stream_len = got.stream_len;
@@ -397,12 +432,31 @@ impl Run {
             },
             None => None,
         };
-        Ok(RecvOutcome {
+        let mut outcome = RecvOutcome {
             stats,
             session: self.session,
             image,
             writer: writer_out.map(|w| w.0),
-        })
+        };
+        // The verdict means "in place": the caller's commit (flush, fsync,
+        // rename, write out) runs first, and its failure is what the
+        // sender hears.
+        if let Err(e) = commit(&mut outcome) {
+            return Err(self.fail(main, e));
+        }
+        write_record(
+            &mut main.ch,
+            &Record::Verdict {
+                status: VerdictStatus::Ok,
+                totals: got,
+            },
+            &main.ctx,
+            Stage::End,
+        )?;
+        // Best effort: the sender may already have closed.
+        let _ = main.ch.bye();
+        drop(ended);
+        Ok(outcome)
     }
 
     /// The failure path: record `e`, wake and join every thread, tell the

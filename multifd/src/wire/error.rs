@@ -209,6 +209,15 @@ pub enum WireError {
     /// A record or packet that makes no sense at this point.
     #[error("unexpected {0}")]
     Unexpected(&'static str),
+    /// The session ended with pages of the image that were neither sent
+    /// nor declared zero.
+    #[error("the sender ended the session after covering {covered} of the image's {pages} pages: the other {} were neither sent nor declared zero", pages - covered)]
+    Incomplete {
+        /// Pages sent or declared zero at least once.
+        covered: u64,
+        /// Pages in the image.
+        pages: u64,
+    },
 }
 
 fn show_magic(m: u32) -> String {

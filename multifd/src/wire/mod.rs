@@ -921,6 +921,56 @@ pub fn classify(first: &[u8]) -> Result<ConnectionKind, WireError> {
     }
 }
 
+/// What the first bytes of a connection say to a receiver that expects
+/// plain bytes (`--raw`): see [`framed_start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FramedStart {
+    /// Not decided yet: give at least this many bytes (or all there are,
+    /// at end of file).
+    NeedMore(usize),
+    /// The peer speaks the framed protocol: a session header, an init
+    /// packet, or an error record (a framed sender that gave up, with its
+    /// reason).
+    Framed {
+        /// The peer's reason, when it sent an error record.
+        reason: Option<String>,
+    },
+    /// Plain bytes.
+    Raw,
+}
+
+/// Tell a framed transit peer from plain bytes by the first bytes of a
+/// connection. A plain stream that starts with a complete, valid error
+/// record is taken for a framed peer (the record needs 16 exact bytes
+/// before its message).
+pub fn framed_start(first: &[u8]) -> FramedStart {
+    if first.len() < 4 {
+        return FramedStart::NeedMore(4);
+    }
+    if classify(first).is_ok() {
+        return FramedStart::Framed { reason: None };
+    }
+    if get_u32(first) != REC_ERROR {
+        return FramedStart::Raw;
+    }
+    if first.len() < RECORD_HEADER_LEN {
+        return FramedStart::NeedMore(RECORD_HEADER_LEN);
+    }
+    let Ok(h) = decode_record_header(first) else {
+        return FramedStart::Raw;
+    };
+    let total = RECORD_HEADER_LEN + h.len as usize;
+    if first.len() < total {
+        return FramedStart::NeedMore(total);
+    }
+    match decode_record_body(&h, &first[RECORD_HEADER_LEN..total]) {
+        Ok(Record::Error { message, .. }) => FramedStart::Framed {
+            reason: Some(message),
+        },
+        _ => FramedStart::Raw,
+    }
+}
+
 // Callers pass slices at least as long as the integer; `need` checked the
 // structure length first.
 fn get_u32(b: &[u8]) -> u32 {
@@ -937,4 +987,39 @@ fn put_u32(b: &mut [u8], v: u32) {
 
 fn put_u64(b: &mut [u8], v: u64) {
     b[..8].copy_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod framed_start_tests {
+    use super::*;
+
+    #[test]
+    fn framed_peers_are_told_from_plain_bytes() {
+        assert_eq!(framed_start(b"TR"), FramedStart::NeedMore(4));
+        assert_eq!(framed_start(b"TRSM"), FramedStart::Framed { reason: None });
+        assert_eq!(
+            framed_start(b"TRSPxxxx"),
+            FramedStart::Framed { reason: None }
+        );
+        assert_eq!(framed_start(b"hello world"), FramedStart::Raw);
+        let rec = Record::Error {
+            code: ErrorCode::Aborted,
+            message: "gave up".into(),
+        }
+        .to_bytes();
+        for cut in [4, 7, rec.len() - 1] {
+            assert!(
+                matches!(framed_start(&rec[..cut]), FramedStart::NeedMore(n) if n > cut),
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            framed_start(&rec),
+            FramedStart::Framed {
+                reason: Some("gave up".into())
+            }
+        );
+        // The same kind number followed by anything else is plain data.
+        assert_eq!(framed_start(&[0, 0, 0, 3, 0xff, 0, 0, 0]), FramedStart::Raw);
+    }
 }
