@@ -26,6 +26,10 @@ pub(crate) fn describe(err: &TlsError, local: Endpoint, denial: Option<&str>) ->
             format!("the {peer} is incompatible (no common TLS version, cipher suite or key exchange): {e:?}")
         }
         TlsError::PeerMisbehaved(e) => format!("the {peer} broke the TLS protocol: {e:?}"),
+        TlsError::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+            "the {peer} does not speak TLS (what it sent is not a TLS record): \
+             TLS on one side only? give --tls-creds to both ends or neither"
+        ),
         TlsError::InvalidMessage(e) => format!("the {peer} sent an invalid TLS message: {e:?}"),
         TlsError::DecryptError => {
             format!("a TLS record from the {peer} failed to decrypt (corrupted or forged data)")
