@@ -108,8 +108,9 @@ impl Runtime {
 
     /// Run `work` on a worker thread named `name` and the loop until it
     /// completes. `on_cancel` runs on the loop's thread if a signal arrives
-    /// meanwhile; a cancelled phase returns [`AppError::Cancelled`] whatever
-    /// the work returned.
+    /// meanwhile; a cancelled phase returns [`AppError::Cancelled`] unless
+    /// the work succeeded all the same (the signal came too late to stop
+    /// it): then its result stands, and the next phase is cancelled.
     pub fn run_task<T: Send + 'static>(
         &self,
         name: &str,
@@ -166,9 +167,17 @@ impl Runtime {
             self.ml.run();
         }
         *self.cancel.action.borrow_mut() = None;
-        self.check()?;
+        let slots: Vec<_> = slots.borrow_mut().drain(..).collect();
+        // A phase whose every work finished well is done, whatever signal
+        // came meanwhile: the signal came too late to stop it (the output
+        // is in place, the verdict sent), and saying "cancelled" would be
+        // false. A signal stops the phases after it.
+        let all_ok = slots.iter().all(|s| matches!(s, Some(Ok(_))));
+        if !all_ok {
+            self.check()?;
+        }
         let mut out = Vec::with_capacity(n);
-        for (i, slot) in slots.borrow_mut().drain(..).enumerate() {
+        for (i, slot) in slots.into_iter().enumerate() {
             match slot {
                 Some(r) => out.push(r?),
                 None => {
@@ -212,5 +221,46 @@ impl Drop for Runtime {
         for id in self.signals.drain(..) {
             self.ctx.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run a work that raises `sig` and then returns `result`, on a fresh
+    /// runtime; the runtime is returned for the next phase.
+    fn raise_then(sig: i32, result: Result<u32, AppError>) -> (Runtime, Result<u32, AppError>) {
+        let rt = Runtime::new().expect("runtime");
+        let r = rt.run_task(
+            "work",
+            || {},
+            move || {
+                // SAFETY: raise has no memory effects; the runtime handles
+                // SIGINT and SIGTERM for as long as it lives.
+                unsafe { libc::raise(sig) };
+                // Give the loop time to see the signal before the result.
+                std::thread::sleep(Duration::from_millis(100));
+                result
+            },
+        );
+        (rt, r)
+    }
+
+    // One test, not two: a signal goes to every runtime in the process,
+    // so two tests running at once would cancel each other.
+    #[test]
+    fn a_signal_after_the_work_succeeded_does_not_undo_it() {
+        let (rt, r) = raise_then(libc::SIGINT, Ok(42));
+        assert_eq!(rt.cancelled(), Some(libc::SIGINT), "the signal was seen");
+        assert_eq!(r.ok(), Some(42), "the finished work stands");
+        // The phases after it are cancelled.
+        let next = rt.run_task("next", || {}, || Ok(()));
+        assert!(matches!(next, Err(AppError::Cancelled(libc::SIGINT))));
+        drop(rt);
+
+        // Work that failed while a signal came was cancelled.
+        let (_rt, r) = raise_then(libc::SIGTERM, Err(AppError::failed("shut down")));
+        assert!(matches!(r, Err(AppError::Cancelled(libc::SIGTERM))));
     }
 }

@@ -196,12 +196,20 @@ pub fn check_tls_uri(ep: &Endpoint, tls: bool) -> Result<(), AppError> {
 /// Validate `--json-interval`.
 pub fn check_interval(v: Option<f64>) -> Result<(), AppError> {
     match v {
-        Some(s) if !(s.is_finite() && s > 0.0) => Err(usage(format!(
-            "--json-interval {s}: expected a positive number of seconds"
+        Some(s) if !(MIN_JSON_INTERVAL..=MAX_JSON_INTERVAL).contains(&s) => Err(usage(format!(
+            "--json-interval {s}: expected a number of seconds from {MIN_JSON_INTERVAL} to {MAX_JSON_INTERVAL:e}"
         ))),
         _ => Ok(()),
     }
 }
+
+/// The shortest `--json-interval`: a hundred lines a second is plenty
+/// (1e-300 printed 557k lines in 0.13 s).
+pub const MIN_JSON_INTERVAL: f64 = 0.01;
+
+/// The longest `--json-interval` (and `--timeout`): far beyond any
+/// session, and within what a `Duration` holds.
+pub const MAX_JSON_INTERVAL: f64 = 1e9;
 
 /// Validate `--timeout`.
 pub fn check_timeout(s: f64) -> Result<Duration, AppError> {

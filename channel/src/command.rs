@@ -18,16 +18,27 @@
 //! The watch is [`WatchFds::Pair`]: `IN` on stdout, `OUT` on stdin;
 //! [`Channel::set_blocking`] applies to both.
 //!
+//! * The child runs in a process group of its own, and every signal goes
+//!   to the group: `sh -c` runs a command as its child (and a pipeline as
+//!   several), and a signal to the shell alone would leave them running.
+//!   The flip side: a command in another process group cannot read the
+//!   terminal (an `ssh` password prompt stops with `SIGTTIN`), and the
+//!   terminal's Ctrl-C reaches only this process, whose `close` ends the
+//!   command.
 //! * [`Shutdown::Write`] closes the child's stdin (it sees end of file).
-//!   [`Shutdown::Read`] makes later reads end of file and sends the child
-//!   `SIGTERM`, because a thread blocked on a pipe can only be woken by the
+//!   [`Shutdown::Read`] makes later reads end of file and sends the child's
+//!   group `SIGTERM`, because a thread blocked on a pipe can only be woken by the
 //!   writer going away (pipes have no `shutdown(2)`). Both work from any
 //!   thread through [`Channel::shutdown_handle`] and never block.
 //! * [`Channel::close`] never hangs (QEMU's close does a blocking
 //!   `waitpid`): it closes both pipes so the child sees end of file, waits
-//!   up to the close timeout ([`CommandChannel::set_close_timeout`], 5 s by
-//!   default) for it to exit, then sends `SIGTERM`, waits up to the kill
-//!   timeout ([`CommandChannel::set_kill_timeout`], 2 s), then `SIGKILL`.
+//!   for it to exit until the close timeout
+//!   ([`CommandChannel::set_close_timeout`], 5 s by default) has passed
+//!   since its stdin closed (at `Shutdown::Write`, or now), then sends the
+//!   group `SIGTERM`, waits up to the kill timeout
+//!   ([`CommandChannel::set_kill_timeout`], 2 s), then sends the group
+//!   `SIGKILL` (which also ends what the command left behind if the
+//!   command itself exited on `SIGTERM`).
 //! * The exit status is checked: an exit with a non-zero status or death by
 //!   a signal is an [`Error::Protocol`] naming the command and saying
 //!   `exited with status 3` or `killed by signal 9 (SIGKILL)`. `close`
@@ -71,7 +82,7 @@
 use std::ffi::OsStr;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -100,9 +111,77 @@ struct SharedState {
     fds_open: bool,
     read_fd: RawFd,
     write_fd: RawFd,
-    /// The child, while not reaped (command channels only).
+    /// The child (command channels only). Every reap goes through
+    /// [`reap`], which records `status`: while `status` is `None` the child
+    /// is not reaped, so its pid (and process group id) cannot be reused.
     child: Option<Child>,
     status: Option<ExitStatus>,
+    /// When the child's stdin was closed (`Shutdown::Write` or `close`):
+    /// the close timeout counts from here.
+    input_closed: Option<Instant>,
+}
+
+impl SharedState {
+    /// Reap the child if it exited (never blocks), recording its status.
+    fn reap(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait()?;
+        self.status = status;
+        Ok(status)
+    }
+
+    /// Send `sig` to the child's process group (the command and everything
+    /// it started that stayed in the group), if the child is not reaped.
+    fn signal_group(&self, sig: libc::c_int) {
+        if self.status.is_some() {
+            return;
+        }
+        if let Some(pid) = self
+            .child
+            .as_ref()
+            .and_then(|c| libc::pid_t::try_from(c.id()).ok())
+        {
+            // SAFETY: kill has no memory effects. The child is not reaped
+            // (a zombie at worst), so `pid` is still its pid and, as it
+            // was made a group leader at spawn, the id of its group.
+            unsafe { libc::kill(-pid, sig) };
+        }
+    }
+
+    /// True if the child has exited, without reaping it (the group id
+    /// stays reserved for a last signal).
+    fn exited_unreaped(&self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        let Some(pid) = self
+            .child
+            .as_ref()
+            .and_then(|c| libc::pid_t::try_from(c.id()).ok())
+        else {
+            return false;
+        };
+        // SAFETY: an all-zero siginfo_t is a valid value of the plain C
+        // struct; waitid writes into it and WNOWAIT leaves the child
+        // waitable.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t for the call.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid filled `info` (or left it zeroed: si_pid 0).
+        rc == 0 && unsafe { info.si_pid() } != 0
+    }
 }
 
 impl Shared {
@@ -120,6 +199,7 @@ impl ShutdownChannel for Shared {
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             self.write_shut.store(true, Ordering::Release);
+            st.input_closed.get_or_insert_with(Instant::now);
             // Replace our pipe end by /dev/null: the pipe's last write end
             // goes away and the child sees end of file.
             replace_with_devnull(st.write_fd, libc::O_WRONLY)
@@ -128,14 +208,7 @@ impl ShutdownChannel for Shared {
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             replace_with_devnull(st.read_fd, libc::O_RDONLY)
                 .map_err(|e| Error::os(&self.name, "shut down reads", e))?;
-            if st.status.is_none() {
-                if let Some(child) = st.child.as_mut() {
-                    if let Ok(None) = child.try_wait() {
-                        // Not reaped, so the pid is still this child's.
-                        signal(child, libc::SIGTERM);
-                    }
-                }
-            }
+            st.signal_group(libc::SIGTERM);
         }
         Ok(())
     }
@@ -162,14 +235,6 @@ fn replace_with_devnull(fd: RawFd, mode: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill has no memory effects; the caller guarantees the
-        // child is not reaped, so `pid` still names it.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
 /// A read fd and a write fd as one channel: the core of both channels here.
 struct PipePair {
     name: String,
@@ -192,6 +257,7 @@ impl PipePair {
                 write_fd: write.as_raw_fd(),
                 child,
                 status: None,
+                input_closed: None,
             }),
         });
         let ops = if shared.lock().child.is_some() {
@@ -421,6 +487,10 @@ impl CommandChannel {
                 )
             };
         }
+        // Its own process group, so that the signals of `close` reach what
+        // the command started (`sh -c` runs commands as its children), not
+        // only the command itself.
+        cmd.process_group(0);
         cmd.stdin(Stdio::from(OwnedFd::from(stdin_child)))
             .stdout(Stdio::from(OwnedFd::from(stdout_child)))
             .stderr(Stdio::inherit());
@@ -466,26 +536,28 @@ impl CommandChannel {
 
     /// Reap the child if it exited (never blocks).
     fn try_reap(&self) -> Result<Option<ExitStatus>> {
-        let mut st = self.pipes.shared.lock();
-        if let Some(s) = st.status {
-            return Ok(Some(s));
-        }
-        let Some(child) = st.child.as_mut() else {
-            return Ok(None);
-        };
-        match child.try_wait() {
-            Ok(Some(s)) => {
-                st.status = Some(s);
-                Ok(Some(s))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(Error::os(&self.pipes.name, "waitpid", e)),
-        }
+        self.pipes
+            .shared
+            .lock()
+            .reap()
+            .map_err(|e| Error::os(&self.pipes.name, "waitpid", e))
+    }
+
+    /// The end of the close timeout: `close_timeout` after the child's
+    /// stdin was closed (now, if it is still open).
+    fn close_deadline(&self) -> Instant {
+        let closed = self.pipes.shared.lock().input_closed;
+        closed.unwrap_or_else(Instant::now) + self.close_timeout
     }
 
     /// Wait up to `timeout` for the child to exit.
     fn wait_exit(&self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
+        self.wait_exit_until(Instant::now() + timeout)
+    }
+
+    /// Wait until `deadline` for the child to exit (reaping it); looks
+    /// once if the deadline passed.
+    fn wait_exit_until(&self, deadline: Instant) -> Result<Option<ExitStatus>> {
         let mut step = Duration::from_micros(200);
         loop {
             if let Some(s) = self.try_reap()? {
@@ -500,16 +572,38 @@ impl CommandChannel {
         }
     }
 
+    /// Signal the child's process group (nothing once it is reaped).
     fn signal(&self, sig: libc::c_int) {
-        let mut st = self.pipes.shared.lock();
-        if st.status.is_some() {
-            return;
-        }
-        if let Some(child) = st.child.as_mut() {
-            if let Ok(None) = child.try_wait() {
-                signal(child, sig);
+        self.pipes.shared.lock().signal_group(sig);
+    }
+
+    /// Wait up to `timeout` for the child to exit without reaping it;
+    /// true if it did.
+    fn wait_exit_unreaped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut step = Duration::from_micros(200);
+        loop {
+            if self.pipes.shared.lock().exited_unreaped() {
+                return true;
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(step.min(deadline - now));
+            step = (step * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM to the group, up to `kill_timeout` for the command to
+    /// exit, then SIGKILL to the group: to the command if it is still
+    /// there, and to whatever it started and left behind either way (the
+    /// command is not reaped yet, so its group id still names its group).
+    fn terminate_group(&self, kill_timeout: Duration) -> bool {
+        self.signal(libc::SIGTERM);
+        let exited = self.wait_exit_unreaped(kill_timeout);
+        self.signal(libc::SIGKILL);
+        exited
     }
 
     fn status_result(&self, status: ExitStatus, extra: &str) -> Result<()> {
@@ -547,7 +641,7 @@ impl Channel for CommandChannel {
         if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
             // End of file: report a failed child here already.
             let status = if self.pipes.blocking {
-                self.wait_exit(self.close_timeout)?
+                self.wait_exit_until(self.close_deadline())?
             } else {
                 self.try_reap()?
             };
@@ -599,19 +693,27 @@ impl Channel for CommandChannel {
             return Ok(());
         }
         self.closed = true;
+        self.pipes
+            .shared
+            .lock()
+            .input_closed
+            .get_or_insert_with(Instant::now);
         self.pipes.close_fds();
-        if let Some(s) = self.wait_exit(self.close_timeout)? {
+        // The close timeout counts from the moment stdin closed, which may
+        // have been a while ago (a caller that drained stdout first).
+        if let Some(s) = self.wait_exit_until(self.close_deadline())? {
             return self.status_result(s, "");
         }
-        self.signal(libc::SIGTERM);
-        if let Some(s) = self.wait_exit(self.kill_timeout)? {
-            let extra = format!(
-                "did not exit within {:.1} s after its input closed; sent SIGTERM; ",
-                self.close_timeout.as_secs_f64()
-            );
-            return self.status_result(s, &extra);
+        if self.terminate_group(self.kill_timeout) {
+            let s = self.wait_exit(Duration::from_secs(1))?;
+            if let Some(s) = s {
+                let extra = format!(
+                    "did not exit within {:.1} s after its input closed; sent SIGTERM; ",
+                    self.close_timeout.as_secs_f64()
+                );
+                return self.status_result(s, &extra);
+            }
         }
-        self.signal(libc::SIGKILL);
         if let Some(s) = self.wait_exit(self.kill_timeout.max(Duration::from_secs(1)))? {
             let extra = format!(
                 "did not exit within {:.1} s after its input closed, nor after SIGTERM; sent SIGKILL; ",
@@ -643,11 +745,8 @@ impl Drop for CommandChannel {
             self.closed = true;
             self.pipes.close_fds();
             if let Ok(None) = self.wait_exit(Duration::from_millis(10)) {
-                self.signal(libc::SIGTERM);
-                if let Ok(None) = self.wait_exit(Duration::from_millis(100)) {
-                    self.signal(libc::SIGKILL);
-                    let _ = self.wait_exit(Duration::from_millis(100));
-                }
+                self.terminate_group(Duration::from_millis(100));
+                let _ = self.wait_exit(Duration::from_millis(100));
             }
         }
     }

@@ -19,6 +19,8 @@
 //! * [`rdma`]: the RDMA transport (credit-based protocol; the verbs backend
 //!   needs the `rdma` feature, an in-process model is always built).
 //! * [`address`]: endpoint URIs (`tcp:HOST:PORT`, `unix:PATH`, ...).
+//! * [`peer_text`]: text a peer sent, with control characters escaped
+//!   before it goes into an error.
 
 pub mod address;
 pub mod buffer;
@@ -30,6 +32,7 @@ pub mod file;
 pub mod io;
 pub mod main_loop;
 pub mod null;
+pub mod peer_text;
 pub mod rdma;
 pub mod scripted;
 pub mod socket;

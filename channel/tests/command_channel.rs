@@ -153,6 +153,70 @@ fn child_ignoring_eof_but_not_sigterm_dies_of_sigterm() {
     assert!(err.contains("killed by signal 15 (SIGTERM)"), "{err}");
 }
 
+/// True while `pid` runs (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn close_ends_what_the_shell_started_not_only_the_shell() {
+    // sh waits for its child; a SIGTERM to sh alone would leave sleep
+    // running as an orphan.
+    let mut ch = CommandChannel::spawn_shell("sleep 30 & echo $!; wait").expect("spawn");
+    ch.set_close_timeout(Duration::from_millis(100));
+    ch.set_kill_timeout(Duration::from_millis(500));
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 32 {
+        io::read_all(&mut ch, &mut b).expect("the child's pid");
+        line.push(b[0]);
+    }
+    let pid: u32 = String::from_utf8_lossy(&line)
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(running(pid), "sleep {pid} runs");
+    let err = ch.close().expect_err("killed").to_string();
+    assert!(err.contains("SIGTERM"), "{err}");
+    let start = Instant::now();
+    while running(pid) && start.elapsed() < Duration::from_secs(3) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let left = running(pid);
+    if left {
+        // SAFETY: kill has no memory effects; clean up the orphan.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert!(
+        !left,
+        "sleep {pid} outlived close: the signal reached only sh"
+    );
+}
+
+#[test]
+fn the_close_timeout_counts_from_when_stdin_closed() {
+    let mut ch = CommandChannel::spawn(&["sleep", "30"]).expect("spawn");
+    ch.set_close_timeout(Duration::from_secs(2));
+    ch.shutdown(Shutdown::Write).expect("close stdin");
+    // A caller that spends the close timeout elsewhere (draining stdout)
+    // before it closes: the command has had its 2 s already.
+    thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    let err = ch.close().expect_err("killed").to_string();
+    assert!(err.contains("sent SIGTERM"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "close waited another close timeout: {:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn write_to_a_dead_child_is_an_error_not_sigpipe() {
     let mut ch = CommandChannel::spawn_shell("exit 0").expect("spawn");

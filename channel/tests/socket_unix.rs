@@ -163,6 +163,24 @@ fn stale_socket_file_is_replaced() {
 }
 
 #[test]
+fn a_path_a_live_listener_holds_is_refused_as_in_use() {
+    let dir = TempDir::new("unix-live");
+    let path = dir.path().join("live.sock");
+    let addr = SocketAddress::unix(&path);
+    let mut first = SocketChannel::listen_sync(&addr, 2).unwrap();
+    let err = SocketChannel::listen_sync(&addr, 2).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    // The first listener still owns the path: a client reaches it.
+    let mut c = SocketChannel::connect_sync(&addr).unwrap();
+    let mut probe = first.accept().unwrap(); // the second listen's probe
+    let mut s = first.accept().unwrap();
+    write_all(&mut c, b"ok");
+    assert_eq!(read_exact(&mut s, 2), b"ok");
+    let _ = probe.close();
+}
+
+#[test]
 fn a_regular_file_at_the_path_is_not_removed() {
     let dir = TempDir::new("unix-file");
     let path = dir.path().join("data");

@@ -145,6 +145,18 @@ fn abnormal_close_status_is_an_error_quoting_it() {
 }
 
 #[test]
+fn a_close_reason_with_terminal_escapes_is_escaped_in_the_error() {
+    let (mut c, mut raw) = client_with_raw_server();
+    let mut payload = 1011u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"disk\x1b[2J\rfull");
+    raw.write_all(&frame(true, 0x8, &payload, None))
+        .expect("close");
+    let err = read_some(&mut c, 10).expect_err("must fail").to_string();
+    assert!(err.contains("disk\\x1b[2J\\rfull"), "{err}");
+    assert!(!err.chars().any(|ch| ch.is_control()), "{err:?}");
+}
+
+#[test]
 fn bye_sends_close_1000_and_reads_continue_until_the_answer() {
     let (mut c, mut raw) = client_with_raw_server();
     c.bye().expect("bye");

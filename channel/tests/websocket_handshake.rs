@@ -154,6 +154,28 @@ fn client_rejects_a_wrong_accept_key() {
 }
 
 #[test]
+fn a_refusal_body_with_terminal_escapes_is_escaped_in_the_error() {
+    let (ch, mut raw) = raw_tcp_pair();
+    let cl = thread::spawn(move || {
+        WebSocketChannel::client(Box::new(ch), "h", "/", WebSocketConfig::default())
+            .expect("client")
+            .handshake_blocking()
+            .map(|_| ())
+    });
+    let _req = read_http_header(&mut raw);
+    raw.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 16\r\n\r\ngo\x1b[2J away\rnow")
+        .expect("answer");
+    let err = cl
+        .join()
+        .expect("client")
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    assert!(err.contains("go\\x1b[2J away\\rnow"), "{err}");
+    assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+}
+
+#[test]
 fn peer_closing_during_the_handshake_is_an_error() {
     let (ch, mut raw) = raw_tcp_pair();
     let srv = thread::spawn(move || {

@@ -117,7 +117,9 @@ pub enum Error {
         stage: Stage,
         /// The peer's error class.
         code: ErrorCode,
-        /// The peer's message.
+        /// The peer's message, with control characters escaped
+        /// ([`transit_channel::peer_text::escape`]): a peer cannot drive
+        /// our terminal through it.
         message: String,
     },
 
@@ -245,13 +247,15 @@ impl Ctx {
         }
     }
 
+    /// The error for an error record the peer sent: the one place where
+    /// a peer's message enters our errors, so it is escaped here.
     pub fn remote(&self, stage: Stage, code: ErrorCode, message: String) -> Error {
         Error::Remote {
             id: self.id,
             peer: self.peer.clone(),
             stage,
             code,
-            message,
+            message: transit_channel::peer_text::escape(&message),
         }
     }
 

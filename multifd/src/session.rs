@@ -274,8 +274,16 @@ pub(crate) fn read_record(
     stage: Stage,
 ) -> Result<Option<Record>> {
     let mut hdr = [0u8; RECORD_HEADER_LEN];
-    if !read_exact_deadline(ch, &mut hdr, deadline, timeout, ctx, stage)? {
-        return Ok(None);
+    // A TLS peer answers a plain one with an alert (7 bytes, then it
+    // closes): say so rather than "1 of 8 bytes missing".
+    let tls = |hdr: &[u8]| wire::WireError::tls_record(hdr).map(|e| ctx.proto(stage, e));
+    match read_exact_deadline(ch, &mut hdr, deadline, timeout, ctx, stage) {
+        Ok(false) => return Ok(None),
+        Ok(true) => {}
+        Err(e) => return Err(tls(&hdr).unwrap_or(e)),
+    }
+    if let Some(e) = tls(&hdr) {
+        return Err(e);
     }
     let h = wire::decode_record_header(&hdr).map_err(|e| ctx.proto(stage, e))?;
     let mut body = [0u8; 8 + wire::MAX_ERROR_MESSAGE];

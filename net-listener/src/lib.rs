@@ -13,8 +13,12 @@
 //!   and the others reuse it, so all addresses share one [`port`]; if that
 //!   port is taken on another address, the whole set is retried with a new
 //!   kernel port. The call succeeds when at least one address listens (the
-//!   first error is reported only if all fail) and may be repeated to add
-//!   more addresses; [`add`] adopts a socket that already listens.
+//!   first error is reported only if all fail), except that a wildcard
+//!   address whose port another socket holds (`EADDRINUSE`) fails the
+//!   whole call: `tcp::PORT` asked for both families, and listening on one
+//!   alone would leave the other family's clients to whoever holds the
+//!   port. It may be repeated to add more addresses; [`add`] adopts a
+//!   socket that already listens.
 //! * [`set_client_func`] installs one read watch per listening socket on a
 //!   [`MainContext`]; on readiness the listener accepts (the listening
 //!   sockets are non-blocking) until the backlog is empty, up to 64 clients

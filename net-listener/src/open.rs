@@ -12,7 +12,9 @@ const PORT0_ATTEMPTS: usize = 8;
 
 /// Listen on every address in `resolved` (the resolver's answer for
 /// `requested`). Succeeds if at least one listens; otherwise returns the
-/// first error.
+/// first error. A wildcard address (`0.0.0.0`, `::`) whose port another
+/// socket holds (`EADDRINUSE`) fails the whole call, even if the other
+/// family listens: `tcp::PORT` means both families.
 pub(crate) fn listen_all(
     name: &str,
     requested: &SocketAddress,
@@ -56,6 +58,14 @@ pub(crate) fn listen_all(
                 }
                 continue;
             }
+            if let Some(e) = set.in_use {
+                // Listening on the other family alone would hand part of
+                // the clients to whoever holds the port.
+                for mut sock in set.socks.into_iter().chain(opened) {
+                    let _ = sock.close();
+                }
+                return Err(e);
+            }
             opened.extend(set.socks);
             if let Some(e) = set.first_err {
                 first_err.get_or_insert(e);
@@ -78,6 +88,9 @@ struct InetSet {
     first_err: Option<Error>,
     /// With a shared kernel port: a later address found that port taken.
     port_taken: bool,
+    /// A wildcard address whose port another socket holds: the whole open
+    /// fails with this error.
+    in_use: Option<Error>,
 }
 
 fn listen_inet_set(name: &str, addrs: &[SocketAddr], backlog: u32, shared_port: bool) -> InetSet {
@@ -85,6 +98,7 @@ fn listen_inet_set(name: &str, addrs: &[SocketAddr], backlog: u32, shared_port: 
         socks: Vec::new(),
         first_err: None,
         port_taken: false,
+        in_use: None,
     };
     let mut port: Option<u16> = None;
     for &addr in addrs {
@@ -110,11 +124,51 @@ fn listen_inet_set(name: &str, addrs: &[SocketAddr], backlog: u32, shared_port: 
                     host: addr.ip().to_string(),
                     port: addr.port(),
                 };
+                if !set.port_taken
+                    && e.raw_os_error() == Some(libc::EADDRINUSE)
+                    && addr.ip().is_unspecified()
+                    && !held_by_own_dual_stack(&set.socks, addr)
+                {
+                    set.in_use
+                        .get_or_insert_with(|| in_use(name, &requested, e));
+                    continue;
+                }
                 set.first_err.get_or_insert(context(e, name, &requested));
             }
         }
     }
     set
+}
+
+/// True if `addr` (an IPv4 wildcard) collides only with our own
+/// dual-stack `::` socket on the same port, which serves IPv4 already.
+fn held_by_own_dual_stack(socks: &[SocketChannel], addr: SocketAddr) -> bool {
+    addr.is_ipv4()
+        && socks.iter().any(|s| {
+            matches!(
+                s.local_address(),
+                Some(SocketAddress::Inet { host, port }) if host == "::" && port == addr.port()
+            )
+        })
+}
+
+/// The error for a wildcard address whose port is taken.
+fn in_use(name: &str, addr: &SocketAddress, e: Error) -> Error {
+    let (family, other) = match addr {
+        SocketAddress::Inet { host, .. } if host.contains(':') => ("IPv6", "IPv4"),
+        _ => ("IPv4", "IPv6"),
+    };
+    match e {
+        Error::Os { source, .. } => Error::Os {
+            channel: name.to_owned(),
+            op: format!(
+                "listen on {addr}: {family} bind (another socket holds the port; \
+                 not listening on {other} alone)"
+            ),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// Listen on one inet address. IPv6 first tries dual-stack; if that

@@ -169,6 +169,58 @@ fn one_failing_address_does_not_fail_the_open() {
 }
 
 #[test]
+fn a_wildcard_whose_ipv4_port_is_taken_fails_instead_of_listening_on_ipv6_alone() {
+    if !have_ipv6_loopback() {
+        eprintln!("skipped: no ::1");
+        return;
+    }
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind holder");
+    let port = holder.local_addr().expect("addr").port();
+    let mut l = NetListener::with_name("wild");
+    let err = l
+        .open_sync(&parse(&format!("tcp::{port}")), 4)
+        .expect_err("IPv4 is taken: tcp::PORT must not listen on IPv6 alone");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("not listening on IPv6 alone"), "{msg}");
+    assert!(!l.is_connected());
+    assert_eq!(l.num_sockets(), 0);
+    // Nothing of ours is left on ::1.
+    assert!(std::net::TcpStream::connect(("::1", port)).is_err());
+}
+
+#[test]
+fn a_wildcard_whose_ipv6_port_is_taken_fails_too() {
+    if !have_ipv6_loopback() {
+        eprintln!("skipped: no ::1");
+        return;
+    }
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).expect("socket");
+    holder.set_only_v6(true).expect("v6only");
+    holder
+        .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())
+        .expect("bind holder");
+    holder.listen(1).expect("listen");
+    let port = holder
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet")
+        .port();
+    let mut l = NetListener::new();
+    let err = l
+        .open_sync(&parse(&format!("tcp::{port}")), 4)
+        .expect_err("IPv6 is taken");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+    assert!(
+        err.to_string().contains("not listening on IPv4 alone"),
+        "{err}"
+    );
+    assert_eq!(l.num_sockets(), 0);
+}
+
+#[test]
 fn wait_client_on_a_disconnected_listener_is_closed() {
     let mut l = NetListener::with_name("closed-one");
     l.open_sync(&parse("tcp:127.0.0.1:0"), 4).expect("open");

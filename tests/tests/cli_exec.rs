@@ -186,3 +186,73 @@ fn recv_exec_without_raw_is_refused_with_the_alternative() {
     assert!(r.stderr.contains("--raw"), "{}", r.stderr);
     assert!(r.stderr.contains("recv stdio:"), "{}", r.stderr);
 }
+
+/// The mtime of `path`.
+fn mtime(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn raw_send_terms_the_command_5_s_after_its_input_closed() {
+    // docs/cli.md: stdin closes, 5 s, SIGTERM. The raw sender drains the
+    // command's stdout for up to 5 s first; that time counts.
+    let dir = Scratch::new("exec-term-time");
+    let (eof, term) = (dir.join("eof"), dir.join("term"));
+    let cmd = format!(
+        "exec:cat >/dev/null; : > {}; trap ': > {}; exit 7' TERM; while :; do sleep 0.1; done",
+        eof.display(),
+        term.display()
+    );
+    let r = Running::spawn(transit(&["send", &cmd, "--raw", "--ram", "4K"]))
+        .wait_within(Duration::from_secs(40));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("sent SIGTERM"), "{}", r.stderr);
+    let waited = mtime(&term)
+        .duration_since(mtime(&eof))
+        .expect("SIGTERM after end of file");
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_millis(7500),
+        "SIGTERM came {waited:?} after the command's stdin closed, not 5 s"
+    );
+}
+
+#[test]
+fn the_signals_reach_what_the_command_started() {
+    let dir = Scratch::new("exec-group");
+    let pidfile = dir.join("pid");
+    let cmd = format!(
+        // sleep lets go of transit's stderr, or collecting it would wait
+        // for sleep to end.
+        "exec:cat >/dev/null; sleep 30 >/dev/null 2>&1 & echo $! > {}; wait",
+        pidfile.display()
+    );
+    let r = Running::spawn(transit(&["send", &cmd, "--raw", "--ram", "4K"]))
+        .wait_within(Duration::from_secs(40));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+    };
+    let start = Instant::now();
+    while !gone(pid) && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = !gone(pid);
+    if orphan {
+        // SAFETY: kill has no memory effects; clean up the orphan.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        !orphan,
+        "sleep {pid} outlived the send: only sh was signalled"
+    );
+}

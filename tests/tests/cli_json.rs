@@ -105,3 +105,44 @@ fn intervals_come_before_the_summary() {
         .all(|o| o["type"] == "interval"));
     assert!(objs[0]["t_seconds"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_json_interval_out_of_bounds_is_a_usage_error() {
+    // A port nobody listens on: an accepted interval would fail later
+    // with exit 1 (connection refused), a refused one exits 2 at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("tcp:127.0.0.1:{port}");
+    for bad in ["1e-300", "0.001", "1e300", "0", "-1", "NaN", "inf"] {
+        for role in ["send", "recv"] {
+            let mut args = vec![role];
+            if role == "send" {
+                args.extend([addr.as_str(), "--ram", "1M"]);
+            } else {
+                args.extend(["tcp:127.0.0.1:0", "--timeout", "5"]);
+            }
+            let opt = format!("--json-interval={bad}");
+            args.push(&opt);
+            let r = run(transit(&args));
+            assert_eq!(
+                r.code(),
+                Some(2),
+                "{role} --json-interval {bad}: {}",
+                r.stderr
+            );
+            assert!(r.stderr.contains("0.01"), "{}", r.stderr);
+        }
+    }
+    // The bound itself is fine (the send then fails to connect: exit 1).
+    let r = run(transit(&[
+        "send",
+        &addr,
+        "--ram",
+        "1M",
+        "--json-interval",
+        "0.01",
+    ]));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+}

@@ -148,9 +148,10 @@ impl SocketChannel {
     /// resolves to; an empty host listens on `[::]` dual-stack (falling back
     /// to `0.0.0.0` without IPv6). `SO_REUSEADDR` is set. Use
     /// [`SocketChannel::listen_on`] to choose the address and `IPV6_V6ONLY`.
-    /// UNIX path: a stale socket file at the path is removed first (any
-    /// other kind of file is an error) and the path is unlinked again when
-    /// the listener closes. `fd:N` puts an inherited socket in listening
+    /// UNIX path: a stale socket file at the path (one that refuses a
+    /// connect) is removed first; a socket something still listens on is
+    /// an [`Error::Os`] with `EADDRINUSE` ("in use"), as is any other kind
+    /// of file. The path is unlinked again when the listener closes. `fd:N` puts an inherited socket in listening
     /// state.
     #[doc(alias = "qio_channel_socket_listen_sync")]
     pub fn listen_sync(addr: &SocketAddress, backlog: u32) -> Result<SocketChannel> {
@@ -344,6 +345,36 @@ fn connect_tcp(target: SocketAddr) -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// What a connect to an existing UNIX socket path found.
+enum Probe {
+    /// Nobody listens (`ECONNREFUSED`), or the path went away.
+    Stale,
+    /// Something accepted the connection or has a full backlog.
+    Live,
+    /// The connect failed otherwise (no permission, ...).
+    Unknown(io::Error),
+}
+
+/// Connect to `sa` without blocking and hang up at once.
+fn probe_unix(sa: &SockAddr) -> Probe {
+    let sock = match Socket::new(Domain::UNIX, Type::STREAM, None) {
+        Ok(s) => s,
+        Err(e) => return Probe::Unknown(e),
+    };
+    if let Err(e) = sock.set_nonblocking(true) {
+        return Probe::Unknown(e);
+    }
+    match sock.connect(sa) {
+        Ok(()) => Probe::Live,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ECONNREFUSED | libc::ENOENT) => Probe::Stale,
+            // A full backlog, or a socket of another type bound there.
+            Some(libc::EAGAIN | libc::EINPROGRESS | libc::EPROTOTYPE) => Probe::Live,
+            _ => Probe::Unknown(e),
+        },
+    }
+}
+
 fn listen_unix(addr: &SocketAddress, path: &Path, backlog: u32) -> Result<SocketChannel> {
     let name = format!("listen {addr}");
     let sa = addr::unix_sockaddr(
@@ -353,6 +384,31 @@ fn listen_unix(addr: &SocketAddress, path: &Path, backlog: u32) -> Result<Socket
     .map_err(|e| Error::os(&name, "build the socket address", e))?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
+            // A live listener answers a connect: taking its path over would
+            // steal its clients. Only a socket nobody answers is stale.
+            match probe_unix(&sa) {
+                Probe::Stale => {}
+                Probe::Live => {
+                    return Err(Error::os(
+                        &name,
+                        format!(
+                            "bind ({} is in use: another process listens on it)",
+                            path.display()
+                        ),
+                        io::Error::from_raw_os_error(libc::EADDRINUSE),
+                    ));
+                }
+                Probe::Unknown(e) => {
+                    return Err(Error::os(
+                        &name,
+                        format!(
+                            "bind ({} exists and cannot be probed, so it may be in use)",
+                            path.display()
+                        ),
+                        e,
+                    ));
+                }
+            }
             std::fs::remove_file(path).or_else(|e| match e.kind() {
                 io::ErrorKind::NotFound => Ok(()),
                 _ => Err(Error::os(&name, "remove the stale socket file", e)),

@@ -218,6 +218,16 @@ impl Loader<'_> {
         if crls.is_empty() {
             return Err(self.invalid(&CA_CRL, "no X509 CRL block found"));
         }
+        for (i, crl) in crls.iter().enumerate() {
+            use x509_parser::prelude::FromDer;
+            use x509_parser::revocation_list::CertificateRevocationList;
+            if let Err(e) = CertificateRevocationList::from_der(crl.as_ref()) {
+                return Err(self.invalid(
+                    &CA_CRL,
+                    format!("block {} is not a valid X.509 CRL: {e}", i + 1),
+                ));
+            }
+        }
         Ok(crls)
     }
 
@@ -230,15 +240,64 @@ impl Loader<'_> {
         key: &[u8],
     ) -> Result<Arc<CertifiedKey>> {
         let chain = self.certs(cert_spec, cert)?;
+        self.check_version(cert_spec, &chain[0])?;
         let key = self.key(key_spec, key)?;
-        CertifiedKey::from_der(chain, key, provider)
-            .map(Arc::new)
-            .map_err(|e| {
-                self.invalid(
-                    key_spec,
-                    format!("cannot be used with {}: {e}", self.place(cert_spec)),
-                )
-            })
+        // The three checks of CertifiedKey::from_der one by one, so that
+        // each failure names the file at fault.
+        let key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| self.invalid(key_spec, format!("not a usable private key: {e}")))?;
+        let certified = CertifiedKey::new(chain, key);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(Arc::new(certified))
+            }
+            Err(rustls::Error::InconsistentKeys(_)) => Err(self.invalid(
+                key_spec,
+                format!(
+                    "does not match {} (the key is not the certificate's)",
+                    self.place(cert_spec)
+                ),
+            )),
+            Err(e) => Err(self.invalid(
+                cert_spec,
+                format!(
+                    "not a usable certificate: {}",
+                    super::diag::describe_load(&e)
+                ),
+            )),
+        }
+    }
+
+    /// Refuse a certificate that is not X.509 v3 with a message that says
+    /// so (TLS validation here, as in every current stack, needs the v3
+    /// extensions: subjectAltName, key usage).
+    fn check_version(&self, spec: &FileSpec, der: &CertificateDer<'_>) -> Result<()> {
+        use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
+        let (_, cert) = X509Certificate::from_der(der.as_ref())
+            .map_err(|e| self.invalid(spec, format!("not a valid X.509 certificate: {e}")))?;
+        if cert.version() != X509Version::V3 {
+            return Err(self.invalid(
+                spec,
+                format!(
+                    "is an X.509 v{} certificate; only v3 is supported (reissue it with \
+                     extensions: subjectAltName, and extendedKeyUsage for TLS)",
+                    cert.version().0 + 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error of a verifier builder, blamed on the file at fault.
+    fn verifier(&self, e: rustls::client::VerifierBuilderError) -> Error {
+        use rustls::client::VerifierBuilderError as V;
+        match e {
+            V::NoRootAnchors => self.invalid(&CA_CERT, "no usable CA certificate"),
+            V::InvalidCrl(e) => self.invalid(&CA_CRL, super::diag::crl(&e)),
+            other => self.invalid(&CA_CERT, other),
+        }
     }
 }
 
@@ -359,7 +418,7 @@ impl TlsCreds {
                         .with_crls(crls)
                         .allow_unknown_revocation_status()
                         .build()
-                        .map_err(|e| loader.invalid(&CA_CRL, e))?
+                        .map_err(|e| loader.verifier(e))?
                 } else {
                     Arc::new(AnyServerCert(Arc::clone(&provider)))
                 };
@@ -387,7 +446,7 @@ impl TlsCreds {
                             .with_crls(crls)
                             .allow_unknown_revocation_status()
                             .build()
-                            .map_err(|e| loader.invalid(&CA_CERT, e))?,
+                            .map_err(|e| loader.verifier(e))?,
                     )
                 } else {
                     None

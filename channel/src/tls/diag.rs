@@ -1,6 +1,6 @@
 //! Turning rustls errors into sentences that say which check failed.
 
-use rustls::{AlertDescription, CertificateError, Error as TlsError};
+use rustls::{AlertDescription, CertRevocationListError, CertificateError, Error as TlsError};
 
 use super::creds::Endpoint;
 
@@ -20,12 +20,19 @@ pub(crate) fn describe(err: &TlsError, local: Endpoint, denial: Option<&str>) ->
         },
         TlsError::AlertReceived(alert) => received_alert(*alert, peer),
         TlsError::InvalidCertRevocationList(e) => {
-            format!("the certificate revocation list (ca-crl.pem) is unusable: {e:?}")
+            format!(
+                "the certificate revocation list (ca-crl.pem) is unusable: {}",
+                crl(e)
+            )
         }
         TlsError::PeerIncompatible(e) => {
             format!("the {peer} is incompatible (no common TLS version, cipher suite or key exchange): {e:?}")
         }
         TlsError::PeerMisbehaved(e) => format!("the {peer} broke the TLS protocol: {e:?}"),
+        TlsError::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+            "the {peer} does not speak TLS (what it sent is not a TLS record): \
+             TLS on one side only? give --tls-creds to both ends or neither"
+        ),
         TlsError::InvalidMessage(e) => format!("the {peer} sent an invalid TLS message: {e:?}"),
         TlsError::DecryptError => {
             format!("a TLS record from the {peer} failed to decrypt (corrupted or forged data)")
@@ -142,4 +149,37 @@ fn received_alert(alert: AlertDescription, peer: Endpoint) -> String {
         other => return format!("the {peer} ended the TLS session with alert {other:?}"),
     };
     format!("the {peer} refused our certificate: {why}")
+}
+
+/// Why a revocation list (`ca-crl.pem`) cannot be used.
+pub(crate) fn crl(e: &CertRevocationListError) -> String {
+    use CertRevocationListError as C;
+    match e {
+        C::ParseError => "not a valid X.509 CRL (its DER does not parse)".to_owned(),
+        C::UnsupportedCrlVersion => "not an X.509 v2 CRL (only v2 is supported)".to_owned(),
+        C::BadSignature => "its signature does not verify against its issuer".to_owned(),
+        C::IssuerInvalidForCrl => {
+            "its issuer may not sign CRLs (the CA lacks the cRLSign key usage)".to_owned()
+        }
+        C::UnsupportedCriticalExtension => "it has an unsupported critical extension".to_owned(),
+        C::UnsupportedDeltaCrl => "delta CRLs are not supported".to_owned(),
+        C::UnsupportedIndirectCrl => "indirect CRLs are not supported".to_owned(),
+        C::InvalidCrlNumber => "its CRL number is invalid".to_owned(),
+        C::InvalidRevokedCertSerialNumber => {
+            "a revoked certificate's serial number is invalid".to_owned()
+        }
+        C::UnsupportedRevocationReason => "a revocation reason is not supported".to_owned(),
+        C::Other(_) => "not a valid X.509 CRL".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A rustls error met while loading credentials, as a sentence.
+pub(crate) fn describe_load(e: &TlsError) -> String {
+    match e {
+        TlsError::InvalidCertificate(CertificateError::BadEncoding) => "not valid DER".to_owned(),
+        TlsError::InvalidCertificate(c) => format!("{c}"),
+        TlsError::InvalidCertRevocationList(c) => crl(c),
+        other => other.to_string(),
+    }
 }

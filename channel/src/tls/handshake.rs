@@ -72,7 +72,8 @@ impl TlsChannel {
                     self.name(),
                     format!(
                         "TLS handshake with the {} failed: the connection closed during the handshake \
-                         (is the peer speaking TLS, and did it accept our certificate?)",
+                         (TLS on one side only? the peer may not speak TLS: give --tls-creds to both \
+                         ends or neither; or it refused our certificate)",
                         self.endpoint().peer()
                     ),
                 ));

@@ -240,7 +240,7 @@ impl WebSocketChannel {
                     if pc.reason.is_empty() {
                         String::new()
                     } else {
-                        format!(": {}", pc.reason)
+                        format!(": {}", crate::peer_text::escape(&pc.reason))
                     }
                 ),
             ))

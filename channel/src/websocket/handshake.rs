@@ -400,7 +400,8 @@ impl WebSocketHandshake {
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             let body = &self.inbuf[self.header_end..];
             let body = String::from_utf8_lossy(&body[..body.len().min(200)]);
-            let body = body.trim();
+            // The server's text: escaped before it enters our error.
+            let body = crate::peer_text::escape(body.trim());
             let msg = format!(
                 "the server refused the websocket upgrade: {}{}",
                 resp.status(),

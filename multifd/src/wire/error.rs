@@ -218,6 +218,29 @@ pub enum WireError {
         /// Pages in the image.
         pages: u64,
     },
+    /// The peer answered with a TLS record (an alert, a handshake): it
+    /// expects TLS and this side speaks plain multifd.
+    #[error(
+        "the peer answered with a TLS {} record: it expects TLS and this side does not use it \
+         (TLS on one side only? give --tls-creds to both ends or neither)",
+        if *content_type == 0x15 { "alert" } else { "handshake" }
+    )]
+    TlsRecord {
+        /// The TLS content type (0x15 alert, 0x16 handshake).
+        content_type: u8,
+    },
+}
+
+impl WireError {
+    /// [`WireError::TlsRecord`] if `bytes` (the start of what the peer
+    /// sent) is a TLS alert or handshake record: no multifd record or
+    /// packet starts that way.
+    pub fn tls_record(bytes: &[u8]) -> Option<WireError> {
+        match bytes {
+            [t @ (0x15 | 0x16), 0x03, ..] => Some(WireError::TlsRecord { content_type: *t }),
+            _ => None,
+        }
+    }
 }
 
 fn show_magic(m: u32) -> String {
@@ -239,7 +262,10 @@ fn show_bytes(b: &[u8; 4]) -> String {
     if matches!(b, b"GET " | b"POST" | b"HEAD" | b"PUT " | b"HTTP") {
         s.push_str(" (an HTTP request?)");
     } else if b[0] == 0x16 && b[1] == 0x03 {
-        s.push_str(" (a TLS handshake?)");
+        s.push_str(
+            " (a TLS handshake: the peer uses TLS and this side does not; \
+             give --tls-creds to both ends or neither)",
+        );
     }
     s
 }
