@@ -16,11 +16,17 @@
 //! [`crate::join`] describes: the one row whose receiver is another
 //! process; CPU% counts the sender only).
 //!
+//! `file` is tcp between two files: the image is written once (not timed)
+//! to a file in tmpfs (`/dev/shm`), sent from that file (mapped, holes
+//! found with `SEEK_DATA`) and received into a new file there, which is
+//! removed after each run.
+//!
 //! The image is generated once before the first run and is not timed.
-//! `seconds` is the sender's data phase (from the receiver's accept to the
-//! verdict; the receiver's destination set-up happens before it); CPU% is
-//! this process's CPU time (both ends) over the wall time of the same
-//! phase, 100% = one core.
+//! `seconds` is the window a user waits for, once the connections are
+//! open: the handshake, the receiver's destination set-up, the data, the
+//! verification and putting the output in place, until the verdict; CPU%
+//! is this process's CPU time (both ends) over the same window, 100% = one
+//! core.
 
 use std::time::Duration;
 
@@ -41,7 +47,9 @@ use crate::report::{emit_json, human_bytes, CpuClock};
 use crate::transport::{self, TlsOpts, TransportOpts};
 
 /// Every transport `bench` knows, in table order.
-pub const TRANSPORTS: [&str; 8] = ["tcp", "unix", "buffer", "null", "tls", "ws", "wss", "exec"];
+pub const TRANSPORTS: [&str; 9] = [
+    "tcp", "file", "unix", "buffer", "null", "tls", "ws", "wss", "exec",
+];
 
 /// One run's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +64,8 @@ pub struct Row {
     pub data_bytes: u64,
     /// Zero pages.
     pub zero_pages: u64,
-    /// Seconds of the data phase.
+    /// Seconds of the window a user waits for, once connected (handshake,
+    /// destination set-up, data, verdict, output in place).
     pub seconds: f64,
     /// Image GB/s.
     pub image_rate_gbps: f64,
@@ -140,6 +149,11 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     // Every run borrows the same pages; the image lives until the process
     // exits.
     let image: &'static SourceImage = Box::leak(Box::new(image));
+    let files = if transports.iter().any(|t| t == "file") {
+        Some(BenchFiles::write(image.as_slice())?)
+    } else {
+        None
+    };
     let config = SendConfig {
         packet_payload,
         ..SendConfig::default()
@@ -160,7 +174,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     }
     for t in &transports {
         for &n in &args.channels {
-            let row = run_one(t, n, image.as_slice(), &config)
+            let row = run_one(t, n, image.as_slice(), &config, files.as_ref())
                 .map_err(|e| AppError::Failed(format!("bench {t} with {n} channels: {e}")))?;
             if !args.json {
                 println!(
@@ -406,13 +420,81 @@ fn null_peer(mut ch: SocketChannel) -> Result<(), String> {
     }
 }
 
+/// The `file` rows' source file and output path, in tmpfs; removed on
+/// drop.
+struct BenchFiles {
+    source: std::path::PathBuf,
+    output: std::path::PathBuf,
+}
+
+impl BenchFiles {
+    fn write(image: &[u8]) -> Result<BenchFiles, AppError> {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let files = BenchFiles {
+            source: dir.join(format!("transit-bench-{}.src", std::process::id())),
+            output: dir.join(format!("transit-bench-{}.out", std::process::id())),
+        };
+        payload_to_file(image, &files.source)
+            .map_err(|e| AppError::Failed(format!("write {}: {e}", files.source.display())))?;
+        Ok(files)
+    }
+}
+
+impl Drop for BenchFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.source);
+        let _ = std::fs::remove_file(&self.output);
+    }
+}
+
+/// Write `image` to `path`, leaving its zero MiB as holes.
+fn payload_to_file(image: &[u8], path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path)?;
+    for (i, piece) in image.chunks(1 << 20).enumerate() {
+        if !transit_multifd::zero::is_zero(piece) {
+            f.write_all_at(piece, (i as u64) << 20)?;
+        }
+    }
+    f.set_len(image.len() as u64)
+}
+
 fn run_one(
     transport: &str,
     n: u32,
     image: &'static [u8],
     config: &SendConfig,
+    files: Option<&BenchFiles>,
 ) -> Result<Row, String> {
-    let (main, pages, recv) = make_channels(transport, n)?;
+    let file = if transport == "file" {
+        files.map(|f| (f.source.clone(), f.output.clone()))
+    } else {
+        None
+    };
+    let source = match &file {
+        Some((src, _)) => {
+            SourceImage::map_file(src).map_err(|e| format!("map {}: {e}", src.display()))?
+        }
+        None => SourceImage::from_static(image),
+    };
+    let dest = move || match &file {
+        Some((_, out)) => Destination::File {
+            path: out.clone(),
+            mode: None,
+        },
+        None => Destination::Memory { prefault: false },
+    };
+    let channels_of = if transport == "file" {
+        "tcp"
+    } else {
+        transport
+    };
+    let (main, pages, recv) = make_channels(channels_of, n)?;
     let receiver = match recv {
         None => None,
         Some(conns) => Some(
@@ -424,7 +506,7 @@ fn run_one(
                             handshake_timeout: Some(Duration::from_secs(30)),
                             ..RecvConfig::default()
                         },
-                        Destination::Memory { prefault: true },
+                        dest(),
                     );
                     for c in conns {
                         rx.accept_channel(c).map_err(|e| e.to_string())?;
@@ -435,20 +517,15 @@ fn run_one(
                 .map_err(|e| format!("spawn the receiver: {e}"))?,
         ),
     };
-    let mut clock = None;
+    // The window starts before the handshake: the receiver's destination
+    // set-up and putting the output in place are in it.
+    let clock = CpuClock::start();
     let sent = (|| {
-        let mut tx = Sender::new(
-            config.clone(),
-            Payload::Image(SourceImage::from_static(image)),
-            main,
-            pages,
-        )?;
-        // The data phase starts once the receiver accepted the session.
-        clock = Some(CpuClock::start());
+        let mut tx = Sender::new(config.clone(), Payload::Image(source), main, pages)?;
         tx.send_all()?;
         tx.finish()
     })();
-    let cpu = clock.map(|c| c.stop().0).unwrap_or_default();
+    let (cpu, window) = clock.stop();
     let received = receiver.map(|h| {
         h.join()
             .unwrap_or_else(|_| Err("the receiver panicked".into()))
@@ -460,14 +537,17 @@ fn run_one(
     if let Some(r) = received {
         r?;
     }
-    let secs = stats.seconds.max(1e-9);
+    if let (true, Some(f)) = (transport == "file", files) {
+        let _ = std::fs::remove_file(&f.output);
+    }
+    let secs = window.max(1e-9);
     Ok(Row {
         transport: transport.to_owned(),
         channels: n,
         image_bytes: image.len() as u64,
         data_bytes: stats.bytes,
         zero_pages: stats.zero_pages,
-        seconds: stats.seconds,
+        seconds: window,
         image_rate_gbps: image.len() as f64 / secs / 1e9,
         data_rate_gbps: stats.bytes as f64 / secs / 1e9,
         cpu_percent: cpu.percent,

@@ -1233,12 +1233,13 @@ impl SessionWorker {
             }
         } else {
             match &self.output {
+                // Pages are faulted in as they arrive, overlapped with the
+                // transfer; zero pages of fresh memory are never touched.
                 Output::Discard | Output::Stdout | Output::Device(_) => {
-                    Destination::Memory { prefault: true }
+                    Destination::Memory { prefault: false }
                 }
                 Output::File(p) => Destination::File {
                     path: p.clone(),
-                    prefault: true,
                     mode: self.mode,
                 },
             }

@@ -275,11 +275,19 @@ pub fn rusage() -> (f64, f64, u64) {
         return (0.0, 0.0, 0);
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        tv(ru.ru_utime),
-        tv(ru.ru_stime),
-        ru.ru_maxrss.max(0) as u64 * 1024,
-    )
+    // getrusage's maxrss survives exec: a child of a large parent reports
+    // the parent's size. The high-water mark of this process's own memory
+    // (VmHWM) does not; it is the fallback only where /proc is missing.
+    let peak = peak_rss().unwrap_or(ru.ru_maxrss.max(0) as u64 * 1024);
+    (tv(ru.ru_utime), tv(ru.ru_stime), peak)
+}
+
+/// Peak resident set of this process since it started (`VmHWM`), bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU use between two points of a run.
@@ -362,6 +370,11 @@ pub struct Summary {
     pub peer: Option<String>,
     /// `image`, `stream` or `raw`.
     pub mode: &'static str,
+    /// Seconds of the whole command, from its start to the verdict and the
+    /// output in place: what the user waited for.
+    pub total_seconds: f64,
+    /// `covered_bytes / total_seconds`, in bytes per second.
+    pub total_bytes_per_second: f64,
     /// Page channels (1 for raw).
     pub channels: u32,
     /// Passes (image mode).
@@ -385,9 +398,11 @@ pub struct Summary {
     pub packets: u64,
     /// Sync barriers.
     pub syncs: u64,
-    /// Seconds of the data phase.
+    /// Seconds of the data phase (a component figure: set-up, handshake
+    /// and putting the output in place are left out).
     pub seconds: f64,
-    /// Seconds of the whole command (connect, handshake, output included).
+    /// Seconds since the command's arguments were checked (connect,
+    /// handshake, output included; `total_seconds` also counts start-up).
     pub wall_seconds: f64,
     /// covered_bytes / seconds, GB/s.
     pub image_rate_gbps: f64,
@@ -430,6 +445,21 @@ pub struct RunInfo {
     pub file: Option<String>,
 }
 
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Mark the start of the command (the first thing `main` does): the origin
+/// of `total_seconds`.
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(Instant::now);
+}
+
+/// Seconds since [`mark_process_start`] (0 if it was never called).
+pub fn since_process_start() -> f64 {
+    PROCESS_START
+        .get()
+        .map_or(0.0, |t| t.elapsed().as_secs_f64())
+}
+
 impl Summary {
     /// Build the summary from a session's statistics.
     pub fn new(info: RunInfo, stats: &Stats, clock: &CpuClock) -> Summary {
@@ -444,6 +474,7 @@ impl Summary {
         } else {
             info.image_bytes
         };
+        let total = since_process_start().max(wall).max(1e-9);
         Summary {
             kind: "summary",
             version: env!("CARGO_PKG_VERSION"),
@@ -451,6 +482,8 @@ impl Summary {
             uri: info.uri,
             peer: info.peer,
             mode: info.mode,
+            total_seconds: total,
+            total_bytes_per_second: covered as f64 / total,
             channels: stats.channels.len().max(1) as u32,
             passes: info.passes,
             page_size: info.page_size,
@@ -498,12 +531,14 @@ impl Summary {
             "received"
         };
         let mut s = format!(
-            "transit: {what} {} {} in {:.3} s over {} channel{}: image {:.2} GB/s, data {} at {:.2} GB/s",
+            "transit: {what} {} {} in {:.3} s ({}/s) over {} channel{}; data phase {:.3} s: image {:.2} GB/s, data {} at {:.2} GB/s",
             self.mode,
             human_bytes(self.image_bytes),
-            self.seconds,
+            self.total_seconds,
+            human_bytes(self.total_bytes_per_second as u64),
             self.channels,
             if self.channels == 1 { "" } else { "s" },
+            self.seconds,
             self.image_rate_gbps,
             human_bytes(self.bytes),
             self.data_rate_gbps,

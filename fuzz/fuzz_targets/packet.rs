@@ -1,5 +1,6 @@
-//! Fuzz page packets: the fixed header, then the page offsets (image
-//! sessions) or the stream entry (stream sessions) that follow it.
+//! Fuzz page packets: the fixed header, then the page offsets or hole
+//! ranges (image sessions) or the stream entry (stream sessions) that
+//! follow it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let rest = &data[wire::PACKET_HEADER_LEN.min(data.len())..];
+        if h.flags == wire::PacketFlags::HOLES {
+            let mut ranges = Vec::new();
+            let _ = wire::decode_hole_ranges(rest, &h, &s, &mut ranges);
+            continue;
+        }
         match s.layout {
             Layout::Image { .. } => {
                 let _ = wire::decode_page_offsets(rest, &h, &s, &mut offsets);

@@ -17,7 +17,7 @@
 //!   optionally pre-faulted (`MADV_POPULATE_WRITE`, on every core) so page
 //!   faults do not land in the transfer;
 //! * [`DestImage::create_file`]: a new file at a temporary path next to the
-//!   target, sized with `ftruncate` and mapped shared;
+//!   target, sized with `ftruncate` (holes), written with `pwrite`;
 //!   [`DestImage::persist`] syncs it and renames it into place, and dropping
 //!   an image that was not persisted unlinks the temporary file.
 //!
@@ -119,17 +119,6 @@ impl Mapping {
         // only use this on writable mappings.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
-
-    fn sync(&self) -> io::Result<()> {
-        if self.len == 0 {
-            return Ok(());
-        }
-        // SAFETY: msync on our own live mapping.
-        if unsafe { libc::msync(self.ptr.as_ptr().cast(), self.len, libc::MS_SYNC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Mapping {
@@ -207,6 +196,40 @@ unsafe fn touch_pages(addr: usize, len: usize) {
         // the write that faults the page in is not optimized away.
         unsafe { std::ptr::write_volatile((addr + off) as *mut u8, 0) };
     }
+}
+
+/// The data extents of `file` (`size` bytes) as byte ranges, by
+/// `SEEK_DATA`/`SEEK_HOLE` (a file system without holes reports one
+/// extent: the whole file).
+fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let seek = |off: u64, whence: i32| -> io::Result<Option<u64>> {
+        // SAFETY: lseek on our own open descriptor; it moves only the
+        // file offset, which nothing else here uses.
+        let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
+        if r >= 0 {
+            return Ok(Some(r as u64));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None); // no data (or hole) at or after `off`
+        }
+        Err(e)
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let Some(start) = seek(at, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        if end <= start {
+            break;
+        }
+        out.push((start, end));
+        at = end;
+    }
+    Ok(out)
 }
 
 /// Content of generated non-zero pages.
@@ -345,6 +368,9 @@ enum SourceMem {
 /// A sender's image: memory the sender reads pages from.
 pub struct SourceImage {
     mem: SourceMem,
+    /// A mapped file's data extents (`SEEK_DATA`/`SEEK_HOLE`), byte
+    /// ranges in order; everything else is a hole.
+    extents: Option<Vec<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for SourceImage {
@@ -388,13 +414,18 @@ impl SourceImage {
                 map,
                 writable: true,
             },
+            extents: None,
         })
     }
 
-    /// Map the file at `path` read-only as the image.
+    /// Map the file at `path` read-only as the image, and find its data
+    /// extents (`SEEK_DATA`/`SEEK_HOLE`): the sender sends holes as ranges
+    /// without reading them, and releases the pages it read after each
+    /// packet, so neither holes nor the file's size cost memory.
     pub fn map_file(path: &Path) -> io::Result<SourceImage> {
         let file = File::open(path)?;
-        let len = usize::try_from(file.metadata()?.len())
+        let size = file.metadata()?.len();
+        let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
         let map = Mapping::map(len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd())?;
         Ok(SourceImage {
@@ -402,13 +433,34 @@ impl SourceImage {
                 map,
                 writable: false,
             },
+            extents: data_extents(&file, size).ok(),
         })
+    }
+
+    /// A mapped file's data extents as byte ranges `(start, end)` in
+    /// order (everything between them is a hole); `None` for images that
+    /// are not files, or where the file system cannot tell.
+    pub fn data_extents(&self) -> Option<&[(u64, u64)]> {
+        self.extents.as_deref()
+    }
+
+    /// True for a read-only mapped file: pages read from it may be
+    /// released after use (the page cache keeps them).
+    pub(crate) fn is_mapped_file(&self) -> bool {
+        matches!(
+            self.mem,
+            SourceMem::Map {
+                writable: false,
+                ..
+            }
+        )
     }
 
     /// Use `v` as the image (no copy).
     pub fn from_vec(v: Vec<u8>) -> SourceImage {
         SourceImage {
             mem: SourceMem::Vec(v),
+            extents: None,
         }
     }
 
@@ -421,6 +473,7 @@ impl SourceImage {
                 map,
                 writable: true,
             },
+            extents: None,
         })
     }
 
@@ -428,6 +481,7 @@ impl SourceImage {
     pub fn from_static(data: &'static [u8]) -> SourceImage {
         SourceImage {
             mem: SourceMem::Static(data),
+            extents: None,
         }
     }
 
@@ -471,9 +525,12 @@ impl SourceImage {
     }
 }
 
-/// A receiver's image: memory the receiver writes pages into.
+/// A receiver's image: memory the receiver writes pages into, or a file
+/// it writes them to.
 pub struct DestImage {
+    /// The memory of a memory image; empty for a file.
     map: Mapping,
+    len: usize,
     fresh: bool,
     file: Option<TempOutput>,
 }
@@ -481,7 +538,7 @@ pub struct DestImage {
 impl std::fmt::Debug for DestImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DestImage")
-            .field("len", &self.map.len)
+            .field("len", &self.len)
             .field("fresh", &self.fresh)
             .field("file", &self.file.as_ref().map(|t| t.target()))
             .finish()
@@ -497,6 +554,7 @@ impl DestImage {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         Ok(DestImage {
             map: Mapping::anonymous(len, prefault)?,
+            len,
             fresh: true,
             file: None,
         })
@@ -505,39 +563,33 @@ impl DestImage {
     /// A new file of `size` bytes that becomes `target` on
     /// [`persist`](Self::persist). It is created (exclusively) at a
     /// temporary path in the same directory ([`TempOutput`]: mode `mode`,
-    /// else the existing target's, else `0600`), sized with `ftruncate`
-    /// (so pages never written stay holes) and mapped shared.
-    pub fn create_file(
-        target: &Path,
-        size: u64,
-        prefault: bool,
-        mode: Option<u32>,
-    ) -> io::Result<DestImage> {
+    /// else the existing target's, else `0600`) and sized with `ftruncate`,
+    /// so pages never written stay holes. It is not mapped: the receiver
+    /// writes pages with `pwrite` from small per-channel buffers, so no
+    /// page is zero-filled before its data arrives and the process's
+    /// memory does not grow with the file.
+    pub fn create_file(target: &Path, size: u64, mode: Option<u32>) -> io::Result<DestImage> {
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         // From here `temp` unlinks the file if anything fails.
         let temp = TempOutput::create(target, mode)?;
         temp.file().set_len(size)?;
-        let flags = libc::MAP_SHARED | if prefault { libc::MAP_POPULATE } else { 0 };
-        let map = Mapping::map(
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            temp.file().as_raw_fd(),
-        )?;
         Ok(DestImage {
-            map,
+            map: Mapping::map(0, 0, 0, -1)?,
+            len,
             fresh: true,
             file: Some(temp),
         })
     }
 
-    /// The bytes.
+    /// The bytes of a memory image (empty for a file destination, whose
+    /// bytes are in the file).
     pub fn as_slice(&self) -> &[u8] {
         self.map.as_slice()
     }
 
-    /// The bytes, writable.
+    /// The bytes of a memory image, writable (empty for a file
+    /// destination).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         self.fresh = false;
         self.map.as_mut_slice()
@@ -545,12 +597,12 @@ impl DestImage {
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.map.len
+        self.len
     }
 
     /// True for an empty image.
     pub fn is_empty(&self) -> bool {
-        self.map.len == 0
+        self.len == 0
     }
 
     /// True while no byte was written: every byte is zero.
@@ -566,6 +618,11 @@ impl DestImage {
         self.map.as_ptr()
     }
 
+    /// The file of a file destination.
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_ref().map(|t| t.file())
+    }
+
     /// The temporary path of a file destination.
     pub fn temp_path(&self) -> Option<&Path> {
         self.file.as_ref().map(|t| t.temp_path())
@@ -576,8 +633,8 @@ impl DestImage {
         self.file.is_some()
     }
 
-    /// Make a file destination durable and move it into place: `msync`,
-    /// `fsync`, rename to the target, `fsync` the directory. Calling it
+    /// Make a file destination durable and move it into place: `fsync`,
+    /// rename to the target, `fsync` the directory. Calling it
     /// again does nothing. An anonymous image has nothing to persist.
     pub fn persist_in_place(&mut self) -> io::Result<()> {
         let Some(t) = self.file.as_mut() else {
@@ -586,7 +643,6 @@ impl DestImage {
                 "an anonymous image has no file to persist",
             ));
         };
-        self.map.sync()?;
         t.persist()
     }
 

@@ -47,11 +47,16 @@ fn decode(target: &str, data: &[u8]) -> bool {
                 let Ok(h) = wire::decode_packet_header(data, &s) else {
                     continue;
                 };
+                let rest = &data[wire::PACKET_HEADER_LEN..];
+                if h.flags == wire::PacketFlags::HOLES {
+                    let mut ranges = Vec::new();
+                    any |= wire::decode_hole_ranges(rest, &h, &s, &mut ranges).is_ok();
+                    continue;
+                }
                 if h.flags.bits() != 0 {
                     any = true;
                     continue;
                 }
-                let rest = &data[wire::PACKET_HEADER_LEN..];
                 let ok = match s.layout {
                     Layout::Image { .. } => {
                         wire::decode_page_offsets(rest, &h, &s, &mut offsets).is_ok()

@@ -199,7 +199,6 @@ fn file_destination_persists_and_unpersisted_file_is_removed() {
         RecvConfig::default(),
         Destination::File {
             path: t,
-            prefault: false,
             mode: None,
         },
     );
@@ -225,7 +224,7 @@ fn file_destination_persists_and_unpersisted_file_is_removed() {
 
     // A file destination dropped without persist leaves nothing behind.
     let other = dir.join("dropped.bin");
-    let img = transit_multifd::DestImage::create_file(&other, 8192, false, None).unwrap();
+    let img = transit_multifd::DestImage::create_file(&other, 8192, None).unwrap();
     let tmp = img.temp_path().unwrap().to_path_buf();
     assert!(tmp.exists());
     drop(img);

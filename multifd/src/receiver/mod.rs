@@ -79,8 +79,6 @@ pub enum Destination {
     File {
         /// Final path (a regular file or nothing yet).
         path: PathBuf,
-        /// Fault every page in before the transfer.
-        prefault: bool,
         /// Mode of the new file (default: the existing file's, else 0600).
         mode: Option<u32>,
     },
@@ -95,15 +93,8 @@ impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Destination::Memory { prefault } => write!(f, "Memory {{ prefault: {prefault} }}"),
-            Destination::File {
-                path,
-                prefault,
-                mode,
-            } => {
-                write!(
-                    f,
-                    "File {{ path: {path:?}, prefault: {prefault}, mode: {mode:?} }}"
-                )
+            Destination::File { path, mode } => {
+                write!(f, "File {{ path: {path:?}, mode: {mode:?} }}")
             }
             Destination::Image(i) => write!(f, "Image({i:?})"),
             Destination::Writer(_) => f.write_str("Writer(..)"),
@@ -585,16 +576,11 @@ fn prepare(session: &SessionHeader, dest: Option<Destination>) -> Result<Target>
                 .map(Target::Image)
                 .map_err(|e| Error::data(format!("allocate a {size}-byte destination image"), e))
         }
-        (
-            Layout::Image { size },
-            Some(Destination::File {
-                path,
-                prefault,
-                mode,
-            }),
-        ) => DestImage::create_file(&path, size, prefault, mode)
-            .map(Target::Image)
-            .map_err(|e| Error::data(format!("create destination file {}", path.display()), e)),
+        (Layout::Image { size }, Some(Destination::File { path, mode })) => {
+            DestImage::create_file(&path, size, mode)
+                .map(Target::Image)
+                .map_err(|e| Error::data(format!("create destination file {}", path.display()), e))
+        }
         (Layout::Image { size }, Some(Destination::Image(img))) => {
             if img.len() as u64 != size {
                 return refuse(format!(

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use std::os::fd::{AsRawFd, RawFd};
+
 use transit_channel::{io as chio, Channel};
 
 use super::stream::{write_stream, Chunk, StreamShared, StreamState, STREAM_DEPTH};
@@ -29,6 +31,9 @@ use crate::wire::{
 struct ImageShared {
     image: DestImage,
     base: *mut u8,
+    /// The file of a file destination (pages are written with `pwrite`);
+    /// `None` for memory.
+    file: Option<RawFd>,
     pages: u64,
     claimed: Box<[AtomicU64]>,
     written: Box<[AtomicU64]>,
@@ -48,9 +53,11 @@ impl ImageShared {
         let fill = if image.is_fresh() { 0 } else { u64::MAX };
         image.mark_used();
         let base = image.ptr();
+        let file = image.file().map(|f| f.as_raw_fd());
         ImageShared {
             image,
             base,
+            file,
             pages,
             claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
             written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
@@ -95,6 +102,40 @@ impl ImageShared {
         self.written[(idx / 64) as usize].fetch_and(!bit, Relaxed) & bit != 0
     }
 
+    /// Claim pages `first..first + count` for this epoch, a word at a time;
+    /// false if any of them was claimed already.
+    fn claim_range(&self, first: u64, count: u64) -> bool {
+        let mut fresh = true;
+        for_words(first, count, |w, mask| {
+            fresh &= self.claimed[w].fetch_or(mask, Relaxed) & mask == 0;
+        });
+        fresh
+    }
+
+    /// Clear the written bits of pages `first..first + count`; call `f`
+    /// with each page whose bit was set (it received data before).
+    fn take_written_range(&self, first: u64, count: u64, mut f: impl FnMut(u64)) {
+        for_words(first, count, |w, mask| {
+            let mut was = self.written[w].fetch_and(!mask, Relaxed) & mask;
+            while was != 0 {
+                f(w as u64 * 64 + u64::from(was.trailing_zeros()));
+                was &= was - 1;
+            }
+        });
+    }
+
+    /// Zero `len` bytes at `off` of the destination (a page that held
+    /// data before): in memory, or by punching a hole in the file (zeros
+    /// written where the file system cannot punch).
+    fn zero(&self, off: u64, len: usize) -> std::io::Result<()> {
+        match self.file {
+            // SAFETY: the caller claimed the page this epoch.
+            None => unsafe { self.slice_mut(off, len) }.fill(0),
+            Some(fd) => zero_file_range(fd, off, len)?,
+        }
+        Ok(())
+    }
+
     /// # Safety
     /// The range is inside the image and claimed by the caller this epoch.
     #[allow(clippy::mut_from_ref)]
@@ -102,6 +143,71 @@ impl ImageShared {
         // SAFETY: the caller guarantees bounds and exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(off as usize), len) }
     }
+}
+
+/// Call `f(word, mask)` for each bitmap word that pages
+/// `first..first + count` touch.
+fn for_words(first: u64, count: u64, mut f: impl FnMut(usize, u64)) {
+    let end = first + count;
+    let mut i = first;
+    while i < end {
+        let bit = i % 64;
+        let n = (64 - bit).min(end - i);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << bit
+        };
+        f((i / 64) as usize, mask);
+        i += n;
+    }
+}
+
+/// `pwrite` all of `buf` at `off`.
+fn pwrite_all(fd: RawFd, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: pwrite reads `buf.len()` bytes of the live slice `buf`;
+        // `fd` is the destination file, open for the session.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off as libc::off_t) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n as usize..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Make `len` bytes at `off` of a file read as zeros: punch a hole, or
+/// write zeros where the file system cannot.
+fn zero_file_range(fd: RawFd, off: u64, len: usize) -> std::io::Result<()> {
+    // SAFETY: fallocate on the destination file; no memory is involved.
+    let r = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZEROS.len());
+        pwrite_all(fd, &ZEROS[..n], off + done as u64)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// The SYNC barrier: N channel threads plus the main thread. Wakes with
@@ -257,9 +363,14 @@ impl Run {
                 epoch: 0,
                 last_packet: None,
                 digest: Digest::default(),
-                entries: vec![0u8; cap * session.entry_len()],
+                entries: vec![0u8; cap * session.entry_len().max(wire::HOLE_ENTRY_LEN)],
                 offsets: Vec::with_capacity(cap),
+                holes: Vec::with_capacity(cap),
                 iov: Vec::with_capacity(cap),
+                buf: match &run.image {
+                    Some(img) if img.file.is_some() => vec![0u8; session.packet_payload as usize],
+                    _ => Vec::new(),
+                },
                 cpu: ThreadCpu::default(),
             };
             let spawned = std::thread::Builder::new()
@@ -530,7 +641,11 @@ struct Reader {
     digest: Digest,
     entries: Vec<u8>,
     offsets: Vec<u64>,
+    holes: Vec<(u64, u64)>,
     iov: Vec<IoSliceMut<'static>>,
+    /// A file destination's payload buffer (pages go from here to the
+    /// file with `pwrite`); empty for memory destinations.
+    buf: Vec<u8>,
     /// This thread's CPU clock, started when it begins serving.
     cpu: ThreadCpu,
 }
@@ -602,6 +717,14 @@ impl Reader {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
                 return Ok(());
             }
+            if h.flags.contains(PacketFlags::HOLES) {
+                let Kind::Image(img) = &self.kind else {
+                    return Err(self.ctx.proto(Stage::RecvHeader, WireError::WrongLayout));
+                };
+                let img = img.clone();
+                self.recv_holes(&h, &img)?;
+                continue;
+            }
             match &self.kind {
                 Kind::Image(img) => {
                     let img = img.clone();
@@ -643,6 +766,40 @@ impl Reader {
             }
         }
         let normal = h.normal as usize;
+        if let Some(fd) = img.file {
+            self.recv_pages_to_file(h, fd)?;
+        } else {
+            self.recv_pages_to_memory(img, normal)?;
+        }
+        for &o in &self.offsets[..normal] {
+            img.set_written(o >> shift);
+        }
+        let verify = self.session.verify;
+        for &o in &self.offsets[normal..] {
+            let len = self.session.page_len(o);
+            if img.take_written(o >> shift) {
+                img.zero(o, len)
+                    .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e))?;
+            }
+            if verify {
+                self.digest.add(zero_hash(o, len as u32));
+            }
+        }
+        self.counters_packet(
+            normal as u64,
+            u64::from(h.zero),
+            u64::from(h.payload_len),
+            PACKET_HEADER_LEN + n + h.payload_len as usize,
+        );
+        self.progress
+            .channel(self.id as u32)
+            .busy(started, self.cpu);
+        Ok(())
+    }
+
+    /// Read a packet's pages straight into the destination memory (runs
+    /// of contiguous pages as one iovec), hash them there.
+    fn recv_pages_to_memory(&mut self, img: &ImageShared, normal: usize) -> Result<()> {
         let mut iov = session::recycle(std::mem::take(&mut self.iov));
         let mut run: Option<(u64, usize)> = None;
         for &o in &self.offsets[..normal] {
@@ -651,7 +808,7 @@ impl Reader {
                 Some((start, l)) if start + l as u64 == o => Some((start, l + len)),
                 Some((start, l)) => {
                     // SAFETY: decoded offsets are inside the image and
-                    // every page of the run was claimed above.
+                    // every page of the run was claimed by the caller.
                     iov.push(IoSliceMut::new(unsafe { img.slice_mut(start, l) }));
                     Some((o, len))
                 }
@@ -665,32 +822,105 @@ impl Reader {
         let r = session::readv_all(&mut self.ch, &mut iov);
         self.iov = session::recycle(iov);
         r.map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
+        if self.session.verify {
+            for &o in &self.offsets[..normal] {
+                // SAFETY: claimed page inside the image, just received.
+                let page = unsafe { img.slice_mut(o, self.session.page_len(o)) };
+                self.digest.add(page_hash(o, page));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a packet's payload into this channel's buffer, hash it there
+    /// while it is in cache, and `pwrite` each run of contiguous pages to
+    /// the file: no page of the file is zero-filled first or mapped.
+    fn recv_pages_to_file(&mut self, h: &PacketHeader, fd: RawFd) -> Result<()> {
+        let normal = h.normal as usize;
+        let payload = h.payload_len as usize;
+        chio::read_all(&mut self.ch, &mut self.buf[..payload])
+            .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
         let verify = self.session.verify;
+        let mut pos = 0usize;
+        let mut run: Option<(u64, usize, usize)> = None;
+        let write = |(off, at, len): (u64, usize, usize), buf: &[u8]| {
+            pwrite_all(fd, &buf[at..at + len], off)
+                .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))
+        };
         for &o in &self.offsets[..normal] {
             let len = self.session.page_len(o);
             if verify {
-                // SAFETY: claimed page inside the image, just received.
-                let page = unsafe { img.slice_mut(o, len) };
-                self.digest.add(page_hash(o, page));
+                self.digest.add(page_hash(o, &self.buf[pos..pos + len]));
             }
-            img.set_written(o >> shift);
+            run = match run {
+                Some((start, at, l)) if start + l as u64 == o => Some((start, at, l + len)),
+                Some(r) => {
+                    write(r, &self.buf)?;
+                    Some((o, pos, len))
+                }
+                None => Some((o, pos, len)),
+            };
+            pos += len;
         }
-        for &o in &self.offsets[normal..] {
-            let len = self.session.page_len(o);
-            if img.take_written(o >> shift) {
-                // SAFETY: claimed page inside the image.
-                unsafe { img.slice_mut(o, len) }.fill(0);
-            }
-            if verify {
-                self.digest.add(zero_hash(o, len as u32));
-            }
+        if let Some(r) = run {
+            write(r, &self.buf)?;
         }
-        self.counters_packet(
-            normal as u64,
-            u64::from(h.zero),
-            u64::from(h.payload_len),
-            PACKET_HEADER_LEN + n + h.payload_len as usize,
-        );
+        Ok(())
+    }
+
+    /// A HOLES packet: ranges of zero pages. Fresh destination pages are
+    /// zero already; pages that received data before are zeroed.
+    fn recv_holes(&mut self, h: &PacketHeader, img: &ImageShared) -> Result<()> {
+        let started = std::time::Instant::now();
+        let n = h.entries_len(&self.session);
+        chio::read_all(&mut self.ch, &mut self.entries[..n])
+            .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+        let mut holes = std::mem::take(&mut self.holes);
+        let r = wire::decode_hole_ranges(&self.entries[..n], h, &self.session, &mut holes);
+        if let Err(e) = r {
+            self.holes = holes;
+            return Err(self.ctx.proto(Stage::RecvHeader, e));
+        }
+        let ps = u64::from(self.session.page_size);
+        let mut pages = 0u64;
+        let mut result = Ok(());
+        for &(off, len) in &holes {
+            let (first, count) = (off / ps, len.div_ceil(ps));
+            if !img.claim_range(first, count) {
+                result = Err(self.ctx.proto(
+                    Stage::RecvHeader,
+                    WireError::DuplicatePage {
+                        offset: off,
+                        epoch: self.epoch,
+                    },
+                ));
+                break;
+            }
+            let mut zeroed = Ok(());
+            img.take_written_range(first, count, |idx| {
+                if zeroed.is_ok() {
+                    let o = idx * ps;
+                    zeroed = img
+                        .zero(o, self.session.page_len(o))
+                        .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e));
+                }
+            });
+            if let Err(e) = zeroed {
+                result = Err(e);
+                break;
+            }
+            if self.session.verify {
+                for idx in first..first + count {
+                    let o = idx * ps;
+                    self.digest
+                        .add(zero_hash(o, self.session.page_len(o) as u32));
+                }
+            }
+            pages += count;
+        }
+        self.holes = holes;
+        result?;
+        self.counters_packet(0, pages, 0, PACKET_HEADER_LEN + n);
         self.progress
             .channel(self.id as u32)
             .busy(started, self.cpu);

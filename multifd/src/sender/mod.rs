@@ -106,6 +106,9 @@ pub struct Sender {
     threads: Vec<JoinHandle<Digest>>,
     raw: Option<RawImage>,
     batch: Vec<u64>,
+    /// Hole ranges queued for one HOLES packet: (offset, length) pairs,
+    /// flattened.
+    holes: Vec<u64>,
     next_channel: usize,
     epoch: u32,
     stream_len: u64,
@@ -344,6 +347,7 @@ impl Sender {
                 shared: shared.clone(),
                 progress: progress.clone(),
                 raw,
+                release: !config.zero_copy && image.as_ref().is_some_and(|i| i.is_mapped_file()),
                 zero_copy: config.zero_copy,
                 packet_num: packet_num.clone(),
                 epoch: 0,
@@ -377,6 +381,7 @@ impl Sender {
             threads,
             raw,
             batch: Vec::with_capacity(cap),
+            holes: Vec::with_capacity(2 * cap),
             next_channel: 0,
             epoch: 0,
             stream_len: 0,
@@ -438,10 +443,68 @@ impl Sender {
         Ok(unsafe { std::slice::from_raw_parts_mut(r.base, r.len) })
     }
 
-    /// Send every page of the image, then a sync barrier (pass 1).
+    /// Send every page of the image, then a sync barrier (pass 1). The
+    /// holes of a mapped file ([`SourceImage::data_extents`]) go as ranges
+    /// of zero pages, never read.
     pub fn send_all(&mut self) -> Result<()> {
         let pages = self.session.page_count();
-        self.send_pass(0..pages)
+        let extents = self
+            .image
+            .as_ref()
+            .and_then(|i| i.data_extents())
+            .map(<[_]>::to_vec);
+        match extents {
+            Some(ext) => self.send_sparse(&ext),
+            None => self.send_pass(0..pages),
+        }
+    }
+
+    /// One pass over a file with holes: the pages of its data extents
+    /// (zero pages among them found by scanning, as always), and the
+    /// pages between them as hole ranges.
+    fn send_sparse(&mut self, extents: &[(u64, u64)]) -> Result<()> {
+        self.check_alive()?;
+        let ps = u64::from(self.session.page_size);
+        let size = self.session.image_size();
+        let pages = self.session.page_count();
+        let cap = self.session.pages_per_packet() as usize;
+        let mut next = 0u64;
+        for &(start, end) in extents {
+            let (first, last) = (start / ps, end.min(size).div_ceil(ps));
+            if first > next {
+                self.queue_hole(next * ps, (first - next) * ps)?;
+            }
+            for idx in first.max(next)..last {
+                self.batch.push(idx * ps);
+                if self.batch.len() == cap {
+                    self.flush_batch()?;
+                }
+            }
+            next = next.max(last);
+        }
+        if next < pages {
+            self.queue_hole(next * ps, size - next * ps)?;
+        }
+        self.sync()
+    }
+
+    /// Queue a range of zero pages for the next HOLES packet.
+    fn queue_hole(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.holes.extend_from_slice(&[offset, len]);
+        if self.holes.len() / 2 == self.session.pages_per_packet() as usize {
+            self.flush_holes()?;
+        }
+        Ok(())
+    }
+
+    /// Hand the queued hole ranges to an idle worker.
+    fn flush_holes(&mut self) -> Result<()> {
+        if self.holes.is_empty() {
+            return Ok(());
+        }
+        let spare = Vec::with_capacity(self.holes.capacity());
+        let full = std::mem::replace(&mut self.holes, spare);
+        self.dispatch(Job::Holes(full))
     }
 
     /// Send the pages with the given indices (strictly increasing, each
@@ -635,6 +698,7 @@ impl Sender {
 
     /// Hand the producer's batch to an idle worker.
     fn flush_batch(&mut self) -> Result<()> {
+        self.flush_holes()?;
         if self.batch.is_empty() {
             return Ok(());
         }

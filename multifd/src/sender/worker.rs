@@ -36,6 +36,33 @@ unsafe impl Send for RawImage {}
 unsafe impl Sync for RawImage {}
 
 impl RawImage {
+    /// Drop this process's mapping of the pages of `start..end` (rounded
+    /// out to whole memory pages) without touching the file: the next
+    /// access maps them again from the page cache. For read-only file
+    /// mappings only.
+    pub(super) fn release(&self, start: u64, end: u64) {
+        const OS_PAGE: u64 = 4096;
+        let start = start / OS_PAGE * OS_PAGE;
+        let end = end
+            .div_ceil(OS_PAGE)
+            .saturating_mul(OS_PAGE)
+            .min(self.len as u64);
+        if end <= start {
+            return;
+        }
+        // SAFETY: the range lies inside the read-only shared file mapping
+        // this value points to; MADV_DONTNEED there only drops page-table
+        // entries (contents stay in the file and page cache), so any other
+        // reader simply faults the pages in again.
+        unsafe {
+            libc::madvise(
+                self.base.add(start as usize).cast(),
+                (end - start) as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
+
     /// # Safety
     /// `off + len <= self.len` and no one writes the range meanwhile.
     pub(super) unsafe fn slice<'a>(&self, off: u64, len: usize) -> &'a [u8] {
@@ -46,6 +73,8 @@ impl RawImage {
 
 pub(super) enum Job {
     Pages(Vec<u64>),
+    /// Ranges of zero pages, (offset, length) pairs flattened.
+    Holes(Vec<u64>),
     Chunk {
         buf: Vec<u8>,
         offset: u64,
@@ -92,6 +121,10 @@ pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
     pub(super) progress: Arc<Progress>,
     pub(super) raw: Option<RawImage>,
+    /// The image is a mapped file: release the pages of each packet once
+    /// sent (`MADV_DONTNEED`; the page cache keeps them), so memory does
+    /// not grow with the file.
+    pub(super) release: bool,
     /// Pages go with [`WriteFlags::ZERO_COPY`]; flush before SYNC and END.
     pub(super) zero_copy: bool,
     pub(super) packet_num: Arc<std::sync::atomic::AtomicU64>,
@@ -137,6 +170,7 @@ impl Worker {
                         v.clear();
                         st.free_batches.push(v);
                     }
+                    Job::Holes(_) => {}
                     Job::Chunk { buf, .. } => st.free_chunks.push(buf),
                     Job::Sync | Job::End | Job::Flush => {}
                 }
@@ -164,6 +198,7 @@ impl Worker {
     fn process(&mut self, job: &Job) -> Result<()> {
         match job {
             Job::Pages(offsets) => self.send_pages(offsets),
+            Job::Holes(ranges) => self.send_holes(ranges),
             Job::Chunk { buf, offset, len } => self.send_chunk(&buf[..*len], *offset),
             Job::Sync => {
                 // The receiver may apply the pass and the owner may change
@@ -305,12 +340,52 @@ impl Worker {
                 self.digest.add(page_hash(o, page));
             }
         }
+        if self.release {
+            if let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) {
+                let end = last + self.session.page_len(last) as u64;
+                raw.release(first, end);
+            }
+        }
         self.counters().packet(
             self.normal.len() as u64,
             self.zero.len() as u64,
             payload as u64,
             (header_len + payload) as u64,
         );
+        Ok(())
+    }
+
+    /// One HOLES packet: ranges of zero pages, never read.
+    fn send_holes(&mut self, ranges: &[u64]) -> Result<()> {
+        let ps = u64::from(self.session.page_size);
+        let mut pages = 0u64;
+        self.hdr.clear();
+        self.hdr.resize(PACKET_HEADER_LEN, 0);
+        for r in ranges.chunks_exact(2) {
+            let (off, len) = (r[0], r[1]);
+            self.hdr.extend_from_slice(&off.to_be_bytes());
+            self.hdr.extend_from_slice(&len.to_be_bytes());
+            let count = len.div_ceil(ps);
+            if self.session.verify {
+                for idx in off / ps..off / ps + count {
+                    let o = idx * ps;
+                    self.digest
+                        .add(zero_hash(o, self.session.page_len(o) as u32));
+                }
+            }
+            pages += count;
+        }
+        PacketHeader {
+            flags: PacketFlags::HOLES,
+            packet_num: self.next_packet_num(),
+            normal: 0,
+            zero: (ranges.len() / 2) as u32,
+            payload_len: 0,
+            epoch: self.epoch,
+        }
+        .encode_into(&mut self.hdr);
+        chio::write_all(&mut self.ch, &self.hdr).map_err(|e| self.ctx.io(Stage::SendHeader, e))?;
+        self.counters().packet(0, pages, 0, self.hdr.len() as u64);
         Ok(())
     }
 

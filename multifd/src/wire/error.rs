@@ -209,6 +209,24 @@ pub enum WireError {
     /// A record or packet that makes no sense at this point.
     #[error("unexpected {0}")]
     Unexpected(&'static str),
+    /// A hole range that is empty, leaves the image or ends inside a page.
+    #[error("hole range of {len} bytes at offset {offset} is empty, ends inside a page or leaves the image of {size} bytes")]
+    BadHoleRange {
+        /// The range's offset.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// Image size.
+        size: u64,
+    },
+    /// Hole ranges of one packet out of order or overlapping.
+    #[error("hole range at offset {offset} starts before the previous one ends ({previous_end})")]
+    HoleOrder {
+        /// The range's offset.
+        offset: u64,
+        /// Where the previous range ended.
+        previous_end: u64,
+    },
     /// The session ended with pages of the image that were neither sent
     /// nor declared zero.
     #[error("the sender ended the session after covering {covered} of the image's {pages} pages: the other {} were neither sent nor declared zero", pages - covered)]

@@ -42,8 +42,9 @@ mod error;
 
 pub use error::{hex, WireError};
 
-/// The protocol version this crate speaks.
-pub const VERSION: u32 = 2;
+/// The protocol version this crate speaks (3: hole ranges,
+/// [`PacketFlags::HOLES`]).
+pub const VERSION: u32 = 3;
 /// Magic of the session header, first 4 bytes of the main channel (`TRSM`).
 pub const MAIN_MAGIC: u32 = u32::from_be_bytes(*b"TRSM");
 /// Magic of the init packet, first 4 bytes of a page channel (`TRSP`).
@@ -63,6 +64,9 @@ pub const RECORD_HEADER_LEN: usize = 8;
 pub const PAGE_ENTRY_LEN: usize = 8;
 /// Length of one stream-mode entry (offset, length, reserved).
 pub const STREAM_ENTRY_LEN: usize = 16;
+/// Length of one hole range of a [`PacketFlags::HOLES`] packet (offset,
+/// length).
+pub const HOLE_ENTRY_LEN: usize = 16;
 /// Length of encoded [`Totals`].
 pub const TOTALS_LEN: usize = 48;
 
@@ -363,7 +367,11 @@ impl PacketFlags {
     pub const SYNC: PacketFlags = PacketFlags(1);
     /// The channel's last packet.
     pub const END: PacketFlags = PacketFlags(2);
-    const KNOWN: u32 = 3;
+    /// Image mode: `zero` ranges of zero pages (a file's holes), each an
+    /// (offset, length) pair of [`HOLE_ENTRY_LEN`] bytes, no payload. A
+    /// range of a million pages costs 16 bytes instead of 8 MB of offsets.
+    pub const HOLES: PacketFlags = PacketFlags(4);
+    const KNOWN: u32 = 7;
 
     /// The raw bits.
     pub fn bits(self) -> u32 {
@@ -407,6 +415,9 @@ impl PacketHeader {
 
     /// Bytes of entries following the fixed header.
     pub fn entries_len(&self, session: &SessionHeader) -> usize {
+        if self.flags.contains(PacketFlags::HOLES) {
+            return self.zero as usize * HOLE_ENTRY_LEN;
+        }
         (self.normal as usize + self.zero as usize) * session.entry_len()
     }
 }
@@ -436,8 +447,23 @@ pub fn decode_packet_header(
         payload_len: get_u32(&b[24..]),
         epoch: get_u32(&b[28..]),
     };
+    if flags == PacketFlags::HOLES.0 {
+        let capacity = session.pages_per_packet();
+        if session.layout == Layout::Stream {
+            return Err(WireError::WrongLayout);
+        }
+        if h.normal != 0 || h.zero == 0 || h.zero > capacity || h.payload_len != 0 {
+            return Err(WireError::TooManyEntries {
+                normal: h.normal,
+                zero: h.zero,
+                capacity,
+            });
+        }
+        return Ok(h);
+    }
     if flags != 0 {
-        if flags == PacketFlags::KNOWN || h.normal != 0 || h.zero != 0 || h.payload_len != 0 {
+        let control = flags == PacketFlags::SYNC.0 || flags == PacketFlags::END.0;
+        if !control || h.normal != 0 || h.zero != 0 || h.payload_len != 0 {
             return Err(WireError::BadControlPacket { flags });
         }
         return Ok(h);
@@ -505,6 +531,53 @@ pub fn decode_page_offsets(
             declared: hdr.payload_len,
             expected: payload,
         });
+    }
+    Ok(())
+}
+
+/// Decode the ranges of a [`PacketFlags::HOLES`] packet into `out`
+/// (cleared first) as (offset, length) pairs. Each range starts on a page
+/// boundary, is not empty, ends on a page boundary or at the image's end,
+/// lies inside the image, and starts after the previous one ends.
+pub fn decode_hole_ranges(
+    buf: &[u8],
+    hdr: &PacketHeader,
+    session: &SessionHeader,
+    out: &mut Vec<(u64, u64)>,
+) -> Result<(), WireError> {
+    out.clear();
+    let size = match session.layout {
+        Layout::Image { size } => size,
+        Layout::Stream => return Err(WireError::WrongLayout),
+    };
+    let n = hdr.zero as usize;
+    let b = need(buf, n * HOLE_ENTRY_LEN, "hole ranges")?;
+    let mask = u64::from(session.page_size) - 1;
+    let mut next = 0u64;
+    for e in b.chunks_exact(HOLE_ENTRY_LEN) {
+        let (off, len) = (get_u64(e), get_u64(&e[8..]));
+        let end = off.saturating_add(len);
+        if off & mask != 0 {
+            return Err(WireError::OffsetMisaligned {
+                offset: off,
+                page_size: session.page_size,
+            });
+        }
+        if len == 0 || end > size || (end & mask != 0 && end != size) {
+            return Err(WireError::BadHoleRange {
+                offset: off,
+                len,
+                size,
+            });
+        }
+        if off < next {
+            return Err(WireError::HoleOrder {
+                offset: off,
+                previous_end: next,
+            });
+        }
+        next = end;
+        out.push((off, len));
     }
     Ok(())
 }
