@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Measure the transit send/recv targets of issue 3 side by side with
-# iperf3 in one run, over loopback TCP, and print the ratios.
+# Context, not targets: transit's data phase (generated images, --ram) side
+# by side with iperf3 over loopback TCP, and the ratios. The targets of
+# what users wait for (whole commands, files, RSS) are checked by
+# scripts/bench-e2e.sh; the old iperf3 ratios below compared a transfer of
+# real memory with iperf3 resending one cache-hot buffer, and are printed
+# as context only (no PASS/MISS).
 #
 #   scripts/bench-vs-iperf3.sh            # release build, 3 repetitions
 #   REPS=5 SIZE=1G scripts/bench-vs-iperf3.sh
 #
-# Targets checked (plain iperf3 resends one cache-hot 1 MiB buffer; the
-# iperf3 -F row, which sends a file from tmpfs, is printed as context):
+# Printed (plain iperf3 resends one cache-hot 1 MiB buffer; the iperf3 -F
+# row sends a file from tmpfs):
 #   1. tcp, 1 channel, 1 GiB image without zero pages, two processes:
-#      transit data rate >= 0.9 x `iperf3 -l 1M` single stream
-#   2. 1 GiB image with 50% zero pages, 4 channels: image rate >= 1.6 x iperf3
-#   3. 4 channels never more than 10% slower than 1 channel
-#   4. peak RSS (/usr/bin/time -v): each side <= image size + 64 MiB; a
-#      stream from stdin (head -c 4G /dev/zero) <= 64 MiB on both sides
+#      transit data rate / `iperf3 -l 1M` single stream (context)
+#   2. 1 GiB image with 50% zero pages, 4 channels: image rate / iperf3
+#      (context)
+#   3. 4 channels / 1 channel (context)
+#   4. limits still checked: peak RSS (/usr/bin/time -v) of each side <=
+#      image size + 64 MiB; a stream from stdin (head -c 4G /dev/zero) <=
+#      64 MiB on both sides
 # Best of REPS runs for each rate (loopback numbers move from run to run).
 # The runs are interleaved (iperf3, then each transit case, REPS rounds), so
 # a slow spell of the machine hits both sides alike, and iperf3 moves the
@@ -166,7 +172,7 @@ cpu_pair() { # name of a .cpu file -> "send / recv" medians
     printf '%.3f / %.3f\n' "$(median $(cut -d' ' -f1 "$work/$1.cpu"))" "$(median $(cut -d' ' -f2 "$work/$1.cpu"))"
 }
 
-verdict() { # cond -> PASS/MISS
+verdict() { # cond -> PASS/MISS (the RSS limits); the iperf3 ratios are context
     if awk "BEGIN {exit !($1)}"; then echo PASS; else echo MISS; fi
 }
 
@@ -179,11 +185,11 @@ transit send/recv vs iperf3 over loopback TCP ($(nproc) cores, $(uname -r)), bes
 packet payload: ${PACKET:-default}
 
 iperf3 -l 1M, 1 stream (${IPERF_SECONDS:+${IPERF_SECONDS}s}${IPERF_SECONDS:-$SIZE}):    $(printf %.2f "$iperf") GB/s
-1 channel, $SIZE, 0% zero: data rate            $(printf %.2f "$one_data") GB/s  = ${r1}x iperf3   (target >= 0.9x)  $(verdict "$r1 >= 0.9")   median of rounds ${m1}x
-4 channels, $SIZE, 50% zero: image rate         $(printf %.2f "$four_img") GB/s  = ${r2}x iperf3   (target >= 1.6x)  $(verdict "$r2 >= 1.6")   median of rounds ${m2}x
+1 channel, $SIZE, 0% zero: data rate            $(printf %.2f "$one_data") GB/s  = ${r1}x iperf3   median of rounds ${m1}x
+4 channels, $SIZE, 50% zero: image rate         $(printf %.2f "$four_img") GB/s  = ${r2}x iperf3   median of rounds ${m2}x
 1 channel, $SIZE, 50% zero: image rate          $(printf %.2f "$one_img") GB/s
 context: iperf3 -l 1M -F (a $SIZE file in tmpfs): $(printf %.2f "$iperf_file") GB/s; transit 1 channel data rate = $(awk "BEGIN {printf \"%.2f\", $one_data / $iperf_file}")x that
-4 channels / 1 channel (50% zero):              ${r3}x            (target >= 0.9x)  $(verdict "$r3 >= 0.9")
+4 channels / 1 channel (50% zero):              ${r3}x
 peak RSS, 1 channel 0% zero: send / recv        $rss_send / $rss_recv MiB (limit $limit MiB)  $(verdict "$rss_send <= $limit && $rss_recv <= $limit")
 peak RSS, 4 channels 50% zero: send / recv      $rss_send4 / $rss_recv4 MiB (limit $limit MiB)  $(verdict "$rss_send4 <= $limit && $rss_recv4 <= $limit")
 stream $STREAM from stdin: send / recv RSS      $st_send / $st_recv MiB (limit 64 MiB)  $(verdict "$st_send <= 64 && $st_recv <= 64")
