@@ -14,6 +14,7 @@
 //! command, TLS, websocket), [`join`] (how the N+1 runs of an `exec:`
 //! command find each other) and [`error`] (exit codes).
 
+mod admit;
 pub mod bench;
 pub mod cli;
 pub mod dirty;
