@@ -26,6 +26,7 @@ mod payload;
 pub mod pipe;
 mod recv;
 mod report;
+mod room;
 mod runtime;
 mod send;
 pub mod transport;

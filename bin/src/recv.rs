@@ -29,7 +29,7 @@ use transit_channel::{
 };
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{
-    self, ErrorCode, FramedStart, Layout, Record, SessionHeader, WireError,
+    self, ErrorCode, FramedStart, Layout, Record, SessionHeader, SizeLimit, WireError,
 };
 use transit_multifd::{
     AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
@@ -43,6 +43,7 @@ use crate::error::{one_line, AppError};
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
+use crate::room;
 use crate::runtime::Runtime;
 use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, raw_stats, DEFAULT_TIMEOUT,
@@ -102,6 +103,8 @@ struct Opts {
     json_to_stderr: bool,
     /// Mode of a new output file (--mode).
     mode: Option<u32>,
+    /// --max-size.
+    max_size: Option<u64>,
 }
 
 /// Run `transit recv`.
@@ -168,6 +171,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         transport,
         json_to_stderr: matches!(output, Output::Stdout) || stdio,
         mode: c.mode,
+        max_size: args.max_size,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -876,6 +880,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         total,
         abort,
         inflight,
+        max_size: opts.max_size,
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
     drop(live);
@@ -978,6 +983,7 @@ fn is_fatal(e: &transit_multifd::Error) -> bool {
         e,
         transit_multifd::Error::Protocol {
             source: WireError::ChannelCountMismatch { .. }
+                | WireError::ImageTooLarge { .. }
                 | WireError::DuplicateChannel { .. }
                 | WireError::ChannelIdOutOfRange { .. },
             ..
@@ -998,6 +1004,8 @@ struct SessionWorker {
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// Handshake threads still running.
     inflight: Arc<AtomicU64>,
+    /// --max-size.
+    max_size: Option<u64>,
 }
 
 struct Session {
@@ -1179,10 +1187,19 @@ impl SessionWorker {
             self.unit.store(unit, Ordering::Relaxed);
             self.total.store(total, Ordering::Relaxed);
         }
+        let max_image_size = match (self.max_size, hdr.map(|h| h.layout)) {
+            (Some(n), _) => Some(SizeLimit::Configured(n)),
+            (None, Some(Layout::Image { .. })) => match &self.output {
+                Output::File(p) => room::free_space(p),
+                Output::Discard | Output::Stdout | Output::Device(_) => room::memory_available(),
+            },
+            (None, _) => None,
+        };
         let config = RecvConfig {
             expected_channels: self.channels,
             expected_uuid: None,
             handshake_timeout: Some(self.handshake),
+            max_image_size,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());
