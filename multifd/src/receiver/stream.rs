@@ -19,7 +19,8 @@ pub(super) const STREAM_DEPTH: usize = 2;
 /// gets a buffer, so the window never deadlocks on the budget).
 pub(super) const STREAM_BUDGET: usize = 64 << 20;
 
-/// Buffers of `chunk` bytes within [`STREAM_BUDGET`] (at least one).
+/// Buffers of `chunk` bytes within [`STREAM_BUDGET`] (at least one). The
+/// pool also never holds more than [`STREAM_DEPTH`] buffers per channel.
 pub(super) fn buffer_limit(chunk: usize) -> usize {
     (STREAM_BUDGET / chunk.max(1)).max(1)
 }
@@ -92,7 +93,11 @@ impl StreamShared {
                 if !data {
                     return Some(None);
                 }
-                let limit = buffer_limit(st.chunk) + usize::from(offset == st.next);
+                // Never more than STREAM_DEPTH per channel either (as many
+                // as the window can hold: the writer's next chunk still
+                // finds one, since it is not in the window yet).
+                let limit = (buffer_limit(st.chunk) + usize::from(offset == st.next))
+                    .min(STREAM_DEPTH * st.queues.len());
                 let b = match st.free.pop() {
                     Some(b) => Some(b),
                     None if st.allocated < limit => {
