@@ -187,6 +187,13 @@ pub struct RecvArgs {
     #[arg(long, value_name = "ID", requires = "tls_creds")]
     pub tls_authz: Vec<String>,
 
+    /// Refuse an image larger than SIZE (suffixes K, M, G, T). Default: refuse an image that
+    /// cannot fit: larger than the memory available (image kept in memory: no --output,
+    /// --output -, a device), or than the free space of the output's file system plus what an
+    /// existing output file occupies (--output FILE).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
     /// Options shared with send.
     #[command(flatten)]
     pub common: CommonArgs,

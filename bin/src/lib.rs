@@ -14,6 +14,7 @@
 //! command, TLS, websocket), [`join`] (how the N+1 runs of an `exec:`
 //! command find each other) and [`error`] (exit codes).
 
+mod admit;
 pub mod bench;
 pub mod cli;
 pub mod dirty;
@@ -25,6 +26,7 @@ mod payload;
 pub mod pipe;
 mod recv;
 mod report;
+mod room;
 mod runtime;
 mod send;
 pub mod transport;

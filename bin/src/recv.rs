@@ -2,17 +2,19 @@
 //! connection), receive, verify, put the output in place, report.
 //!
 //! The listener runs on the [`Runtime`]'s loop. Each accepted connection
-//! is watched on the loop until its first bytes arrive (so a silent
-//! connection never blocks anyone; it is closed after the handshake
-//! timeout), then handed to the session worker. The worker peeks at the
-//! first bytes: the main channel's session header says whether an image
-//! or a stream comes, which chooses the destination (memory, a file
-//! renamed into place on success, stdout, or nothing); page channels that
-//! arrive before the main channel wait for it; anything else is rejected
-//! with a warning and the receiver keeps waiting for a real sender. Once
-//! every channel is present the session runs on multifd's threads.
+//! goes through [`admit`] on the loop, concurrently with every other and
+//! without a thread of its own: TLS, the websocket upgrade, then its
+//! first bytes (a silent or slow connection blocks no one; it is closed
+//! after the handshake timeout, and a failed handshake is logged and
+//! dropped). Then it is handed to the session worker: the main channel's
+//! session header says whether an image or a stream comes, which chooses
+//! the destination (memory, a file renamed into place on success, stdout,
+//! or nothing); page channels that arrive before the main channel wait
+//! for it; anything else is rejected with a warning and the receiver
+//! keeps waiting for a real sender. Once every channel is present the
+//! session runs on multifd's threads.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{IoSliceMut, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -23,24 +25,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use transit_channel::{
-    io as chio, Channel, Condition, ControlFlow, Features, ReadFlags, Shutdown, SocketAddress,
-    SocketChannel,
+    io as chio, Channel, Condition, ControlFlow, ReadFlags, Shutdown, SocketAddress, SocketChannel,
 };
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{
-    self, ConnectionKind, ErrorCode, FramedStart, Layout, Record, SessionHeader, WireError,
+    self, ErrorCode, FramedStart, Layout, Record, SessionHeader, SizeLimit, WireError,
 };
 use transit_multifd::{
     AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
 };
 use transit_net_listener::NetListener;
 
+use crate::admit::{self, Admission, AdmitConfig, Admitted, Head, Peeked};
 use crate::cli::RecvArgs;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
+use crate::room;
 use crate::runtime::Runtime;
 use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, raw_stats, DEFAULT_TIMEOUT,
@@ -79,7 +82,7 @@ fn usage(m: impl Into<String>) -> AppError {
     AppError::Usage(m.into())
 }
 
-fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     eprintln!("transit: warning: {}", one_line(msg));
 }
 
@@ -100,6 +103,8 @@ struct Opts {
     json_to_stderr: bool,
     /// Mode of a new output file (--mode).
     mode: Option<u32>,
+    /// --max-size.
+    max_size: Option<u64>,
 }
 
 /// Run `transit recv`.
@@ -166,6 +171,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         transport,
         json_to_stderr: matches!(output, Output::Stdout) || stdio,
         mode: c.mode,
+        max_size: args.max_size,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -585,8 +591,10 @@ fn recv_from_file(
 }
 
 enum Msg {
-    /// A connection (layers done) and its peer.
+    /// A connection (layers done) and its peer, first bytes not read yet.
     Conn(Box<dyn Channel>, String),
+    /// A listener's connection through [`admit`].
+    Admitted(Admitted),
     /// A connection's handshake failed: the session cannot go on.
     Fatal(String),
     Cancel,
@@ -616,9 +624,13 @@ fn describe_peer(ch: &dyn Channel) -> String {
 }
 
 /// Run the server layers of one connection on its own thread, then hand
-/// it to the session once its first bytes arrive. A failed handshake
-/// (TLS refusal, bad websocket upgrade) ends the session: the peer tried
-/// to be our sender and was refused.
+/// it to the session once its first bytes arrive. For connections that
+/// are not a listener's ([`Feed::Channels`], [`Feed::Rdma`]); a listener's
+/// go through [`admit`]. With `fatal`, a failed handshake (TLS refusal,
+/// bad websocket upgrade) ends the session (the runs of an `exec:`
+/// command are our sender's and nobody else's); else it is logged and
+/// the connection dropped.
+#[allow(clippy::too_many_arguments)]
 fn spawn_layers(
     ch: Box<dyn Channel>,
     ep: Endpoint,
@@ -627,6 +639,7 @@ fn spawn_layers(
     hs: Duration,
     linger: Option<std::os::fd::OwnedFd>,
     inflight: Arc<AtomicU64>,
+    fatal: bool,
 ) {
     let peer = describe_peer(&*ch);
     inflight.fetch_add(1, Ordering::AcqRel);
@@ -653,7 +666,11 @@ fn spawn_layers(
                     if let Some(fd) = linger {
                         transport::linger_close(fd, LINGER);
                     }
-                    let _ = q.send(Msg::Fatal(format!("connection from {peer}: {e}")));
+                    if fatal {
+                        let _ = q.send(Msg::Fatal(format!("connection from {peer}: {e}")));
+                    } else {
+                        warn(&format!("rejected a connection from {peer}: {e}"));
+                    }
                 }
             }
         });
@@ -751,6 +768,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
                         hs,
                         None,
                         inflight.clone(),
+                        true,
                     );
                 } else {
                     let peer = describe_peer(&*ch);
@@ -776,7 +794,16 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
                         }
                     };
                     if layers {
-                        spawn_layers(ch, ep.clone(), t.clone(), q.clone(), hs, None, busy.clone());
+                        spawn_layers(
+                            ch,
+                            ep.clone(),
+                            t.clone(),
+                            q.clone(),
+                            hs,
+                            None,
+                            busy.clone(),
+                            false,
+                        );
                     } else {
                         let peer = describe_peer(&*ch);
                         if q.send(Msg::Conn(ch, peer)).is_err() {
@@ -786,65 +813,25 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
                 });
             spawned.map_err(|e| AppError::Failed(format!("start the RDMA accept thread: {e}")))?;
         }
-        Feed::Listener(mut l) if layers => {
-            let (ep, t, q, busy) = (
-                opts.endpoint.clone(),
-                opts.transport.clone(),
-                tx.clone(),
-                inflight.clone(),
-            );
-            l.set_client_func(rt.ctx(), move |client| {
-                let dup = client.as_fd().try_clone_to_owned().ok();
-                spawn_layers(
-                    Box::new(client),
-                    ep.clone(),
-                    t.clone(),
-                    q.clone(),
-                    hs,
-                    dup,
-                    busy.clone(),
-                );
-            });
-            listener = Some(l);
-        }
         Feed::Listener(mut l) => {
-            // Watch each new connection until its first bytes arrive.
-            let ctx = rt.ctx().clone();
-            let client_tx = tx.clone();
-            l.set_client_func(rt.ctx(), move |client| {
-                let ws = client.watch_source();
-                let peer = peer_of(&client);
-                let holder = Rc::new(RefCell::new(Some(client)));
-                let timer: Rc<Cell<Option<transit_channel::SourceId>>> = Rc::new(Cell::new(None));
-                let (h1, t1, c1, q, p1) = (
-                    holder.clone(),
-                    timer.clone(),
-                    ctx.clone(),
-                    client_tx.clone(),
-                    peer.clone(),
-                );
-                let watch = ctx.add_watch(&ws, Condition::IN, move |_| {
-                    if let Some(id) = t1.take() {
-                        c1.remove(id);
+            let q = tx.clone();
+            let cfg = AdmitConfig {
+                tls: opts.transport.tls.clone(),
+                ws: match &opts.endpoint {
+                    Endpoint::WebSocket(u) => {
+                        Some((u.path.clone(), opts.transport.ws_config.clone()))
                     }
-                    if let Some(ch) = h1.borrow_mut().take() {
-                        let _ = q.send(Msg::Conn(Box::new(ch), p1.clone()));
-                    }
-                    ControlFlow::Remove
-                });
-                let c2 = ctx.clone();
-                timer.set(Some(ctx.timeout_add(hs, move || {
-                    c2.remove(watch);
-                    if holder.borrow_mut().take().is_some() {
-                        warn(&format!(
-                            "closed a connection from {peer}: it sent nothing within {:.1} s",
-                            hs.as_secs_f64()
-                        ));
-                    }
-                    ControlFlow::Remove
-                })));
+                    _ => None,
+                },
+                timeout: hs,
+                linger: LINGER,
+            };
+            let adm = Admission::new(rt.ctx(), cfg, move |a| {
+                let _ = q.send(Msg::Admitted(a));
             });
-            listener = Some(l);
+            let a2 = adm.clone();
+            l.set_client_func(rt.ctx(), move |client| a2.admit(client));
+            listener = Some((l, adm));
         }
     }
 
@@ -893,11 +880,13 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         total,
         abort,
         inflight,
+        max_size: opts.max_size,
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
     drop(live);
-    if let Some(mut l) = listener {
+    if let Some((mut l, adm)) = listener {
         l.disconnect();
+        adm.close();
     }
     drop(tx);
     let done = done?;
@@ -932,30 +921,14 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
     Ok(())
 }
 
-fn peer_of(ch: &SocketChannel) -> String {
-    ch.peer_address()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| ch.name().to_owned())
-}
-
-/// What the first bytes of a connection say.
-enum Peeked {
-    Main(Option<SessionHeader>),
-    Page,
-    Other(String),
-}
-
-/// Learn what a connection is from its first bytes: peeked where the
-/// channel can (sockets), else read and put back in front ([`Prefixed`]:
-/// TLS, websocket, pipes).
+/// Learn what a connection is from its first bytes, blocking for at most
+/// `timeout`: they are read and put back in front ([`Prefixed`]). For
+/// connections that are not a listener's (the runs of an `exec:` command,
+/// RDMA), which [`crate::admit`] does not see.
 fn sniff(
     mut ch: Box<dyn Channel>,
     timeout: Duration,
 ) -> (Box<dyn Channel>, Result<Peeked, String>) {
-    if ch.has_feature(Features::READ_MSG_PEEK) {
-        let r = peek(&mut *ch, timeout);
-        return (ch, r);
-    }
     let was_blocking = ch.is_blocking();
     if let Err(e) = ch.set_blocking(false) {
         return (ch, Err(e.to_string()));
@@ -969,7 +942,7 @@ fn sniff(
     }
 }
 
-/// Read the magic and, for a main channel, the whole session header.
+/// Read the first bytes until [`admit::head`] decides.
 fn read_head(
     ch: &mut dyn Channel,
     buf: &mut [u8; wire::SESSION_HEADER_LEN],
@@ -977,18 +950,11 @@ fn read_head(
 ) -> Result<(usize, Peeked), String> {
     let deadline = Instant::now() + timeout;
     let mut got = 0;
-    let mut want = 4;
     loop {
-        if got >= want {
-            match wire::classify(&buf[..4]) {
-                Ok(ConnectionKind::Page) => return Ok((got, Peeked::Page)),
-                Ok(ConnectionKind::Main) if got >= wire::SESSION_HEADER_LEN => {
-                    return Ok((got, Peeked::Main(wire::decode_session_header(buf).ok())))
-                }
-                Ok(ConnectionKind::Main) => want = wire::SESSION_HEADER_LEN,
-                Err(e) => return Ok((got, Peeked::Other(e.to_string()))),
-            }
-        }
+        let want = match admit::head(&buf[..got]) {
+            Head::More(n) => n,
+            Head::Done(p) => return Ok((got, p)),
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
             .map_err(|e| e.to_string())?;
@@ -1011,56 +977,13 @@ fn read_head(
     }
 }
 
-/// Look at the first bytes without consuming them.
-fn peek(ch: &mut dyn Channel, timeout: Duration) -> Result<Peeked, String> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; wire::SESSION_HEADER_LEN];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
-            .map_err(|e| e.to_string())?;
-        if ready.is_empty() {
-            return Err(format!(
-                "sent no header within {:.1} s",
-                timeout.as_secs_f64()
-            ));
-        }
-        let n = match ch.readv(&mut [IoSliceMut::new(&mut buf)], None, ReadFlags::MSG_PEEK) {
-            Ok(n) => n,
-            Err(e) if e.is_would_block() => 0,
-            Err(e) => return Err(e.to_string()),
-        };
-        if n == 0 && !ready.is_empty() && ready.intersects(Condition::HUP | Condition::ERR) {
-            return Err("closed the connection before sending a header".into());
-        }
-        if n >= 4 {
-            match wire::classify(&buf[..4]) {
-                Ok(ConnectionKind::Page) => return Ok(Peeked::Page),
-                Ok(ConnectionKind::Main) if n >= wire::SESSION_HEADER_LEN => {
-                    return Ok(Peeked::Main(wire::decode_session_header(&buf).ok()))
-                }
-                Ok(ConnectionKind::Main) => {}
-                Err(e) => return Ok(Peeked::Other(e.to_string())),
-            }
-        } else if n == 0 {
-            return Err("closed the connection before sending a header".into());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "sent an incomplete header within {:.1} s",
-                timeout.as_secs_f64()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Errors after which the session cannot go on.
 fn is_fatal(e: &transit_multifd::Error) -> bool {
     matches!(
         e,
         transit_multifd::Error::Protocol {
             source: WireError::ChannelCountMismatch { .. }
+                | WireError::ImageTooLarge { .. }
                 | WireError::DuplicateChannel { .. }
                 | WireError::ChannelIdOutOfRange { .. },
             ..
@@ -1081,6 +1004,8 @@ struct SessionWorker {
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// Handshake threads still running.
     inflight: Arc<AtomicU64>,
+    /// --max-size.
+    max_size: Option<u64>,
 }
 
 struct Session {
@@ -1109,8 +1034,18 @@ impl SessionWorker {
                     self.queue.recv_timeout(left).map_err(|_| ())
                 }
             };
-            let (ch, peer) = match msg {
-                Ok(Msg::Conn(ch, peer)) => (ch, peer),
+            let (ch, peer, peeked) = match msg {
+                Ok(Msg::Admitted(a)) => (a.ch, a.peer, Ok(a.kind)),
+                Ok(Msg::Conn(ch, peer)) => match session.as_mut() {
+                    Some(s) => {
+                        offer(s, ch, &peer)?;
+                        continue;
+                    }
+                    None => {
+                        let (ch, peeked) = sniff(ch, self.handshake);
+                        (ch, peer, peeked)
+                    }
+                },
                 Ok(Msg::Fatal(why)) => {
                     self.wind_down(held);
                     return Err(AppError::Failed(why));
@@ -1119,10 +1054,11 @@ impl SessionWorker {
                 Err(()) => return Err(self.assembly_timeout(&session, start)),
             };
             if let Some(s) = session.as_mut() {
+                // The receiver classifies it again (from the bytes put
+                // back in front, without waiting once admitted).
                 offer(s, ch, &peer)?;
                 continue;
             }
-            let (ch, peeked) = sniff(ch, self.handshake);
             match peeked {
                 Ok(Peeked::Page) => {
                     if held.len() >= wire::MAX_CHANNELS as usize {
@@ -1252,10 +1188,19 @@ impl SessionWorker {
             self.unit.store(unit, Ordering::Relaxed);
             self.total.store(total, Ordering::Relaxed);
         }
+        let max_image_size = match (self.max_size, hdr.map(|h| h.layout)) {
+            (Some(n), _) => Some(SizeLimit::Configured(n)),
+            (None, Some(Layout::Image { .. })) => match &self.output {
+                Output::File(p) => room::free_space(p),
+                Output::Discard | Output::Stdout | Output::Device(_) => room::memory_available(),
+            },
+            (None, _) => None,
+        };
         let config = RecvConfig {
             expected_channels: self.channels,
             expected_uuid: None,
             handshake_timeout: Some(self.handshake),
+            max_image_size,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());

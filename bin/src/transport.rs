@@ -10,7 +10,9 @@
 //!
 //! Both are blocking calls meant for worker threads: `send` runs one
 //! connect task per channel, so the N+1 handshakes (and their crypto) run
-//! in parallel; `recv` runs one thread per accepted connection. Every
+//! in parallel. (`recv` admits a listener's connections without threads,
+//! on its main loop: see `admit`; it uses [`wrap_accepted`] only for a
+//! raw connection, `stdio:` and RDMA.) Every
 //! handshake is bounded by [`TransportOpts::timeout`]: a watchdog thread
 //! shuts the channel down when it expires (which wakes the blocked
 //! handshake), and a signal does the same through [`Cancel`].

@@ -147,12 +147,14 @@ fn relaxed_eof_accepts_a_peer_without_close_notify() {
     assert!(std::fs::read(&out).unwrap() == data);
 }
 
-/// Run a framed TLS transfer that must be refused; returns the error lines
-/// of (send, recv).
+/// Run a framed TLS transfer that must be refused; returns the sender's
+/// error line and the receiver's line about the refused connection. The
+/// receiver logs the refusal and keeps waiting for its sender (a stranger
+/// must not end it), until its --timeout.
 fn refused(fault: Fault, send_extra: &[&str], recv_extra: &[&str]) -> (String, String) {
     let dir = Scratch::new("tls-refuse");
     let d = pki::write(dir.path(), fault);
-    let mut rargs = vec!["--tls-creds", s(&d.server), "--timeout", "20"];
+    let mut rargs = vec!["--tls-creds", s(&d.server), "--timeout", "4"];
     rargs.extend_from_slice(recv_extra);
     let (recv, addr) = start_recv("tcp:127.0.0.1:0", &rargs);
     let mut sargs = vec![
@@ -176,7 +178,13 @@ fn refused(fault: Fault, send_extra: &[&str], recv_extra: &[&str]) -> (String, S
     let re = error_lines(&recv.stderr);
     assert_eq!(se.len(), 1, "send: {}", send.stderr);
     assert_eq!(re.len(), 1, "recv: {}", recv.stderr);
-    (se[0].to_owned(), re[0].to_owned())
+    assert!(re[0].contains("no sender arrived"), "recv: {}", recv.stderr);
+    let refusal = recv
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("transit: warning: rejected a connection from tcp:127.0.0.1:"))
+        .unwrap_or_else(|| panic!("recv logged no refusal: {}", recv.stderr));
+    (se[0].to_owned(), refusal.to_owned())
 }
 
 #[test]

@@ -105,8 +105,8 @@ fn wss_raw_round_trip() {
 }
 
 #[test]
-fn a_wrong_websocket_path_fails_both_ends() {
-    let (recv, url) = start_recv("ws://127.0.0.1:0/right", &["--timeout", "20"]);
+fn a_wrong_websocket_path_fails_the_sender_and_is_logged() {
+    let (recv, url) = start_recv("ws://127.0.0.1:0/right", &["--timeout", "4"]);
     let wrong = url.replace("/right", "/wrong");
     let send = run(transit(&["send", &wrong, "--ram", "1M", "--timeout", "20"]));
     assert_eq!(send.code(), Some(1), "send: {}", send.stderr);
@@ -115,9 +115,16 @@ fn a_wrong_websocket_path_fails_both_ends() {
     assert!(se[0].contains("404"), "{}", se[0]);
     let recv = recv.finish();
     assert_eq!(recv.code(), Some(1), "recv: {}", recv.stderr);
+    // The receiver logs the refusal and keeps waiting (until --timeout).
     let re = error_lines(&recv.stderr);
     assert_eq!(re.len(), 1, "{}", recv.stderr);
-    assert!(re[0].contains("/wrong"), "{}", re[0]);
+    assert!(re[0].contains("no sender arrived"), "{}", re[0]);
+    let refusal = recv
+        .stderr
+        .lines()
+        .find(|l| l.contains("warning: rejected a connection from tcp:127.0.0.1:"))
+        .unwrap_or_else(|| panic!("recv logged no refusal: {}", recv.stderr));
+    assert!(refusal.contains("/wrong"), "{refusal}");
 }
 
 #[test]

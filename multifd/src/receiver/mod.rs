@@ -38,8 +38,8 @@ use crate::image::DestImage;
 use crate::progress::{Progress, Stats};
 use crate::session::{self, read_exact_deadline, write_record, AbortHandle, Failure};
 use crate::wire::{
-    self, ConnectionKind, ErrorCode, InitPacket, Layout, Record, SessionHeader, WireError,
-    INIT_PACKET_LEN, SESSION_HEADER_LEN,
+    self, ConnectionKind, ErrorCode, InitPacket, Layout, Record, SessionHeader, SizeLimit,
+    WireError, INIT_PACKET_LEN, SESSION_HEADER_LEN,
 };
 
 /// Parameters of a receiving session.
@@ -52,6 +52,11 @@ pub struct RecvConfig {
     /// How long one connection may take to send its first structure
     /// (default 10 s; `None` waits forever).
     pub handshake_timeout: Option<Duration>,
+    /// Refuse an image larger than this before accepting it (the sender
+    /// reads an error record with code `Refused` naming the limit, and
+    /// the session fails). `None`: no bound (a sender's header then
+    /// decides how much the receiver allocates).
+    pub max_image_size: Option<SizeLimit>,
 }
 
 impl Default for RecvConfig {
@@ -60,6 +65,7 @@ impl Default for RecvConfig {
             expected_channels: None,
             expected_uuid: None,
             handshake_timeout: Some(Duration::from_secs(10)),
+            max_image_size: None,
         }
     }
 }
@@ -311,6 +317,14 @@ impl Receiver {
                     found: hdr.channels,
                     expected: n,
                 };
+                let err = refuse(&mut *conn.ch, &conn.ctx, e.clone());
+                self.fatal = Some((conn.ctx.clone(), e));
+                return Err(err);
+            }
+        }
+        if let (Layout::Image { size }, Some(limit)) = (hdr.layout, self.config.max_image_size) {
+            if size > limit.bytes() {
+                let e = WireError::ImageTooLarge { size, limit };
                 let err = refuse(&mut *conn.ch, &conn.ctx, e.clone());
                 self.fatal = Some((conn.ctx.clone(), e));
                 return Err(err);

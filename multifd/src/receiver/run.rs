@@ -2,7 +2,6 @@
 //! [`Barrier`], the shared destination image with its page bitmaps, and the
 //! main thread's record loop ([`Run`]).
 
-use std::collections::VecDeque;
 use std::io::{IoSliceMut, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use transit_channel::{io as chio, Channel};
 
-use super::stream::{write_stream, Chunk, StreamShared, StreamState, STREAM_DEPTH};
+use super::stream::{write_stream, Chunk, StreamShared, StreamState};
 use super::{Conn, RecvOutcome, Target};
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
@@ -287,16 +286,7 @@ impl Run {
             Target::Stream(w) => {
                 let chunk = session.packet_payload as usize;
                 let shared = Arc::new(StreamShared {
-                    st: Mutex::new(StreamState {
-                        queues: (0..n)
-                            .map(|_| VecDeque::with_capacity(STREAM_DEPTH))
-                            .collect(),
-                        free: (0..n)
-                            .map(|_| (0..STREAM_DEPTH).map(|_| vec![0u8; chunk]).collect())
-                            .collect(),
-                        done: vec![false; n],
-                        in_use: 0,
-                    }),
+                    st: Mutex::new(StreamState::new(n, chunk)),
                     cv: Condvar::new(),
                     failure: failure.clone(),
                     progress: progress.clone(),
@@ -933,7 +923,7 @@ impl Reader {
         chio::read_all(&mut self.ch, &mut e).map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
         let entry = wire::decode_stream_entry(&e, h, &self.session)
             .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
-        let Some(buf) = s.reserve(self.id, !entry.zero) else {
+        let Some(buf) = s.reserve(self.id, !entry.zero, entry.offset) else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
@@ -942,9 +932,7 @@ impl Reader {
                 let r = chio::read_all(&mut self.ch, &mut b[..entry.len as usize]);
                 if let Err(err) = r {
                     // Give the buffer back so the pool stays whole.
-                    let mut st = lock(&s.st);
-                    st.free[self.id].push(b);
-                    st.in_use -= 1;
+                    s.release(b);
                     return Err(self.ctx.io(Stage::RecvPages, err));
                 }
                 if self.session.verify {

@@ -14,6 +14,17 @@ use crate::wire::WireError;
 /// Chunks a channel may hold (queued or being filled) in stream mode.
 pub(super) const STREAM_DEPTH: usize = 2;
 
+/// Bytes of chunk buffers a stream session holds, at most, whatever the
+/// channel count (plus one chunk: the one the writer needs next always
+/// gets a buffer, so the window never deadlocks on the budget).
+pub(super) const STREAM_BUDGET: usize = 64 << 20;
+
+/// Buffers of `chunk` bytes within [`STREAM_BUDGET`] (at least one). The
+/// pool also never holds more than [`STREAM_DEPTH`] buffers per channel.
+pub(super) fn buffer_limit(chunk: usize) -> usize {
+    (STREAM_BUDGET / chunk.max(1)).max(1)
+}
+
 pub(super) struct Chunk {
     pub(super) offset: u64,
     pub(super) len: u32,
@@ -22,13 +33,39 @@ pub(super) struct Chunk {
 
 pub(super) struct StreamState {
     pub(super) queues: Vec<VecDeque<Chunk>>,
-    pub(super) free: Vec<Vec<Vec<u8>>>,
+    /// Buffers back from the writer, shared by every channel.
+    pub(super) free: Vec<Vec<u8>>,
     pub(super) done: Vec<bool>,
     pub(super) in_use: u64,
+    /// Buffers allocated so far (free or in use).
+    pub(super) allocated: usize,
+    /// Size of one buffer (the session's chunk size).
+    pub(super) chunk: usize,
+    /// The offset the writer needs next.
+    pub(super) next: u64,
+}
+
+impl StreamState {
+    /// An empty window for `n` channels and chunks of `chunk` bytes.
+    pub(super) fn new(n: usize, chunk: usize) -> StreamState {
+        StreamState {
+            queues: (0..n)
+                .map(|_| VecDeque::with_capacity(STREAM_DEPTH))
+                .collect(),
+            free: Vec::new(),
+            done: vec![false; n],
+            in_use: 0,
+            allocated: 0,
+            chunk,
+            next: 0,
+        }
+    }
 }
 
 /// The stream reorder window: per channel a queue of at most
-/// [`STREAM_DEPTH`] chunks and a pool of as many buffers.
+/// [`STREAM_DEPTH`] chunks; buffers from one pool for the whole session,
+/// allocated as needed up to [`STREAM_BUDGET`] (a silent channel pins
+/// nothing; many channels share the budget).
 pub(super) struct StreamShared {
     pub(super) st: Mutex<StreamState>,
     pub(super) cv: Condvar,
@@ -44,8 +81,9 @@ impl Wake for StreamShared {
 }
 
 impl StreamShared {
-    /// Wait for room in channel `i`'s queue (and a buffer when `data`).
-    pub(super) fn reserve(&self, i: usize, data: bool) -> Option<Option<Vec<u8>>> {
+    /// Wait for room in channel `i`'s queue (and a buffer when `data`)
+    /// for the chunk at `offset`.
+    pub(super) fn reserve(&self, i: usize, data: bool, offset: u64) -> Option<Option<Vec<u8>>> {
         let mut st = lock(&self.st);
         loop {
             if self.failure.is_failed() {
@@ -55,7 +93,20 @@ impl StreamShared {
                 if !data {
                     return Some(None);
                 }
-                if let Some(b) = st.free[i].pop() {
+                // Never more than STREAM_DEPTH per channel either (as many
+                // as the window can hold: the writer's next chunk still
+                // finds one, since it is not in the window yet).
+                let limit = (buffer_limit(st.chunk) + usize::from(offset == st.next))
+                    .min(STREAM_DEPTH * st.queues.len());
+                let b = match st.free.pop() {
+                    Some(b) => Some(b),
+                    None if st.allocated < limit => {
+                        st.allocated += 1;
+                        Some(vec![0u8; st.chunk])
+                    }
+                    None => None,
+                };
+                if let Some(b) = b {
                     st.in_use += 1;
                     self.progress.buffers_in_use(st.in_use);
                     return Some(Some(b));
@@ -63,6 +114,15 @@ impl StreamShared {
             }
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Give a buffer back to the pool.
+    pub(super) fn release(&self, b: Vec<u8>) {
+        let mut st = lock(&self.st);
+        st.free.push(b);
+        st.in_use -= 1;
+        drop(st);
+        self.cv.notify_all();
     }
 
     pub(super) fn push(&self, i: usize, c: Chunk) {
@@ -86,7 +146,7 @@ pub(super) fn write_stream(
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let mut next = 0u64;
     loop {
-        let (i, chunk) = {
+        let (_, chunk) = {
             let mut st = lock(&s.st);
             loop {
                 if s.failure.is_failed() {
@@ -173,18 +233,81 @@ pub(super) fn write_stream(
                 r
             }
         };
-        if let Some(b) = chunk.data {
-            let mut st = lock(&s.st);
-            st.free[i].push(b);
-            st.in_use -= 1;
-            drop(st);
-            s.cv.notify_all();
+        if r.is_ok() {
+            next += len as u64;
+            lock(&s.st).next = next;
+        }
+        match chunk.data {
+            Some(b) => s.release(b),
+            None => s.cv.notify_all(),
         }
         if let Err(e) = r {
             s.failure
                 .fail(Error::data("write the stream destination", e), true);
             return (sink, next);
         }
-        next += len as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn window(n: usize, chunk: usize) -> Arc<StreamShared> {
+        Arc::new(StreamShared {
+            st: Mutex::new(StreamState::new(n, chunk)),
+            cv: Condvar::new(),
+            failure: Arc::new(Failure::default()),
+            progress: Arc::new(Progress::new(n as u32)),
+        })
+    }
+
+    /// 256 channels of 16 MiB chunks used to pin 2 buffers each (8 GiB);
+    /// now the whole session holds at most the budget plus the chunk the
+    /// writer needs next.
+    #[test]
+    fn stream_buffers_are_bounded_per_session() {
+        let (n, chunk) = (256, 16 << 20);
+        let w = window(n, chunk);
+        let limit = buffer_limit(chunk);
+        assert_eq!(limit, 4);
+        // Later chunks (not the writer's next) on as many channels as the
+        // budget allows.
+        let held: Vec<Vec<u8>> = (0..limit)
+            .map(|i| {
+                w.reserve(i, true, ((i + 1) * chunk) as u64)
+                    .expect("not failed")
+                    .expect("a buffer")
+            })
+            .collect();
+        // One more later chunk waits for the budget.
+        let w2 = w.clone();
+        let t = std::thread::spawn(move || w2.reserve(limit, true, (64 * chunk) as u64));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !t.is_finished(),
+            "a buffer beyond the budget was handed out"
+        );
+        // The chunk the writer needs next always gets one.
+        let next = w
+            .reserve(100, true, 0)
+            .expect("not failed")
+            .expect("a buffer");
+        assert_eq!(lock(&w.st).allocated, limit + 1);
+        assert!((limit + 1) * chunk <= STREAM_BUDGET + chunk);
+        // A buffer back lets the waiting chunk in.
+        w.release(next);
+        let got = t.join().expect("no panic").expect("not failed");
+        assert!(got.is_some());
+        assert_eq!(lock(&w.st).allocated, limit + 1);
+        drop(held);
+    }
+
+    /// A silent session pins no buffer.
+    #[test]
+    fn no_buffer_before_a_chunk_comes() {
+        let w = window(256, 16 << 20);
+        assert_eq!(lock(&w.st).allocated, 0);
     }
 }

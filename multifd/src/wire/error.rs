@@ -81,6 +81,18 @@ pub enum WireError {
         /// The receiver's.
         expected: u32,
     },
+    /// The sender's image is larger than the receiver can or will take.
+    #[error(
+        "the image of {} ({size} bytes) is larger than {limit} ({} at most): the receiver refuses it",
+        show_size(*size),
+        show_size(limit.bytes())
+    )]
+    ImageTooLarge {
+        /// The sender's image size.
+        size: u64,
+        /// The receiver's limit and where it comes from.
+        limit: SizeLimit,
+    },
     /// Page size not a power of two in range.
     #[error("invalid page size {0}: must be a power of two in 512..=65536")]
     BadPageSize(u32),
@@ -258,6 +270,58 @@ impl WireError {
             [t @ (0x15 | 0x16), 0x03, ..] => Some(WireError::TlsRecord { content_type: *t }),
             _ => None,
         }
+    }
+}
+
+/// A receiver's bound on the image size, by where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeLimit {
+    /// Set by the receiver's user (`recv --max-size`).
+    Configured(u64),
+    /// The memory available on the receiver (an image received into
+    /// memory).
+    MemoryAvailable(u64),
+    /// The free space of the output's file system, plus what the existing
+    /// output file occupies (it is replaced).
+    FreeSpace(u64),
+}
+
+impl SizeLimit {
+    /// The bound in bytes.
+    pub fn bytes(&self) -> u64 {
+        match *self {
+            SizeLimit::Configured(b) | SizeLimit::MemoryAvailable(b) | SizeLimit::FreeSpace(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SizeLimit::Configured(_) => "the receiver's size limit (--max-size)",
+            SizeLimit::MemoryAvailable(_) => {
+                "the memory available on the receiver (give --output FILE, or --max-size to override)"
+            }
+            SizeLimit::FreeSpace(_) => {
+                "the free space at the receiver's output (--max-size overrides, for sparse images)"
+            }
+        })
+    }
+}
+
+/// `1.00 GiB`, `512.0 MiB`, `17 B`.
+fn show_size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{b} B"),
+        _ if v >= 100.0 => format!("{v:.0} {}", UNITS[u]),
+        _ => format!("{v:.2} {}", UNITS[u]),
     }
 }
 

@@ -40,7 +40,7 @@ use std::fmt;
 
 mod error;
 
-pub use error::{hex, WireError};
+pub use error::{hex, SizeLimit, WireError};
 
 /// The protocol version this crate speaks (3: hole ranges,
 /// [`PacketFlags::HOLES`]).

@@ -1,0 +1,91 @@
+//! How large an image the receiver can take, by default (`recv` without
+//! `--max-size`): the bound goes into
+//! [`RecvConfig::max_image_size`](transit_multifd::RecvConfig), so a
+//! sender's header that claims more is refused before anything is
+//! allocated.
+//!
+//! - An image received into memory (no `--output`, `--output -`, a
+//!   device): at most `MemAvailable` of `/proc/meminfo`.
+//! - An image received into a file: at most the free space of the
+//!   output's file system (`statvfs`, blocks available to us) plus what
+//!   the existing output file occupies (allocated blocks: it is replaced
+//!   once the new one is in place). The sender's data size is not known
+//!   up front, so a sparse image (mostly zero pages, which cost nothing)
+//!   larger than that is refused too: `--max-size` lets it in.
+//!
+//! Where the number cannot be learnt, there is no bound.
+
+use std::path::Path;
+
+use transit_multifd::wire::SizeLimit;
+
+/// The bound for an image kept in memory.
+pub(crate) fn memory_available() -> Option<SizeLimit> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    mem_available(&text).map(SizeLimit::MemoryAvailable)
+}
+
+/// `MemAvailable` in bytes from the text of `/proc/meminfo`.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line["MemAvailable:".len()..].split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
+/// The bound for an image written to the file `target` (which may not
+/// exist yet; its directory does).
+pub(crate) fn free_space(target: &Path) -> Option<SizeLimit> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; zeroed is a valid value for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path, `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    let existing = std::fs::metadata(target)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.blocks().saturating_mul(512));
+    Some(SizeLimit::FreeSpace(free.saturating_add(existing)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_reads_kib() {
+        let t = "MemTotal:       16318508 kB\nMemFree:  1 kB\nMemAvailable:    8000 kB\n";
+        assert_eq!(mem_available(t), Some(8000 * 1024));
+        assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: x kB\n"), None);
+    }
+
+    #[test]
+    fn free_space_counts_the_existing_file() {
+        let dir = std::env::temp_dir().join(format!("transit-room-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("out.img");
+        let before = free_space(&target).unwrap().bytes();
+        std::fs::write(&target, vec![1u8; 1 << 20]).unwrap();
+        let with = free_space(&target).unwrap().bytes();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The file's blocks left the free space and count as room again
+        // (others write to this file system too: allow slack).
+        assert!(with + (8 << 20) > before, "{before} {with}");
+    }
+}
