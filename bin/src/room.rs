@@ -9,9 +9,12 @@
 //! - An image received into a file: at most the free space of the
 //!   output's file system (`statvfs`, blocks available to us) plus what
 //!   the existing output file occupies (allocated blocks: it is replaced
-//!   once the new one is in place). The sender's data size is not known
-//!   up front, so a sparse image (mostly zero pages, which cost nothing)
-//!   larger than that is refused too: `--max-size` lets it in.
+//!   once the new one is in place).
+//!
+//! The bound is compared with the session header's `data_bytes`: the
+//! image less the holes the sender knows of (a sparse file's), which it
+//! sends as ranges that cost the destination nothing. A sender that then
+//! puts data in more pages than it announced is refused mid-session.
 //!
 //! Where the number cannot be learnt, there is no bound.
 

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         compression: Compression::None,
         verify: true,
         packet_payload: 512 * 1024,
+        data_bytes: 0,
     };
     let mut stream = image;
     stream.layout = Layout::Stream;

@@ -18,6 +18,7 @@ fn sessions() -> [SessionHeader; 3] {
         compression: Compression::None,
         verify: true,
         packet_payload: 512 * 1024,
+        data_bytes: 0,
     };
     let mut small = image;
     small.page_size = 512;

@@ -286,3 +286,36 @@ fn a_session_that_leaves_pages_uncovered_is_refused() {
         other => panic!("the sender was told {other:?}, not the refusal"),
     }
 }
+
+/// A header that announces one page of data, then two data pages: the
+/// receiver refuses the second (the room it checked was for one).
+#[test]
+fn data_beyond_what_the_header_announced_is_refused() {
+    let (mut send, mut recv) = unix_pairs(2);
+    recv.reverse();
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Memory { prefault: false },
+    );
+    let err = bounded(30, move || {
+        let mut main = send.remove(0);
+        let mut h = header(1, SIZE);
+        h.data_bytes = 4096;
+        raw_handshake(&mut *main, &mut send, &h);
+        let _ = chio::write_all(&mut send[0], &data_packet(&[0, 8192], 2, 8192));
+        let err = rx.join().unwrap().unwrap_err();
+        drop(send);
+        err
+    });
+    assert!(
+        matches!(
+            err,
+            Error::Protocol {
+                source: WireError::DataOverAnnounced { announced: 4096 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -60,6 +60,7 @@ fn claim(addr: &str, size: u64) -> String {
         compression: wire::Compression::None,
         verify: true,
         packet_payload: 512 * 1024,
+        data_bytes: size,
     };
     let mut c = TcpStream::connect(addr.trim_start_matches("tcp:")).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();

@@ -322,7 +322,9 @@ impl Receiver {
                 return Err(err);
             }
         }
-        if let (Layout::Image { size }, Some(limit)) = (hdr.layout, self.config.max_image_size) {
+        if let (Layout::Image { .. }, Some(limit)) = (hdr.layout, self.config.max_image_size) {
+            // What the destination must hold: the data, not the holes.
+            let size = hdr.data_bytes;
             if size > limit.bytes() {
                 let e = WireError::ImageTooLarge { size, limit };
                 let err = refuse(&mut *conn.ch, &conn.ctx, e.clone());

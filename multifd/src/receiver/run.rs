@@ -33,6 +33,10 @@ struct ImageShared {
     /// The file of a file destination (pages are written with `pwrite`);
     /// `None` for memory.
     file: Option<RawFd>,
+    /// Pages holding data now (their written bit is set), and the most the
+    /// sender announced (`SessionHeader::data_bytes`).
+    data_pages: AtomicU64,
+    data_limit: u64,
     pages: u64,
     claimed: Box<[AtomicU64]>,
     written: Box<[AtomicU64]>,
@@ -47,9 +51,17 @@ unsafe impl Send for ImageShared {}
 unsafe impl Sync for ImageShared {}
 
 impl ImageShared {
-    fn new(mut image: DestImage, pages: u64) -> ImageShared {
+    fn new(mut image: DestImage, session: &SessionHeader) -> ImageShared {
+        let pages = session.page_count();
         let words = pages.div_ceil(64) as usize;
         let fill = if image.is_fresh() { 0 } else { u64::MAX };
+        // Pages that may hold data at once, as the sender announced (a
+        // caller's image that held data before is not counted).
+        let data_limit = if image.is_fresh() {
+            session.data_bytes.div_ceil(u64::from(session.page_size))
+        } else {
+            u64::MAX
+        };
         image.mark_used();
         let base = image.ptr();
         let file = image.file().map(|f| f.as_raw_fd());
@@ -57,6 +69,8 @@ impl ImageShared {
             image,
             base,
             file,
+            data_pages: AtomicU64::new(0),
+            data_limit,
             pages,
             claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
             written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
@@ -91,14 +105,25 @@ impl ImageShared {
         all.min(self.pages)
     }
 
-    fn set_written(&self, idx: u64) {
-        self.written[(idx / 64) as usize].fetch_or(1 << (idx % 64), Relaxed);
+    /// Set the written bit of each page of `pages`; false if more pages
+    /// now hold data than the sender announced.
+    fn set_written(&self, pages: impl Iterator<Item = u64>) -> bool {
+        let mut new = 0;
+        for idx in pages {
+            let bit = 1u64 << (idx % 64);
+            new += u64::from(self.written[(idx / 64) as usize].fetch_or(bit, Relaxed) & bit == 0);
+        }
+        new == 0 || self.data_pages.fetch_add(new, Relaxed) + new <= self.data_limit
     }
 
     /// Clear the written bit; true if it was set.
     fn take_written(&self, idx: u64) -> bool {
         let bit = 1u64 << (idx % 64);
-        self.written[(idx / 64) as usize].fetch_and(!bit, Relaxed) & bit != 0
+        let was = self.written[(idx / 64) as usize].fetch_and(!bit, Relaxed) & bit != 0;
+        if was {
+            self.data_pages.fetch_sub(1, Relaxed);
+        }
+        was
     }
 
     /// Claim pages `first..first + count` for this epoch, a word at a time;
@@ -116,6 +141,8 @@ impl ImageShared {
     fn take_written_range(&self, first: u64, count: u64, mut f: impl FnMut(u64)) {
         for_words(first, count, |w, mask| {
             let mut was = self.written[w].fetch_and(!mask, Relaxed) & mask;
+            self.data_pages
+                .fetch_sub(u64::from(was.count_ones()), Relaxed);
             while was != 0 {
                 f(w as u64 * 64 + u64::from(was.trailing_zeros()));
                 was &= was - 1;
@@ -280,7 +307,7 @@ impl Run {
         let n = conns.len();
         let (kind_of, image, stream, sink) = match target {
             Target::Image(img) => {
-                let shared = Arc::new(ImageShared::new(img, session.page_count()));
+                let shared = Arc::new(ImageShared::new(img, &session));
                 (Some(shared.clone()), Some(shared), None, None)
             }
             Target::Stream(w) => {
@@ -761,8 +788,13 @@ impl Reader {
         } else {
             self.recv_pages_to_memory(img, normal)?;
         }
-        for &o in &self.offsets[..normal] {
-            img.set_written(o >> shift);
+        if !img.set_written(self.offsets[..normal].iter().map(|&o| o >> shift)) {
+            return Err(self.ctx.proto(
+                Stage::RecvPages,
+                WireError::DataOverAnnounced {
+                    announced: self.session.data_bytes,
+                },
+            ));
         }
         let verify = self.session.verify;
         for &o in &self.offsets[normal..] {

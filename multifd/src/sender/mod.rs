@@ -128,6 +128,24 @@ impl std::fmt::Debug for Sender {
     }
 }
 
+/// The bytes of `image` that may hold data, in whole pages of
+/// `page_size`: the pages of a file's data extents, or the whole image.
+fn data_bytes(image: &SourceImage, page_size: u32) -> u64 {
+    let ps = u64::from(page_size.max(1));
+    let size = image.len() as u64;
+    let Some(extents) = image.data_extents() else {
+        return size.next_multiple_of(ps);
+    };
+    let mut pages = 0u64;
+    let mut next = 0u64;
+    for &(start, end) in extents {
+        let (first, last) = ((start / ps).max(next), end.min(size).div_ceil(ps));
+        pages += last.saturating_sub(first);
+        next = next.max(last);
+    }
+    pages * ps
+}
+
 impl Sender {
     /// Start a session: send the session header on `main` and an init
     /// packet on each of `pages` (channel id = index), wait for the
@@ -172,6 +190,9 @@ impl Sender {
             compression: config.compression,
             verify: config.verify,
             packet_payload: config.packet_payload,
+            data_bytes: image
+                .as_ref()
+                .map_or(0, |i| data_bytes(i, config.page_size)),
         };
         session
             .validate()

@@ -81,14 +81,30 @@ pub enum WireError {
         /// The receiver's.
         expected: u32,
     },
+    /// The session header's data size is larger than the image (or not
+    /// zero for a stream).
+    #[error("data size {data_bytes} in the session header is more than the image's {most} bytes (0 for a stream)")]
+    BadDataBytes {
+        /// The header's data size.
+        data_bytes: u64,
+        /// The most it may be.
+        most: u64,
+    },
+    /// The sender put data in more pages than its header announced.
+    #[error("the sender put data in more than the {announced} bytes its session header announced")]
+    DataOverAnnounced {
+        /// The header's data size.
+        announced: u64,
+    },
     /// The sender's image is larger than the receiver can or will take.
     #[error(
-        "the image of {} ({size} bytes) is larger than {limit} ({} at most): the receiver refuses it",
+        "the image's data, up to {} ({size} bytes), is more than {limit} ({} at most): the receiver refuses it",
         show_size(*size),
         show_size(limit.bytes())
     )]
     ImageTooLarge {
-        /// The sender's image size.
+        /// The most bytes of data the sender's image holds (its size less
+        /// the holes it knows of).
         size: u64,
         /// The receiver's limit and where it comes from.
         limit: SizeLimit,

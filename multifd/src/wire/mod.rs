@@ -29,6 +29,7 @@
 //!     compression: Compression::None,
 //!     verify: true,
 //!     packet_payload: 512 * 1024,
+//!     data_bytes: 1 << 20,
 //! };
 //! let bytes = hdr.encode();
 //! assert_eq!(decode_session_header(&bytes)?, hdr);
@@ -131,6 +132,12 @@ pub struct SessionHeader {
     /// Largest payload of one packet (image mode: a multiple of the page
     /// size; stream mode: the chunk size).
     pub packet_payload: u32,
+    /// Image mode: the most bytes of the image that will hold data at any
+    /// time, whole pages: the image size less the holes the sender knows
+    /// of (a sparse file's holes), which it sends as ranges. A receiver
+    /// sizes its destination check by it and refuses a session that puts
+    /// data in more pages. Stream mode: 0.
+    pub data_bytes: u64,
 }
 
 const LAYOUT_IMAGE: u8 = 0;
@@ -158,6 +165,7 @@ impl SessionHeader {
         let flags = if self.verify { SESSION_FLAG_VERIFY } else { 0 };
         b[42..44].copy_from_slice(&flags.to_be_bytes());
         put_u32(&mut b[44..], self.packet_payload);
+        put_u64(&mut b[48..], self.data_bytes);
         b
     }
 
@@ -188,6 +196,16 @@ impl SessionHeader {
             return Err(WireError::BadPayloadSize {
                 payload: p,
                 page_size: self.page_size,
+            });
+        }
+        let most = match self.layout {
+            Layout::Image { size } => size.next_multiple_of(u64::from(self.page_size)),
+            Layout::Stream => 0,
+        };
+        if self.data_bytes > most {
+            return Err(WireError::BadDataBytes {
+                data_bytes: self.data_bytes,
+                most,
             });
         }
         Ok(())
@@ -269,7 +287,7 @@ pub fn decode_session_header(buf: &[u8]) -> Result<SessionHeader, WireError> {
             bits: u32::from(flags & !SESSION_FLAG_VERIFY),
         });
     }
-    if b[48..64].iter().any(|&x| x != 0) {
+    if b[56..64].iter().any(|&x| x != 0) {
         return Err(WireError::ReservedNotZero {
             what: "session header",
         });
@@ -283,6 +301,7 @@ pub fn decode_session_header(buf: &[u8]) -> Result<SessionHeader, WireError> {
         compression,
         verify: flags & SESSION_FLAG_VERIFY != 0,
         packet_payload: get_u32(&b[44..]),
+        data_bytes: get_u64(&b[48..]),
     };
     hdr.validate()?;
     Ok(hdr)

@@ -197,6 +197,7 @@ pub fn header(channels: u32, size: u64) -> SessionHeader {
         compression: Compression::None,
         verify: true,
         packet_payload: 512 * 1024,
+        data_bytes: size.next_multiple_of(4096),
     }
 }
 
