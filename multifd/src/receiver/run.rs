@@ -106,34 +106,89 @@ impl ImageShared {
 
 /// The SYNC barrier: N channel threads plus the main thread. Wakes with
 /// `false` when the session fails.
+///
+/// A party that ends its part of the session (a page channel's END
+/// packet, the main channel's End record) *departs*: it can never reach a
+/// later barrier. So a barrier some party waits at when another departs,
+/// or that a party reaches after another departed, can never complete: it
+/// fails the session at once with [`WireError::BarrierAfterEnd`] naming
+/// the channel that ended, instead of waiting for a party that will
+/// never come.
 struct Barrier {
-    st: Mutex<(u32, u64)>,
+    st: Mutex<BarrierState>,
     cv: Condvar,
     parties: u32,
     failure: Arc<Failure>,
     on_complete: Box<dyn Fn() + Send + Sync>,
 }
 
+#[derive(Default)]
+struct BarrierState {
+    /// Parties waiting at the open barrier.
+    arrived: u32,
+    /// The open barrier's epoch (barriers completed so far).
+    epoch: u32,
+    /// The first party that departed, and what it sent.
+    ended: Option<(Ctx, &'static str)>,
+}
+
 impl Barrier {
+    /// Wait until every party arrived; false if the session failed (or
+    /// this call failed it: a party already departed).
     fn wait(&self) -> bool {
         let mut g = lock(&self.st);
         if self.failure.is_failed() {
             return false;
         }
-        g.0 += 1;
-        if g.0 == self.parties {
+        if let Some((ctx, ended)) = &g.ended {
+            let e = ctx.proto(
+                Stage::Sync,
+                WireError::BarrierAfterEnd {
+                    ended,
+                    epoch: g.epoch,
+                },
+            );
+            drop(g);
+            self.failure.fail(e, true);
+            return false;
+        }
+        g.arrived += 1;
+        if g.arrived == self.parties {
             (self.on_complete)();
-            g.0 = 0;
-            g.1 += 1;
+            g.arrived = 0;
+            g.epoch += 1;
             self.cv.notify_all();
             return true;
         }
-        let generation = g.1;
-        while g.1 == generation {
+        let epoch = g.epoch;
+        while g.epoch == epoch {
             if self.failure.is_failed() {
                 return false;
             }
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        true
+    }
+
+    /// The party on `ctx`'s channel ended (`ended` says how): it will
+    /// never wait here again. False if that breaks a barrier others wait
+    /// at (the session is failed then).
+    fn depart(&self, ctx: &Ctx, ended: &'static str) -> bool {
+        let mut g = lock(&self.st);
+        if g.arrived > 0 {
+            let e = ctx.proto(
+                Stage::Sync,
+                WireError::BarrierAfterEnd {
+                    ended,
+                    epoch: g.epoch,
+                },
+            );
+            drop(g);
+            self.failure.fail(e, true);
+            return false;
+        }
+        if g.ended.is_none() {
+            g.ended = Some((ctx.clone(), ended));
         }
         true
     }
@@ -189,6 +244,8 @@ impl Run {
                             .map(|_| (0..STREAM_DEPTH).map(|_| vec![0u8; chunk]).collect())
                             .collect(),
                         done: vec![false; n],
+                        at_barrier: vec![false; n],
+                        blocked: vec![false; n],
                         in_use: 0,
                     }),
                     cv: Condvar::new(),
@@ -201,15 +258,19 @@ impl Run {
         };
         // Weak: the image is taken back out of its Arc at the end.
         let claims = kind_of.as_ref().map(Arc::downgrade);
+        let window = stream.as_ref().map(Arc::downgrade);
         let sync_progress = progress.clone();
         let barrier = Arc::new(Barrier {
-            st: Mutex::new((0, 0)),
+            st: Mutex::new(BarrierState::default()),
             cv: Condvar::new(),
             parties: n as u32 + 1,
             failure: failure.clone(),
             on_complete: Box::new(move || {
                 if let Some(c) = claims.as_ref().and_then(std::sync::Weak::upgrade) {
                     c.close_epoch();
+                }
+                if let Some(w) = window.as_ref().and_then(std::sync::Weak::upgrade) {
+                    w.barrier_done();
                 }
                 sync_progress.sync_done();
             }),
@@ -317,7 +378,14 @@ impl Run {
                     }
                     epoch += 1;
                 }
-                Ok(Some(Record::End(t))) => return Ok(t),
+                Ok(Some(Record::End(t))) => {
+                    // No Sync record can follow: a page channel waiting
+                    // at (or later reaching) a barrier waits in vain.
+                    if !self.barrier.depart(&main.ctx, "End record") {
+                        return Err(self.failure.take_error());
+                    }
+                    return Ok(t);
+                }
                 Ok(Some(Record::Error { code, message })) => {
                     return Err(main.ctx.remote(Stage::Sync, code, message))
                 }
@@ -592,6 +660,9 @@ impl Reader {
             self.last_packet = Some(h.packet_num);
             if h.flags.contains(PacketFlags::SYNC) {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                if let Kind::Stream(s) = &self.kind {
+                    s.enter_barrier(self.id);
+                }
                 if !self.barrier.wait() {
                     return Ok(());
                 }
@@ -600,6 +671,8 @@ impl Reader {
             }
             if h.flags.contains(PacketFlags::END) {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                // A failed departure failed the session with its reason.
+                self.barrier.depart(&self.ctx, "END packet");
                 return Ok(());
             }
             match &self.kind {
