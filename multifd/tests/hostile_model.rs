@@ -373,6 +373,7 @@ fn run_case(seed: u64) -> Result<(Duration, bool), String> {
     };
     let config = RecvConfig {
         handshake_timeout: Some(CASE_BOUND),
+        idle_timeout: None,
         ..RecvConfig::default()
     };
     let (mut send, mut recv) = unix_pairs(h.channels as usize + 1);

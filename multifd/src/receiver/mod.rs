@@ -52,6 +52,15 @@ pub struct RecvConfig {
     /// How long one connection may take to send its first structure
     /// (default 10 s; `None` waits forever).
     pub handshake_timeout: Option<Duration>,
+    /// Fail the session with [`Error::Timeout`] (naming the channel and
+    /// the stage) when the sender makes no progress for this long once
+    /// data flows (default 60 s; `None` or zero: no limit): a page channel
+    /// stalled in the middle of a packet, or a whole session in which no
+    /// channel moved (which includes a stream source that produces
+    /// nothing for that long: raise the limit for such sources). Waiting
+    /// at a barrier for other channels, or for a slow sink, is not idle.
+    /// See "Idle timeout" in the [crate docs](crate).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for RecvConfig {
@@ -60,6 +69,7 @@ impl Default for RecvConfig {
             expected_channels: None,
             expected_uuid: None,
             handshake_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -510,7 +520,14 @@ impl Receiver {
         )?;
         progress.restart();
         let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
-        let mut run = Run::start(session, progress, failure, target, conns);
+        let mut run = Run::start(
+            session,
+            progress,
+            failure,
+            target,
+            conns,
+            (main.ctx.clone(), self.config.idle_timeout),
+        );
         let result = run.serve_main(&mut main);
         run.finish(&mut main, result, commit)
     }

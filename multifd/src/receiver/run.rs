@@ -17,6 +17,7 @@ use crate::error::{Ctx, Error, Result, Stage};
 use crate::image::DestImage;
 use crate::progress::{Progress, ThreadCpu};
 use crate::session::{self, lock, read_record, write_record, Failure, Wake};
+use crate::watchdog::{Activities, Wait, Watchdog};
 use crate::wire::{
     self, Layout, PacketFlags, PacketHeader, Record, SessionHeader, Totals, VerdictStatus,
     WireError, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
@@ -217,15 +218,22 @@ pub(super) struct Run {
     /// channels stay open until the verdict is written (see `finish`).
     threads: Vec<JoinHandle<(Digest, Box<dyn Channel>)>>,
     writer: Option<JoinHandle<(Box<dyn Write + Send>, u64)>>,
+    activity: Arc<Activities>,
+    /// The idle timeout (stops when the run is dropped).
+    _watchdog: Option<Watchdog>,
 }
 
 impl Run {
+    /// Start the channel threads (and the stream writer, and the idle
+    /// timeout's watchdog with `idle`'s limit over the page channels and
+    /// the main channel `idle.0`).
     pub(super) fn start(
         session: SessionHeader,
         progress: Arc<Progress>,
         failure: Arc<Failure>,
         target: Target,
         conns: Vec<Conn>,
+        idle: (Ctx, Option<std::time::Duration>),
     ) -> Run {
         let n = conns.len();
         let (kind_of, image, stream, sink) = match target {
@@ -277,6 +285,11 @@ impl Run {
         });
         failure.add_waker(barrier.clone());
 
+        let activity = Activities::new(n);
+        let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
+        let mut watched = ctxs.clone();
+        watched.push(idle.0);
+        let watchdog = Watchdog::start(idle.1, activity.clone(), watched, failure.clone());
         let mut run = Run {
             session,
             progress,
@@ -285,8 +298,9 @@ impl Run {
             image,
             threads: Vec::with_capacity(n),
             writer: None,
+            activity,
+            _watchdog: watchdog,
         };
-        let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
         if let (Some(shared), Some(sink)) = (stream.clone(), sink) {
             let spawned = std::thread::Builder::new()
                 .name("multifd-recv-writer".into())
@@ -322,6 +336,7 @@ impl Run {
                 offsets: Vec::with_capacity(cap),
                 iov: Vec::with_capacity(cap),
                 cpu: ThreadCpu::default(),
+                activity: run.activity.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -346,7 +361,11 @@ impl Run {
             if self.failure.is_failed() {
                 return Err(self.failure.take_error());
             }
+            let watch = self.activity.main();
+            watch.set(Wait::Next(Stage::Sync));
             let rec = read_record(&mut main.ch, None, None, &main.ctx, Stage::Sync);
+            watch.tick();
+            watch.set(Wait::Off);
             match rec {
                 Err(_) | Ok(None) if self.failure.is_failed() => {
                     return Err(self.failure.take_error())
@@ -601,12 +620,16 @@ struct Reader {
     iov: Vec<IoSliceMut<'static>>,
     /// This thread's CPU clock, started when it begins serving.
     cpu: ThreadCpu,
+    /// Progress seen by the idle timeout's watchdog.
+    activity: Arc<Activities>,
 }
 
 impl Reader {
     fn run(mut self) -> (Digest, Box<dyn Channel>) {
         self.cpu = ThreadCpu::start();
-        if let Err(e) = self.serve() {
+        let r = self.serve();
+        self.watch(Wait::Off);
+        if let Err(e) = r {
             // A channel that broke may be the peer giving up: let its
             // reason reach the main thread before waking it.
             let wake_main = !matches!(e, Error::Channel { .. });
@@ -621,8 +644,17 @@ impl Reader {
     fn serve(&mut self) -> Result<()> {
         let mut hdr = [0u8; PACKET_HEADER_LEN];
         loop {
-            let more = chio::read_all_eof(&mut self.ch, &mut hdr)
+            // Between packets a channel may wait long (other channels
+            // carry the pass); once a header has begun, it must go on.
+            self.watch(Wait::Next(Stage::RecvHeader));
+            let more = chio::read_all_eof(&mut self.ch, &mut hdr[..1])
                 .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+            if more {
+                self.watch(Wait::Mid(Stage::RecvHeader));
+                chio::read_all(&mut self.ch, &mut hdr[1..])
+                    .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+                self.watch(Wait::Mid(Stage::RecvHeader));
+            }
             if !more {
                 if self.failure.is_failed() {
                     return Ok(());
@@ -660,6 +692,8 @@ impl Reader {
             self.last_packet = Some(h.packet_num);
             if h.flags.contains(PacketFlags::SYNC) {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                // Waiting for the other channels is not this one's idling.
+                self.watch(Wait::Off);
                 if let Kind::Stream(s) = &self.kind {
                     s.enter_barrier(self.id);
                 }
@@ -690,6 +724,13 @@ impl Reader {
         }
     }
 
+    /// Progress, and what this channel waits for from now on.
+    fn watch(&self, w: Wait) {
+        let a = self.activity.page(self.id);
+        a.tick();
+        a.set(w);
+    }
+
     fn counters_packet(&self, pages: u64, zero: u64, payload: u64, wire: usize) {
         self.progress
             .channel(self.id as u32)
@@ -703,6 +744,7 @@ impl Reader {
             .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
         wire::decode_page_offsets(&self.entries[..n], h, &self.session, &mut self.offsets)
             .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        self.watch(Wait::Mid(Stage::RecvPages));
         let shift = self.session.page_size.trailing_zeros();
         for &off in &self.offsets {
             if !img.claim(off >> shift) {
@@ -776,9 +818,12 @@ impl Reader {
         chio::read_all(&mut self.ch, &mut e).map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
         let entry = wire::decode_stream_entry(&e, h, &self.session)
             .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        // Waiting for room in the window waits on our sink, not the peer.
+        self.watch(Wait::Off);
         let Some(buf) = s.reserve(self.id, !entry.zero) else {
             return Ok(false);
         };
+        self.watch(Wait::Mid(Stage::RecvPages));
         let started = std::time::Instant::now();
         let data = match buf {
             Some(mut b) => {
