@@ -13,6 +13,11 @@
 //! not come from a timer); an unmutated script always succeeds. A case
 //! that hangs fails the test with its seed and its script.
 //!
+//! One case in [`HOLD_OPEN_EVERY`] instead keeps every channel open after
+//! its script, as a stalled peer would, with a short idle timeout
+//! ([`HOLD_OPEN_IDLE`]): the idle timeout must then end whatever the
+//! script left waiting, and an honest script must still succeed.
+//!
 //! `HOSTILE_CASES=N` and `HOSTILE_SEED=S` override the case count and
 //! the first seed (to replay one case: `HOSTILE_CASES=1 HOSTILE_SEED=S`).
 
@@ -32,6 +37,8 @@ use transit_multifd::{Destination, Receiver, RecvConfig};
 /// millisecond; the slack is for a loaded CI machine.
 const CASE_BOUND: Duration = Duration::from_secs(10);
 const CASES: u64 = 5000;
+const HOLD_OPEN_EVERY: u64 = 250;
+const HOLD_OPEN_IDLE: Duration = Duration::from_millis(150);
 const PAGE: u32 = 512;
 const PAGES: u64 = 16;
 
@@ -77,8 +84,15 @@ struct Case {
 impl Case {
     fn describe(&self, seed: u64) -> String {
         let mut s = format!(
-            "seed {seed}: {} page channels, {:?}, mutations {:?}\n",
-            self.header.channels, self.header.layout, self.mutated
+            "seed {seed}: {} page channels, {:?}, {}, mutations {:?}\n",
+            self.header.channels,
+            self.header.layout,
+            if seed.is_multiple_of(HOLD_OPEN_EVERY) {
+                "channels held open after the script"
+            } else {
+                "every channel closed after the script"
+            },
+            self.mutated
         );
         for a in &self.actions {
             let _ = writeln!(s, "  {:?}: {} ({} bytes)", a.to, a.what, a.bytes.len());
@@ -371,9 +385,10 @@ fn run_case(seed: u64) -> Result<(Duration, bool), String> {
         transit_multifd::wire::Layout::Stream => Destination::Writer(Box::new(std::io::sink())),
         _ => Destination::Memory { prefault: false },
     };
+    let hold_open = seed.is_multiple_of(HOLD_OPEN_EVERY);
     let config = RecvConfig {
         handshake_timeout: Some(CASE_BOUND),
-        idle_timeout: None,
+        idle_timeout: hold_open.then_some(HOLD_OPEN_IDLE),
         ..RecvConfig::default()
     };
     let (mut send, mut recv) = unix_pairs(h.channels as usize + 1);
@@ -398,10 +413,13 @@ fn run_case(seed: u64) -> Result<(Duration, bool), String> {
             // The receiver may have failed and shut the channel down.
             let _ = chio::write_all(ch, &a.bytes);
         }
-        drop(send);
-        let _ = main.shutdown_handle().map(|s| s.shutdown(Shutdown::Write));
+        if !hold_open {
+            send.clear();
+            let _ = main.shutdown_handle().map(|s| s.shutdown(Shutdown::Write));
+        }
         let result = receiver.join().expect("receiver thread panicked");
         let told = read_record(&mut *main);
+        drop(send);
         let _ = tx.send((result, told));
     });
     let (result, told) = match rx.recv_timeout(CASE_BOUND) {
