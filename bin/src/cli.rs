@@ -83,6 +83,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
+    /// Fail a transfer in which the peer makes no progress for SECS seconds once data flows
+    /// (a stalled or stopped peer), naming the channel and the stage; 0 turns it off. Waiting for
+    /// a slow source (send) or sink (recv) and, on send, for the verdict is not idle. recv: a
+    /// stream source that pauses longer than this fails the transfer.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_idle_timeout)]
+    pub idle_timeout: f64,
+
     /// TLS credentials: a directory in QEMU's layout (ca-cert.pem, optional ca-crl.pem,
     /// client-cert.pem + client-key.pem on send, server-cert.pem + server-key.pem on recv).
     /// Every channel runs its own TLS session; the peer's certificate must be signed by the CA.
@@ -98,6 +105,26 @@ pub struct CommonArgs {
     /// existing file keeps its mode and owner, a new one is created 600 (images carry secrets).
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
     pub mode: Option<u32>,
+}
+
+/// Seconds of `--idle-timeout`: finite, 0 (off) to one week.
+pub fn parse_idle_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=604_800.0).contains(&v) {
+        return Err(format!(
+            "{s} is out of range: give 0 (off) up to 604800 seconds (a week)"
+        ));
+    }
+    Ok(v)
+}
+
+impl CommonArgs {
+    /// `--idle-timeout` for the library: `None` when off.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(self.idle_timeout))
+    }
 }
 
 /// An octal file mode such as `644` or `0640`.
@@ -274,6 +301,15 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_timeouts_parse_and_zero_turns_it_off() {
+        assert_eq!(parse_idle_timeout("1.5"), Ok(1.5));
+        assert_eq!(parse_idle_timeout("0"), Ok(0.0));
+        for bad in ["-1", "nan", "inf", "1e300", "x"] {
+            assert!(parse_idle_timeout(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

@@ -94,6 +94,8 @@ struct Opts {
     wait_limit: Option<Duration>,
     /// Handshake and assembly limit.
     handshake: Duration,
+    /// `--idle-timeout` (`None`: off).
+    idle: Option<Duration>,
     json: bool,
     json_interval: Option<f64>,
     verbose: bool,
@@ -166,6 +168,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         handshake,
         json: c.json,
         json_interval: c.json_interval,
+        idle: c.idle_timeout(),
         verbose: c.verbose > 0,
         endpoint: endpoint.clone(),
         transport,
@@ -875,6 +878,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         channels: opts.channels,
         wait_limit: opts.wait_limit,
         handshake: opts.handshake,
+        idle: opts.idle,
         slot,
         unit,
         total,
@@ -998,6 +1002,7 @@ struct SessionWorker {
     channels: Option<u32>,
     wait_limit: Option<Duration>,
     handshake: Duration,
+    idle: Option<Duration>,
     slot: ProgressSlot,
     unit: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
@@ -1201,6 +1206,7 @@ impl SessionWorker {
             expected_uuid: None,
             handshake_timeout: Some(self.handshake),
             max_image_size,
+            idle_timeout: self.idle,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());

@@ -165,6 +165,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             compression: wire::Compression::None,
             handshake_timeout: Some(timeout),
             zero_copy: false,
+            idle_timeout: args.common.idle_timeout(),
         },
         transport,
     })

@@ -285,6 +285,31 @@ fn keepalive_is_applied() {
     assert!(!SockRef::from(&client).keepalive().unwrap());
 }
 
+/// Both ends of every TCP connection carry keep-alive from the start
+/// (issue 14, item 7: idle sockets carried none, so a vanished peer held a
+/// transfer for the system default of two hours).
+#[test]
+fn every_tcp_connection_has_keepalive_on_both_ends() {
+    for addr in ["tcp:127.0.0.1:0", "tcp:[::1]:0"] {
+        let (_l, client, server) = connected(addr);
+        for (side, ch) in [("connect", &client), ("accept", &server)] {
+            let s = SockRef::from(ch);
+            assert!(s.keepalive().unwrap(), "{addr} {side}");
+            assert_eq!(s.keepalive_time().unwrap(), Duration::from_secs(30));
+            assert_eq!(s.keepalive_interval().unwrap(), Duration::from_secs(5));
+            assert_eq!(s.keepalive_retries().unwrap(), 3);
+        }
+    }
+    assert_eq!(
+        KeepAlive::DEFAULT,
+        KeepAlive {
+            idle: Some(Duration::from_secs(30)),
+            interval: Some(Duration::from_secs(5)),
+            count: Some(3),
+        }
+    );
+}
+
 #[test]
 fn delay_toggles_nodelay() {
     let (_l, mut client, _server) = connected("tcp:127.0.0.1:0");

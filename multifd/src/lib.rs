@@ -36,6 +36,26 @@
 //! from the registered image; that a real NIC reads it without a copy, and
 //! what it gains, needs hardware.
 //!
+//! Idle timeout ([`SendConfig::idle_timeout`], [`RecvConfig::idle_timeout`],
+//! default 60 s): one watchdog thread per session watches per-channel
+//! progress and fails the session with [`Error::Timeout`], naming the
+//! channel and the stage, through the same path as any failure (every
+//! channel is shut down, the peer is told), so it works on every
+//! transport. A channel in the middle of a packet (received or sent) is
+//! idle on its own clock; a channel waiting for the peer's *next* packet
+//! or record is idle only when no channel of the session moved for the
+//! limit (a pass may leave a channel without packets, and the main
+//! channel sees nothing between syncs). Never idle: waiting at a barrier
+//! for the other channels, for a slow sink or for the sender's source
+//! (sender side), and the sender's wait for the verdict, during which the
+//! receiver's work (verify, fsync, rename) is local; a receiver that dies
+//! then closes the connection, and TCP keep-alive catches a vanished
+//! host. What stays unbounded by design: a receiver process stopped
+//! (SIGSTOP) exactly between the End record and its verdict, which needs
+//! a keep-alive record (a protocol version bump). On the receiver, a
+//! stream source that produces nothing for the limit looks like a stalled
+//! sender: raise the limit for such sources.
+//!
 //! Limits: images must fit in the address space (`usize`); the source must
 //! not change during a pass (between passes it may, through
 //! [`Sender::image_mut`]); compression is reserved on the wire but only
@@ -85,6 +105,7 @@ pub mod progress;
 mod receiver;
 mod sender;
 mod session;
+mod watchdog;
 pub mod wire;
 pub mod zero;
 

@@ -5,7 +5,10 @@
 //! [`SocketChannel::listen_sync`] / [`SocketChannel::listen_on`] and
 //! [`SocketChannel::accept`], [`SocketChannel::from_fd`] /
 //! [`SocketChannel::from_address`] for inherited fds, and
-//! [`SocketChannel::pair`]. The sync setup calls block (name resolution,
+//! [`SocketChannel::pair`]. Every TCP connection made by `connect_sync`
+//! or `accept` gets TCP keep-alive, [`KeepAlive::DEFAULT`] (first probe
+//! after 30 s idle, every 5 s, 3 probes; change it with
+//! [`SocketChannel::set_keepalive`]). The sync setup calls block (name resolution,
 //! connect) and are `Send`-friendly: run them on a worker thread (a
 //! [`crate::task`] Task) to keep a main loop responsive.
 //!
@@ -108,6 +111,22 @@ pub struct KeepAlive {
     pub interval: Option<Duration>,
     /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
     pub count: Option<u32>,
+}
+
+impl KeepAlive {
+    /// What every TCP connection gets from [`SocketChannel::connect_sync`]
+    /// and [`SocketChannel::accept`]: the first probe after 30 s without
+    /// traffic, then one every 5 s, and the connection fails after 3
+    /// unanswered probes, so a peer whose host vanished or whose path broke
+    /// is noticed within about 45 s of silence (the system default, two
+    /// hours, would hold a transfer that long). Keep-alive only proves the
+    /// peer's kernel answers: a stopped or stuck peer process is the idle
+    /// timeout's business (multifd's `idle_timeout`).
+    pub const DEFAULT: KeepAlive = KeepAlive {
+        idle: Some(Duration::from_secs(30)),
+        interval: Some(Duration::from_secs(5)),
+        count: Some(3),
+    };
 }
 
 /// What the socket is, for features and option checks.

@@ -9,7 +9,7 @@ use std::path::Path;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::addr::{self, describe, resolve_connect, resolve_listen, to_sockaddr};
-use super::{Kind, ListenPath, SocketChannel};
+use super::{KeepAlive, Kind, ListenPath, SocketChannel};
 use crate::address::SocketAddress;
 use crate::channel::Features;
 use crate::error::{Error, Result};
@@ -98,7 +98,14 @@ impl SocketChannel {
                 let mut last = None;
                 for target in &targets {
                     match connect_tcp(*target) {
-                        Ok(s) => return Ok(SocketChannel::wrap(s.into(), Kind::Tcp, false, None)),
+                        Ok(s) => {
+                            return Ok(with_keepalive(SocketChannel::wrap(
+                                s.into(),
+                                Kind::Tcp,
+                                false,
+                                None,
+                            )))
+                        }
                         Err(e) => last = Some((*target, e)),
                     }
                 }
@@ -246,7 +253,12 @@ impl SocketChannel {
                 Err(e) => return Err(Error::os(&self.name, "accept", e)),
             }
         };
-        Ok(SocketChannel::wrap(conn.into(), self.kind, false, None))
+        Ok(with_keepalive(SocketChannel::wrap(
+            conn.into(),
+            self.kind,
+            false,
+            None,
+        )))
     }
 
     /// Adopt a socket fd (connected, listening, or neither). A fd that is
@@ -333,6 +345,16 @@ fn direct_sockaddr(addr: &SocketAddress, name: &str) -> Result<SockAddr> {
             expected: "a UNIX, abstract or vsock address".to_owned(),
         }),
     }
+}
+
+/// Turn on [`KeepAlive::DEFAULT`] on a connected TCP socket (no-op for
+/// other kinds). Best effort: a socket that refuses the option still
+/// works, it only loses the early detection of a dead peer.
+fn with_keepalive(mut ch: SocketChannel) -> SocketChannel {
+    if ch.kind == Kind::Tcp {
+        let _ = ch.set_keepalive(Some(KeepAlive::DEFAULT));
+    }
+    ch
 }
 
 fn connect_tcp(target: SocketAddr) -> io::Result<Socket> {

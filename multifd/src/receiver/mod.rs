@@ -57,6 +57,15 @@ pub struct RecvConfig {
     /// the session fails). `None`: no bound (a sender's header then
     /// decides how much the receiver allocates).
     pub max_image_size: Option<SizeLimit>,
+    /// Fail the session with [`Error::Timeout`] (naming the channel and
+    /// the stage) when the sender makes no progress for this long once
+    /// data flows (default 60 s; `None` or zero: no limit): a page channel
+    /// stalled in the middle of a packet, or a whole session in which no
+    /// channel moved (which includes a stream source that produces
+    /// nothing for that long: raise the limit for such sources). Waiting
+    /// at a barrier for other channels, or for a slow sink, is not idle.
+    /// See "Idle timeout" in the [crate docs](crate).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for RecvConfig {
@@ -66,6 +75,7 @@ impl Default for RecvConfig {
             expected_uuid: None,
             handshake_timeout: Some(Duration::from_secs(10)),
             max_image_size: None,
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -517,7 +527,14 @@ impl Receiver {
         )?;
         progress.restart();
         let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
-        let mut run = Run::start(session, progress, failure, target, conns);
+        let mut run = Run::start(
+            session,
+            progress,
+            failure,
+            target,
+            conns,
+            (main.ctx.clone(), self.config.idle_timeout),
+        );
         let result = run.serve_main(&mut main);
         run.finish(&mut main, result, commit)
     }

@@ -18,6 +18,7 @@ use crate::error::{Ctx, Error, Result, Stage};
 use crate::image::DestImage;
 use crate::progress::{Progress, ThreadCpu};
 use crate::session::{self, lock, read_record, write_record, Failure, Wake};
+use crate::watchdog::{Activities, Wait, Watchdog};
 use crate::wire::{
     self, Layout, PacketFlags, PacketHeader, Record, SessionHeader, Totals, VerdictStatus,
     WireError, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
@@ -238,34 +239,89 @@ fn zero_file_range(fd: RawFd, off: u64, len: usize) -> std::io::Result<()> {
 
 /// The SYNC barrier: N channel threads plus the main thread. Wakes with
 /// `false` when the session fails.
+///
+/// A party that ends its part of the session (a page channel's END
+/// packet, the main channel's End record) *departs*: it can never reach a
+/// later barrier. So a barrier some party waits at when another departs,
+/// or that a party reaches after another departed, can never complete: it
+/// fails the session at once with [`WireError::BarrierAfterEnd`] naming
+/// the channel that ended, instead of waiting for a party that will
+/// never come.
 struct Barrier {
-    st: Mutex<(u32, u64)>,
+    st: Mutex<BarrierState>,
     cv: Condvar,
     parties: u32,
     failure: Arc<Failure>,
     on_complete: Box<dyn Fn() + Send + Sync>,
 }
 
+#[derive(Default)]
+struct BarrierState {
+    /// Parties waiting at the open barrier.
+    arrived: u32,
+    /// The open barrier's epoch (barriers completed so far).
+    epoch: u32,
+    /// The first party that departed, and what it sent.
+    ended: Option<(Ctx, &'static str)>,
+}
+
 impl Barrier {
+    /// Wait until every party arrived; false if the session failed (or
+    /// this call failed it: a party already departed).
     fn wait(&self) -> bool {
         let mut g = lock(&self.st);
         if self.failure.is_failed() {
             return false;
         }
-        g.0 += 1;
-        if g.0 == self.parties {
+        if let Some((ctx, ended)) = &g.ended {
+            let e = ctx.proto(
+                Stage::Sync,
+                WireError::BarrierAfterEnd {
+                    ended,
+                    epoch: g.epoch,
+                },
+            );
+            drop(g);
+            self.failure.fail(e, true);
+            return false;
+        }
+        g.arrived += 1;
+        if g.arrived == self.parties {
             (self.on_complete)();
-            g.0 = 0;
-            g.1 += 1;
+            g.arrived = 0;
+            g.epoch += 1;
             self.cv.notify_all();
             return true;
         }
-        let generation = g.1;
-        while g.1 == generation {
+        let epoch = g.epoch;
+        while g.epoch == epoch {
             if self.failure.is_failed() {
                 return false;
             }
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        true
+    }
+
+    /// The party on `ctx`'s channel ended (`ended` says how): it will
+    /// never wait here again. False if that breaks a barrier others wait
+    /// at (the session is failed then).
+    fn depart(&self, ctx: &Ctx, ended: &'static str) -> bool {
+        let mut g = lock(&self.st);
+        if g.arrived > 0 {
+            let e = ctx.proto(
+                Stage::Sync,
+                WireError::BarrierAfterEnd {
+                    ended,
+                    epoch: g.epoch,
+                },
+            );
+            drop(g);
+            self.failure.fail(e, true);
+            return false;
+        }
+        if g.ended.is_none() {
+            g.ended = Some((ctx.clone(), ended));
         }
         true
     }
@@ -294,15 +350,22 @@ pub(super) struct Run {
     /// channels stay open until the verdict is written (see `finish`).
     threads: Vec<JoinHandle<(Digest, Box<dyn Channel>)>>,
     writer: Option<JoinHandle<(Box<dyn Write + Send>, u64)>>,
+    activity: Arc<Activities>,
+    /// The idle timeout (stops when the run is dropped).
+    _watchdog: Option<Watchdog>,
 }
 
 impl Run {
+    /// Start the channel threads (and the stream writer, and the idle
+    /// timeout's watchdog with `idle`'s limit over the page channels and
+    /// the main channel `idle.0`).
     pub(super) fn start(
         session: SessionHeader,
         progress: Arc<Progress>,
         failure: Arc<Failure>,
         target: Target,
         conns: Vec<Conn>,
+        idle: (Ctx, Option<std::time::Duration>),
     ) -> Run {
         let n = conns.len();
         let (kind_of, image, stream, sink) = match target {
@@ -324,9 +387,10 @@ impl Run {
         };
         // Weak: the image is taken back out of its Arc at the end.
         let claims = kind_of.as_ref().map(Arc::downgrade);
+        let window = stream.as_ref().map(Arc::downgrade);
         let sync_progress = progress.clone();
         let barrier = Arc::new(Barrier {
-            st: Mutex::new((0, 0)),
+            st: Mutex::new(BarrierState::default()),
             cv: Condvar::new(),
             parties: n as u32 + 1,
             failure: failure.clone(),
@@ -334,11 +398,19 @@ impl Run {
                 if let Some(c) = claims.as_ref().and_then(std::sync::Weak::upgrade) {
                     c.close_epoch();
                 }
+                if let Some(w) = window.as_ref().and_then(std::sync::Weak::upgrade) {
+                    w.barrier_done();
+                }
                 sync_progress.sync_done();
             }),
         });
         failure.add_waker(barrier.clone());
 
+        let activity = Activities::new(n);
+        let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
+        let mut watched = ctxs.clone();
+        watched.push(idle.0);
+        let watchdog = Watchdog::start(idle.1, activity.clone(), watched, failure.clone());
         let mut run = Run {
             session,
             progress,
@@ -347,8 +419,9 @@ impl Run {
             image,
             threads: Vec::with_capacity(n),
             writer: None,
+            activity,
+            _watchdog: watchdog,
         };
-        let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
         if let (Some(shared), Some(sink)) = (stream.clone(), sink) {
             let spawned = std::thread::Builder::new()
                 .name("multifd-recv-writer".into())
@@ -389,6 +462,7 @@ impl Run {
                     _ => Vec::new(),
                 },
                 cpu: ThreadCpu::default(),
+                activity: run.activity.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -413,7 +487,11 @@ impl Run {
             if self.failure.is_failed() {
                 return Err(self.failure.take_error());
             }
+            let watch = self.activity.main();
+            watch.set(Wait::Next(Stage::Sync));
             let rec = read_record(&mut main.ch, None, None, &main.ctx, Stage::Sync);
+            watch.tick();
+            watch.set(Wait::Off);
             match rec {
                 Err(_) | Ok(None) if self.failure.is_failed() => {
                     return Err(self.failure.take_error())
@@ -445,7 +523,14 @@ impl Run {
                     }
                     epoch += 1;
                 }
-                Ok(Some(Record::End(t))) => return Ok(t),
+                Ok(Some(Record::End(t))) => {
+                    // No Sync record can follow: a page channel waiting
+                    // at (or later reaching) a barrier waits in vain.
+                    if !self.barrier.depart(&main.ctx, "End record") {
+                        return Err(self.failure.take_error());
+                    }
+                    return Ok(t);
+                }
                 Ok(Some(Record::Error { code, message })) => {
                     return Err(main.ctx.remote(Stage::Sync, code, message))
                 }
@@ -665,12 +750,16 @@ struct Reader {
     buf: Vec<u8>,
     /// This thread's CPU clock, started when it begins serving.
     cpu: ThreadCpu,
+    /// Progress seen by the idle timeout's watchdog.
+    activity: Arc<Activities>,
 }
 
 impl Reader {
     fn run(mut self) -> (Digest, Box<dyn Channel>) {
         self.cpu = ThreadCpu::start();
-        if let Err(e) = self.serve() {
+        let r = self.serve();
+        self.watch(Wait::Off);
+        if let Err(e) = r {
             // A channel that broke may be the peer giving up: let its
             // reason reach the main thread before waking it.
             let wake_main = !matches!(e, Error::Channel { .. });
@@ -685,8 +774,17 @@ impl Reader {
     fn serve(&mut self) -> Result<()> {
         let mut hdr = [0u8; PACKET_HEADER_LEN];
         loop {
-            let more = chio::read_all_eof(&mut self.ch, &mut hdr)
+            // Between packets a channel may wait long (other channels
+            // carry the pass); once a header has begun, it must go on.
+            self.watch(Wait::Next(Stage::RecvHeader));
+            let more = chio::read_all_eof(&mut self.ch, &mut hdr[..1])
                 .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+            if more {
+                self.watch(Wait::Mid(Stage::RecvHeader));
+                chio::read_all(&mut self.ch, &mut hdr[1..])
+                    .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+                self.watch(Wait::Mid(Stage::RecvHeader));
+            }
             if !more {
                 if self.failure.is_failed() {
                     return Ok(());
@@ -724,6 +822,11 @@ impl Reader {
             self.last_packet = Some(h.packet_num);
             if h.flags.contains(PacketFlags::SYNC) {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                // Waiting for the other channels is not this one's idling.
+                self.watch(Wait::Off);
+                if let Kind::Stream(s) = &self.kind {
+                    s.enter_barrier(self.id);
+                }
                 if !self.barrier.wait() {
                     return Ok(());
                 }
@@ -732,6 +835,8 @@ impl Reader {
             }
             if h.flags.contains(PacketFlags::END) {
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                // A failed departure failed the session with its reason.
+                self.barrier.depart(&self.ctx, "END packet");
                 return Ok(());
             }
             if h.flags.contains(PacketFlags::HOLES) {
@@ -757,6 +862,13 @@ impl Reader {
         }
     }
 
+    /// Progress, and what this channel waits for from now on.
+    fn watch(&self, w: Wait) {
+        let a = self.activity.page(self.id);
+        a.tick();
+        a.set(w);
+    }
+
     fn counters_packet(&self, pages: u64, zero: u64, payload: u64, wire: usize) {
         self.progress
             .channel(self.id as u32)
@@ -770,6 +882,7 @@ impl Reader {
             .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
         wire::decode_page_offsets(&self.entries[..n], h, &self.session, &mut self.offsets)
             .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        self.watch(Wait::Mid(Stage::RecvPages));
         let shift = self.session.page_size.trailing_zeros();
         for &off in &self.offsets {
             if !img.claim(off >> shift) {
@@ -955,9 +1068,12 @@ impl Reader {
         chio::read_all(&mut self.ch, &mut e).map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
         let entry = wire::decode_stream_entry(&e, h, &self.session)
             .map_err(|e| self.ctx.proto(Stage::RecvHeader, e))?;
+        // Waiting for room in the window waits on our sink, not the peer.
+        self.watch(Wait::Off);
         let Some(buf) = s.reserve(self.id, !entry.zero, entry.offset) else {
             return Ok(false);
         };
+        self.watch(Wait::Mid(Stage::RecvPages));
         let started = std::time::Instant::now();
         let data = match buf {
             Some(mut b) => {

@@ -36,6 +36,12 @@ pub(super) struct StreamState {
     /// Buffers back from the writer, shared by every channel.
     pub(super) free: Vec<Vec<u8>>,
     pub(super) done: Vec<bool>,
+    /// Channel `i`'s thread waits at the SYNC barrier (set by the thread,
+    /// cleared for all by the barrier when it completes).
+    pub(super) at_barrier: Vec<bool>,
+    /// Channel `i`'s thread waits in [`StreamShared::reserve`] for the
+    /// writer to take one of its chunks.
+    pub(super) blocked: Vec<bool>,
     pub(super) in_use: u64,
     /// Buffers allocated so far (free or in use).
     pub(super) allocated: usize,
@@ -54,6 +60,8 @@ impl StreamState {
                 .collect(),
             free: Vec::new(),
             done: vec![false; n],
+            at_barrier: vec![false; n],
+            blocked: vec![false; n],
             in_use: 0,
             allocated: 0,
             chunk,
@@ -82,16 +90,18 @@ impl Wake for StreamShared {
 
 impl StreamShared {
     /// Wait for room in channel `i`'s queue (and a buffer when `data`)
-    /// for the chunk at `offset`.
+    /// for the chunk at `offset`. While it waits the channel counts as
+    /// blocked, so the writer can tell a wait that will end from a
+    /// deadlock (see [`write_stream`]).
     pub(super) fn reserve(&self, i: usize, data: bool, offset: u64) -> Option<Option<Vec<u8>>> {
         let mut st = lock(&self.st);
-        loop {
+        let got = loop {
             if self.failure.is_failed() {
-                return None;
+                break None;
             }
             if st.queues[i].len() < STREAM_DEPTH {
                 if !data {
-                    return Some(None);
+                    break Some(None);
                 }
                 // Never more than STREAM_DEPTH per channel either (as many
                 // as the window can hold: the writer's next chunk still
@@ -109,11 +119,29 @@ impl StreamShared {
                 if let Some(b) = b {
                     st.in_use += 1;
                     self.progress.buffers_in_use(st.in_use);
-                    return Some(Some(b));
+                    break Some(Some(b));
                 }
             }
+            if !st.blocked[i] {
+                st.blocked[i] = true;
+                self.cv.notify_all();
+            }
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        };
+        st.blocked[i] = false;
+        got
+    }
+
+    /// Channel `i`'s thread is about to wait at the SYNC barrier.
+    pub(super) fn enter_barrier(&self, i: usize) {
+        lock(&self.st).at_barrier[i] = true;
+        self.cv.notify_all();
+    }
+
+    /// The barrier completed: every channel thread goes on (called by the
+    /// barrier, under its lock).
+    pub(super) fn barrier_done(&self) {
+        lock(&self.st).at_barrier.fill(false);
     }
 
     /// Give a buffer back to the pool.
@@ -153,9 +181,15 @@ pub(super) fn write_stream(
                     return (sink, next);
                 }
                 let mut found = None;
+                // No channel can still bring the chunk at `next` by
+                // reading on: each holds a later chunk (chunks come in
+                // order per channel), is done, or waits at the barrier.
                 let mut stuck = true;
                 let mut finished = true;
+                let mut at_barrier = false;
+                let mut blocked = false;
                 for (i, q) in st.queues.iter().enumerate() {
+                    blocked |= st.blocked[i];
                     match q.front() {
                         Some(c) if c.offset == next => {
                             found = Some(i);
@@ -173,11 +207,23 @@ pub(super) fn write_stream(
                         }
                         Some(_) => finished = false,
                         None if st.done[i] => {}
+                        None if st.at_barrier[i] => {
+                            at_barrier = true;
+                            finished = false;
+                        }
                         None => {
                             stuck = false;
                             finished = false;
                         }
                     }
+                }
+                // A channel waiting at the barrier may bring `next` once
+                // the barrier completes, which needs every channel there;
+                // one blocked on its full queue (which only this thread
+                // empties, after `next`) never comes: a deadlock the
+                // peer made, so fail rather than wait.
+                if at_barrier && !blocked {
+                    stuck = false;
                 }
                 if let Some(i) = found {
                     let c = st.queues[i].pop_front();

@@ -29,6 +29,7 @@ use crate::error::{ChannelId, Ctx, Error, Result, Stage};
 use crate::image::SourceImage;
 use crate::progress::{Progress, Stats};
 use crate::session::{self, lock, read_record, write_record, AbortHandle, Failure, REASON_WAIT};
+use crate::watchdog::{Activities, Wait, Watchdog};
 use crate::wire::{
     self, Compression, InitPacket, Layout, Record, SessionHeader, Totals, VerdictStatus,
     PACKET_HEADER_LEN,
@@ -63,6 +64,15 @@ pub struct SendConfig {
     /// [`Stats::zero_copy_copied`] counts flushes whose writes fell back
     /// to copying.
     pub zero_copy: bool,
+    /// Fail the session with [`Error::Timeout`] (naming the channel and
+    /// the stage) when a page channel makes no progress writing a packet
+    /// for this long: a receiver that stopped reading (default 60 s;
+    /// `None` or zero: no limit). Waiting for the stream source or for
+    /// the receiver's verdict is not idle: after the End record the
+    /// receiver's work (verify, fsync, rename) is local, and a receiver
+    /// that dies closes the connection or, on TCP, misses keep-alive
+    /// probes. See "Idle timeout" in the [crate docs](crate).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for SendConfig {
@@ -75,6 +85,7 @@ impl Default for SendConfig {
             compression: Compression::None,
             handshake_timeout: Some(Duration::from_secs(30)),
             zero_copy: false,
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -115,6 +126,8 @@ pub struct Sender {
     dead: Option<String>,
     done: bool,
     zero_copy: bool,
+    activity: Arc<Activities>,
+    watchdog: Option<Watchdog>,
     // Declared last: dropped after the threads are joined in `Drop`.
     image: Option<SourceImage>,
 }
@@ -358,6 +371,15 @@ impl Sender {
         let progress = Arc::new(Progress::new(session.channels));
 
         let packet_num = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let activity = Activities::new(n);
+        let mut watched = ctxs.clone();
+        watched.push(main_ctx.clone());
+        let watchdog = Watchdog::start(
+            config.idle_timeout,
+            activity.clone(),
+            watched,
+            failure.clone(),
+        );
         let mut threads = Vec::with_capacity(n);
         for (i, (ch, ctx)) in pages.into_iter().zip(ctxs).enumerate() {
             let worker = Worker {
@@ -377,6 +399,7 @@ impl Sender {
                 normal: Vec::with_capacity(cap),
                 zero: Vec::with_capacity(cap),
                 iov: Vec::with_capacity(cap + 1),
+                activity: activity.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-send-{i}"))
@@ -409,6 +432,8 @@ impl Sender {
             dead: None,
             done: false,
             zero_copy: config.zero_copy,
+            activity,
+            watchdog,
             image,
         })
     }
@@ -571,13 +596,7 @@ impl Sender {
         for i in 0..self.threads.len() {
             self.dispatch_to(i, Job::Sync)?;
         }
-        let r = write_record(
-            &mut self.main,
-            &Record::Sync { epoch },
-            &self.main_ctx,
-            Stage::Sync,
-        );
-        if let Err(e) = r {
+        if let Err(e) = self.write_main(&Record::Sync { epoch }, Stage::Sync) {
             return Err(self.fail(e));
         }
         self.drain()?;
@@ -666,9 +685,11 @@ impl Sender {
             digest: if self.session.verify { digest.0 } else { 0 },
         };
         let ctx = self.main_ctx.clone();
-        if let Err(e) = write_record(&mut self.main, &Record::End(totals), &ctx, Stage::End) {
+        if let Err(e) = self.write_main(&Record::End(totals), Stage::End) {
             return Err(self.fail(e));
         }
+        // Waiting for the verdict is not idle (see `SendConfig::idle_timeout`).
+        self.watchdog.take();
         let verdict = read_record(&mut self.main, None, None, &ctx, Stage::End);
         let result = match verdict {
             Ok(Some(Record::Verdict { status, totals: r })) => {
@@ -707,6 +728,16 @@ impl Sender {
         stats.digest = totals.digest;
         stats.stream_len = totals.stream_len;
         Ok(stats)
+    }
+
+    /// Write a record on the main channel, watched by the idle timeout.
+    fn write_main(&mut self, rec: &Record, stage: Stage) -> Result<()> {
+        let a = self.activity.main();
+        a.set(Wait::Mid(stage));
+        let r = write_record(&mut self.main, rec, &self.main_ctx, stage);
+        a.tick();
+        a.set(Wait::Off);
+        r
     }
 
     fn check_alive(&self) -> Result<()> {

@@ -12,6 +12,7 @@ use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
 use crate::progress::{ChannelCounters, Progress, ThreadCpu};
 use crate::session::{self, lock, Failure, Wake, IOV_MAX};
+use crate::watchdog::{Activities, Wait};
 use crate::wire::{
     PacketFlags, PacketHeader, SessionHeader, StreamEntry, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
 };
@@ -134,6 +135,8 @@ pub(super) struct Worker {
     pub(super) normal: Vec<u64>,
     pub(super) zero: Vec<u64>,
     pub(super) iov: Vec<IoSlice<'static>>,
+    /// Progress seen by the idle timeout's watchdog.
+    pub(super) activity: Arc<Activities>,
 }
 
 impl Worker {
@@ -160,7 +163,20 @@ impl Worker {
             shared.idle.notify_all();
             let started = Instant::now();
             let end = matches!(job, Job::End);
+            // Writing a packet waits on the receiver; waiting for the
+            // next job (a slow producer or source) does not.
+            let stage = match job {
+                Job::Pages(_) | Job::Chunk { .. } => Stage::SendPages,
+                Job::Holes(_) => Stage::SendHeader,
+                Job::Sync | Job::Flush => Stage::Sync,
+                Job::End => Stage::End,
+            };
+            let activity = self.activity.clone();
+            let activity = activity.page(self.id);
+            activity.set(Wait::Mid(stage));
             let result = self.process(&job);
+            activity.tick();
+            activity.set(Wait::Off);
             self.counters().busy(started, cpu);
             {
                 let mut st = lock(&shared.state);

@@ -234,6 +234,20 @@ pub enum WireError {
         /// The length.
         len: u32,
     },
+    /// A SYNC barrier that can never complete: a channel ended its part
+    /// of the session (an END packet on a page channel, the End record on
+    /// the main channel) while another channel waits at the barrier of
+    /// `epoch`, or another channel reached that barrier after it ended.
+    #[error(
+        "{ended} while the SYNC barrier of epoch {epoch} needs every channel: \
+         a channel that ended can never reach a later barrier"
+    )]
+    BarrierAfterEnd {
+        /// What ended the channel: `END packet` or `End record`.
+        ended: &'static str,
+        /// The epoch the barrier closes.
+        epoch: u32,
+    },
     /// A record or packet that makes no sense at this point.
     #[error("unexpected {0}")]
     Unexpected(&'static str),

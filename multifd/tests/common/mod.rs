@@ -279,3 +279,83 @@ pub fn image_roundtrip(
     let got = rx.join().expect("receiver thread");
     (sent, got)
 }
+
+use transit_multifd::wire::{PacketFlags, PacketHeader, StreamEntry};
+
+/// A SYNC or END packet.
+pub fn control(flags: PacketFlags, packet_num: u64, epoch: u32) -> Vec<u8> {
+    let mut b = vec![0u8; wire::PACKET_HEADER_LEN];
+    PacketHeader {
+        flags,
+        packet_num,
+        normal: 0,
+        zero: 0,
+        payload_len: 0,
+        epoch,
+    }
+    .encode_into(&mut b);
+    b
+}
+
+/// An image data packet: `normal` pages (filled with `fill`), then
+/// `zero` pages, for a session with `page_size` pages (full pages only).
+pub fn image_packet(
+    packet_num: u64,
+    epoch: u32,
+    normal: &[u64],
+    zero: &[u64],
+    page_size: u32,
+    fill: u8,
+) -> Vec<u8> {
+    let payload = normal.len() * page_size as usize;
+    let mut b = vec![0u8; wire::PACKET_HEADER_LEN];
+    PacketHeader {
+        flags: PacketFlags::DATA,
+        packet_num,
+        normal: normal.len() as u32,
+        zero: zero.len() as u32,
+        payload_len: payload as u32,
+        epoch,
+    }
+    .encode_into(&mut b);
+    for o in normal.iter().chain(zero) {
+        b.extend_from_slice(&o.to_be_bytes());
+    }
+    b.resize(b.len() + payload, fill);
+    b
+}
+
+/// A stream chunk of `len` bytes at `offset`: zeros without payload when
+/// `zero`, else `len` bytes of `fill`.
+pub fn stream_chunk(
+    packet_num: u64,
+    epoch: u32,
+    offset: u64,
+    len: u32,
+    zero: bool,
+    fill: u8,
+) -> Vec<u8> {
+    let payload = if zero { 0 } else { len };
+    let mut b = vec![0u8; wire::PACKET_HEADER_LEN + wire::STREAM_ENTRY_LEN];
+    PacketHeader {
+        flags: PacketFlags::DATA,
+        packet_num,
+        normal: u32::from(!zero),
+        zero: u32::from(zero),
+        payload_len: payload,
+        epoch,
+    }
+    .encode_into(&mut b);
+    StreamEntry { offset, len, zero }.encode_into(&mut b[wire::PACKET_HEADER_LEN..]);
+    b.resize(b.len() + payload as usize, fill);
+    b
+}
+
+/// A stream session header for crafted streams (`chunk`-byte chunks).
+pub fn stream_header(channels: u32, chunk: u32) -> SessionHeader {
+    SessionHeader {
+        layout: Layout::Stream,
+        packet_payload: chunk,
+        ..header(channels, 0)
+    }
+}
