@@ -13,7 +13,8 @@
 //!   [`SourceImage::from_static`]: bytes the caller already has.
 //!
 //! Destinations ([`DestImage`]):
-//! * [`DestImage::anonymous`]: anonymous memory on transparent huge pages,
+//! * [`DestImage::anonymous`]: anonymous memory (on transparent huge pages
+//!   when pre-faulted; otherwise faulted in page by page as data arrives),
 //!   optionally pre-faulted (`MADV_POPULATE_WRITE`, on every core) so page
 //!   faults do not land in the transfer;
 //! * [`DestImage::create_file`]: a new file at a temporary path next to the
@@ -64,11 +65,11 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Anonymous read-write memory, all zero. It asks for transparent huge
-    /// pages (`MADV_HUGEPAGE`: a 2 MiB fault instead of 512 small ones,
-    /// and fewer TLB misses while the kernel copies pages in or out).
-    /// With `populate`, every page is faulted in now, by every core at
-    /// once ([`populate_write`]), so no fault lands in the transfer.
+    /// Anonymous read-write memory, all zero. With `populate`, it asks for
+    /// transparent huge pages (`MADV_HUGEPAGE`: a 2 MiB fault instead of
+    /// 512 small ones, and fewer TLB misses while the kernel copies pages
+    /// in or out) and faults every page in now, by every core at once
+    /// ([`populate_write`]), so no fault lands in the transfer.
     fn anonymous(len: usize, populate: bool) -> io::Result<Mapping> {
         let map = Mapping::map(
             len,
@@ -76,7 +77,14 @@ impl Mapping {
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
         )?;
-        if len != 0 {
+        // Huge pages only where every page is faulted in up front anyway
+        // (a generated source, a prefaulted destination). A destination
+        // faulted in as data arrives stays on small pages: a huge page
+        // would make one data page cost 2 MiB of memory (a 50%-zero 1 GiB
+        // image took 1030 MiB instead of 519), and its fault may stall in
+        // direct compaction in the middle of the transfer, for no gain in
+        // speed (docs/benchmarks.md).
+        if len != 0 && populate {
             // SAFETY: advice on our own live mapping; it changes no
             // contents. Failure (THP compiled out) only loses the speed-up.
             unsafe { libc::madvise(map.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };

@@ -123,3 +123,41 @@ fn memory_does_not_grow_with_the_file() {
     }
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
 }
+
+/// An image received into memory holds its data pages, not the image:
+/// zero pages of fresh memory are never touched.
+#[test]
+fn a_memory_destination_holds_the_data_not_the_image() {
+    let dir = Scratch::new("memdest");
+    let src = dir.join("img");
+    let g = run(transit(&[
+        "send",
+        &format!("file:{}", src.display()),
+        "--ram",
+        "256M",
+        "--zero-ratio",
+        "0.75",
+    ]));
+    assert_eq!(g.code(), Some(0), "{}", g.stderr);
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--json"]);
+    let s = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        src.to_str().unwrap(),
+        "--channels",
+        "2",
+    ]));
+    assert_eq!(s.code(), Some(0), "{}", s.stderr);
+    let r = recv.finish();
+    r.assert_verified("recv", 2);
+    let j = json(&r.stdout);
+    let data = j["bytes"].as_u64().unwrap();
+    let rss = j["max_rss_bytes"].as_u64().unwrap();
+    assert!(
+        rss < data + 64 * MIB,
+        "peak RSS {} MiB for {} MiB of data in a 256 MiB image",
+        rss / MIB,
+        data / MIB
+    );
+}
