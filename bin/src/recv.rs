@@ -692,6 +692,13 @@ impl Drop for Decrement {
     }
 }
 
+/// What a connection that is not framed transit is told.
+const NOT_FRAMED: &str = "this transit receiver speaks its framed protocol, not plain bytes: \
+                          drop --raw on the sender, or run the receiver with --raw";
+
+/// What a connection that comes while a session runs is told.
+const BUSY: &str = "this receiver is busy with another session; try again when it is done";
+
 /// Rejected connections being told why at once, at most.
 const TURN_AWAY_MAX: usize = 16;
 static TURNING_AWAY: AtomicU64 = AtomicU64::new(0);
@@ -701,7 +708,7 @@ static TURNING_AWAY: AtomicU64 = AtomicU64::new(0);
 /// mismatch), then drain and close it on a thread of its own, so the
 /// refusal is not destroyed by a reset. Beyond [`TURN_AWAY_MAX`] at once,
 /// connections are closed without a word.
-fn turn_away(mut ch: Box<dyn Channel>) {
+fn turn_away(mut ch: Box<dyn Channel>, why: &'static str) {
     if TURNING_AWAY.fetch_add(1, Ordering::AcqRel) >= TURN_AWAY_MAX as u64 {
         TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
         return;
@@ -711,9 +718,7 @@ fn turn_away(mut ch: Box<dyn Channel>) {
         .spawn(move || {
             let tell = Record::Error {
                 code: ErrorCode::Refused,
-                message: "this transit receiver speaks its framed protocol, not plain bytes: \
-                          drop --raw on the sender, or run the receiver with --raw"
-                    .into(),
+                message: why.into(),
             };
             let _ = ch.set_blocking(false);
             let _ = chio::write_all(&mut *ch, &tell.to_bytes());
@@ -1088,7 +1093,7 @@ impl SessionWorker {
                     warn(&format!(
                         "rejected a connection from {peer}: not a transit sender: {why}"
                     ));
-                    turn_away(ch);
+                    turn_away(ch, NOT_FRAMED);
                 }
                 Err(why) => warn(&format!("rejected a connection from {peer}: {why}")),
             }
@@ -1098,6 +1103,25 @@ impl SessionWorker {
         };
         let Session { rx, temp, peer } = s;
         let output = self.output.clone();
+        // While the session runs, whoever else connects is told why it is
+        // refused (a second sender would otherwise wait for an accept
+        // record until its timeout).
+        let queue = self.queue;
+        let _ = std::thread::Builder::new()
+            .name("recv-busy".into())
+            .spawn(move || {
+                while let Ok(msg) = queue.recv() {
+                    let (ch, peer) = match msg {
+                        Msg::Conn(ch, peer) => (ch, peer),
+                        Msg::Admitted(a) => (a.ch, a.peer),
+                        _ => continue,
+                    };
+                    warn(&format!(
+                        "rejected a connection from {peer}: a session is running"
+                    ));
+                    turn_away(ch, BUSY);
+                }
+            });
         let outcome = rx.run_with(move |out| commit(&output, temp, out))?;
         Ok(Done {
             stats: outcome.stats,
@@ -1241,7 +1265,12 @@ fn commit(
         return Ok(());
     };
     match output {
-        Output::Discard => Ok(()),
+        // Discarded once verified, before the sender is told: freeing a
+        // large image is part of what the user waits for.
+        Output::Discard => {
+            out.image = None;
+            Ok(())
+        }
         Output::File(p) => img.persist_in_place().map_err(|e| in_place(e, p)),
         Output::Stdout => std::io::stdout()
             .as_fd()

@@ -250,8 +250,19 @@ impl Receiver {
             return Err(Error::Aborted("the session was aborted".into()));
         }
         if self.is_ready() {
+            // Say why, so a second sender (or a late duplicate channel)
+            // does not just see the connection close.
             let channels = self.pages.len() as u32;
-            return Err(ctx.proto(Stage::Handshake, WireError::ExtraConnection { channels }));
+            let e = WireError::ExtraConnection { channels };
+            let _ = chio::write_all(
+                &mut ch,
+                &Record::Error {
+                    code: ErrorCode::Refused,
+                    message: format!("this receiver is busy with another session: {e}"),
+                }
+                .to_bytes(),
+            );
+            return Err(ctx.proto(Stage::Handshake, e));
         }
         ch.set_blocking(true)
             .map_err(|e| ctx.io(Stage::Handshake, e))?;
