@@ -38,6 +38,9 @@ struct ImageShared {
     /// sender announced (`SessionHeader::data_bytes`).
     data_pages: AtomicU64,
     data_limit: u64,
+    /// Taken around each `pwrite` to a file destination (see
+    /// `recv_pages_to_file`).
+    writing: Mutex<()>,
     pages: u64,
     claimed: Box<[AtomicU64]>,
     written: Box<[AtomicU64]>,
@@ -72,6 +75,7 @@ impl ImageShared {
             file,
             data_pages: AtomicU64::new(0),
             data_limit,
+            writing: Mutex::new(()),
             pages,
             claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
             written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
@@ -897,7 +901,7 @@ impl Reader {
         }
         let normal = h.normal as usize;
         if let Some(fd) = img.file {
-            self.recv_pages_to_file(h, fd)?;
+            self.recv_pages_to_file(h, img, fd)?;
         } else {
             self.recv_pages_to_memory(img, normal)?;
         }
@@ -970,7 +974,7 @@ impl Reader {
     /// Read a packet's payload into this channel's buffer, hash it there
     /// while it is in cache, and `pwrite` each run of contiguous pages to
     /// the file: no page of the file is zero-filled first or mapped.
-    fn recv_pages_to_file(&mut self, h: &PacketHeader, fd: RawFd) -> Result<()> {
+    fn recv_pages_to_file(&mut self, h: &PacketHeader, img: &ImageShared, fd: RawFd) -> Result<()> {
         let normal = h.normal as usize;
         let payload = h.payload_len as usize;
         chio::read_all(&mut self.ch, &mut self.buf[..payload])
@@ -978,7 +982,9 @@ impl Reader {
         let verify = self.session.verify;
         let mut pos = 0usize;
         let mut run: Option<(u64, usize, usize)> = None;
+        let writing = &img.writing;
         let write = |(off, at, len): (u64, usize, usize), buf: &[u8]| {
+            let _one_at_a_time = lock(writing);
             pwrite_all(fd, &buf[at..at + len], off)
                 .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))
         };
