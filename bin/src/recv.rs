@@ -225,10 +225,24 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         }
     }
     if c.raw {
-        let ch = wait_first_client(&rt, &mut listener, &opts)?;
+        // The first client whose layers (TLS, websocket) succeed is the
+        // stream; one whose handshake fails (a port scan, a health check,
+        // a client without a certificate) is logged and the receiver keeps
+        // waiting, as a framed receiver does.
+        let layers = opts.transport.has_layers(&opts.endpoint);
+        let ch = loop {
+            let ch = wait_first_client(&rt, &mut listener, &opts)?;
+            if !layers {
+                break Box::new(ch) as Box<dyn Channel>;
+            }
+            let dup = ch.as_fd().try_clone_to_owned().ok();
+            match accept_layers(&rt, &opts, Box::new(ch), dup) {
+                Ok(ch) => break ch,
+                Err(AppError::Failed(why)) => warn(&format!("rejected a {why}")),
+                Err(e) => return Err(e),
+            }
+        };
         listener.disconnect();
-        let dup = ch.as_fd().try_clone_to_owned().ok();
-        let ch = accept_layers(&rt, &opts, Box::new(ch), dup)?;
         return recv_raw(&rt, &opts, ch, clock);
     }
     recv_multifd(&rt, &opts, Feed::Listener(listener), clock)

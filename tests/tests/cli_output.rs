@@ -391,3 +391,37 @@ fn framed_and_raw_peers_are_told_apart() {
     assert!(r.stderr.contains("not a transit sender"), "{}", r.stderr);
     assert!(!out.exists());
 }
+
+/// An output in a directory nobody may create files in (a read-only
+/// mount) is a usage error before anything listens, not a failure once the
+/// sender has connected.
+#[test]
+fn an_unwritable_output_directory_is_refused_before_listening() {
+    let dir = Scratch::new("ro-dir");
+    let ro = dir.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mut mounts = Mounts(Vec::new());
+    assert!(
+        sh(Command::new("mount").args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "ro,size=1m",
+            "tmpfs",
+            ro.to_str().unwrap()
+        ])),
+        "THIS MACHINE FORBIDS MOUNTS: the test needs root and tmpfs"
+    );
+    mounts.0.push(ro.clone());
+    let out = ro.join("out.img");
+    let r = transit_tests::Running::spawn(transit(&[
+        "recv",
+        "tcp:127.0.0.1:0",
+        "--output",
+        out.to_str().unwrap(),
+    ]))
+    .wait_within(Duration::from_secs(10));
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    assert!(!r.stderr.contains("listening on"), "{}", r.stderr);
+    assert!(r.stderr.contains("cannot create files"), "{}", r.stderr);
+}

@@ -226,3 +226,48 @@ fn idle_tls_connections_cost_no_threads_and_are_bounded() {
     recv.finish().assert_verified("recv", 2);
     drop(idle);
 }
+
+/// Item 9 with `--raw`: the first connection whose TLS handshake succeeds
+/// is the stream; a health check and an HTTP request before it are logged
+/// and do not end the receiver.
+#[test]
+fn stray_connections_do_not_end_a_raw_tls_receiver() {
+    let dir = Scratch::new("strangers-raw-tls");
+    let d = pki::write(dir.path(), Fault::None);
+    let out = dir.join("out.bin");
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &[
+            "--raw",
+            "--timeout",
+            "20",
+            "--tls-creds",
+            s(&d.server),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let hp = host_port(&addr);
+    drop(TcpStream::connect(&hp).unwrap());
+    let mut http = TcpStream::connect(&hp).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = http.read_to_end(&mut rest);
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--raw",
+        "--ram",
+        "1M",
+        "--tls-creds",
+        s(&d.client),
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0), "recv: {}", recv.stderr);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 1 << 20);
+    assert!(!rejected_lines(&recv.stderr).is_empty(), "{}", recv.stderr);
+}
