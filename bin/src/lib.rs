@@ -20,6 +20,7 @@ pub mod cli;
 pub mod dirty;
 pub mod endpoint;
 pub mod error;
+mod idle;
 pub mod join;
 mod output;
 mod payload;

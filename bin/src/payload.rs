@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use transit_channel::{io as chio, Channel};
 use transit_multifd::{Content, ImageSpec, SourceImage};
 
+use crate::idle::IdleWatch;
+
 /// Buffer size of plain copies (loopback TCP wants ~1 MiB writes).
 pub const COPY_BUF: usize = 1 << 20;
 
@@ -107,12 +109,15 @@ pub trait Sink {
     }
 }
 
-/// A channel as a sink.
-pub struct ChannelSink<'a>(pub &'a mut dyn Channel);
+/// A channel as a sink; its writes are what the idle watch times.
+pub struct ChannelSink<'a>(pub &'a mut dyn Channel, pub &'a IdleWatch);
 
 impl Sink for ChannelSink<'_> {
     fn put(&mut self, buf: &[u8]) -> Result<(), String> {
-        chio::write_all(self.0, buf).map_err(|e| format!("send: {e}"))
+        self.1.waiting(true);
+        let r = chio::write_all(self.0, buf).map_err(|e| format!("send: {e}"));
+        self.1.waiting(false);
+        r
     }
 }
 
@@ -196,22 +201,25 @@ pub fn copy_input(input: Input, sink: &mut dyn Sink, count: &AtomicU64) -> Resul
     }
 }
 
-/// Read `ch` to end of file into `sink`, counting into `count`.
+/// Read `ch` to end of file into `sink`, counting into `count`; the reads
+/// are what `idle` times.
 pub fn copy_from_channel(
     ch: &mut dyn Channel,
     sink: &mut dyn Sink,
     count: &AtomicU64,
+    idle: &IdleWatch,
 ) -> Result<u64, String> {
     let mut buf = vec![0u8; COPY_BUF];
     let mut total = 0u64;
     loop {
-        let n = ch
-            .readv(
-                &mut [io::IoSliceMut::new(&mut buf)],
-                None,
-                transit_channel::ReadFlags::empty(),
-            )
-            .map_err(|e| format!("receive: {e}"))?;
+        idle.waiting(true);
+        let read = ch.readv(
+            &mut [io::IoSliceMut::new(&mut buf)],
+            None,
+            transit_channel::ReadFlags::empty(),
+        );
+        idle.waiting(false);
+        let n = read.map_err(|e| format!("receive: {e}"))?;
         if n == 0 {
             return Ok(total);
         }

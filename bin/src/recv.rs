@@ -40,6 +40,7 @@ use crate::admit::{self, Admission, AdmitConfig, Admitted, Head, Peeked};
 use crate::cli::RecvArgs;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
+use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
@@ -475,6 +476,9 @@ fn run_copy(
     let output = opts.output.clone();
     let mode = opts.mode;
     let c2 = count.clone();
+    // A peer (not a file) that stops sending fails the copy after
+    // --idle-timeout.
+    let idle_limit = if refuse_framed_peers { opts.idle } else { None };
     let (bytes, secs, cpu) = rt.run_task(
         "raw-recv",
         move || {
@@ -485,15 +489,34 @@ fn run_copy(
         },
         move || {
             let _ = ch.set_blocking(true);
+            let name = ch.name().to_owned();
+            let idle = IdleWatch::start(idle_limit, c2.clone(), ch.shutdown_handle().ok());
+            let stalled = |idle: &IdleWatch, e: AppError| match idle_limit {
+                Some(l) if idle.fired() => AppError::Failed(format!(
+                    "raw channel ({name}): the peer sent nothing for {:.1} s (--idle-timeout)",
+                    l.as_secs_f64()
+                )),
+                _ => e,
+            };
             if refuse_framed_peers {
-                ch = refuse_framed(ch)?;
+                idle.waiting(true);
+                let r = refuse_framed(ch);
+                idle.waiting(false);
+                ch = r.map_err(|e| stalled(&idle, e))?;
             }
             let (mut sink, temp) = output_sink(&output, mode)?;
             let t = Instant::now();
             let cpu = ThreadCpu::start();
-            let name = ch.name().to_owned();
-            let n = copy_from_channel(ch.as_mut(), sink.as_mut(), &c2)
-                .map_err(|e| AppError::Failed(format!("raw channel ({name}): {e}")))?;
+            let n = copy_from_channel(ch.as_mut(), sink.as_mut(), &c2, &idle).map_err(|e| {
+                stalled(
+                    &idle,
+                    AppError::Failed(format!("raw channel ({name}): {e}")),
+                )
+            })?;
+            // The watch's shutdown reads as end of file: not the peer's end.
+            if idle.fired() {
+                return Err(stalled(&idle, AppError::Failed(String::new())));
+            }
             let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu.seconds());
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));

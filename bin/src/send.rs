@@ -19,6 +19,7 @@ use crate::cli::SendArgs;
 use crate::dirty::dirty_image;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
+use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{self, copy_input, ChannelSink, FileSink, Input};
 use crate::report::{
@@ -491,6 +492,7 @@ fn send_raw(
         },
     );
     let c2 = count.clone();
+    let idle_limit = args.common.idle_timeout();
     let (bytes, secs, cpu) = rt.run_task(
         "raw-send",
         move || {
@@ -503,10 +505,18 @@ fn send_raw(
             let _ = ch.set_blocking(true);
             let t = std::time::Instant::now();
             let cpu = ThreadCpu::start();
-            let copied = copy_input(input, &mut ChannelSink(ch.as_mut()), &c2);
+            let idle = IdleWatch::start(idle_limit, c2.clone(), ch.shutdown_handle().ok());
+            let copied = copy_input(input, &mut ChannelSink(ch.as_mut(), &idle), &c2);
             let n = match copied {
                 Ok(n) => n,
                 Err(e) => {
+                    if let (Some(l), true) = (idle_limit, idle.fired()) {
+                        return Err(AppError::Failed(format!(
+                            "raw channel ({}): the receiver took nothing for {:.1} s (--idle-timeout)",
+                            ch.name(),
+                            l.as_secs_f64()
+                        )));
+                    }
                     if let Some(refused) = pending_framed_refusal(ch.as_mut()) {
                         return Err(refused);
                     }

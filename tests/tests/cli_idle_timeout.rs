@@ -67,3 +67,55 @@ fn idle_timeout_must_be_a_sane_number_of_seconds() {
         assert!(r.stderr.contains("idle-timeout"), "{bad}: {}", r.stderr);
     }
 }
+
+/// `--raw` has the idle timeout too: a peer that sends a few bytes and
+/// then nothing fails the receiver (no output left behind), and a peer
+/// that accepts and never reads fails the sender.
+#[test]
+fn raw_copies_fail_after_the_idle_timeout() {
+    use std::io::Write;
+    let dir = Scratch::new("idle-raw");
+    let out = dir.join("out.bin");
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &[
+            "--raw",
+            "--idle-timeout",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let mut peer = std::net::TcpStream::connect(addr.trim_start_matches("tcp:")).unwrap();
+    peer.write_all(b"a few bytes").unwrap();
+    let t = Instant::now();
+    let r = recv.wait_within(Duration::from_secs(20));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(r.stderr.contains("--idle-timeout"), "{}", r.stderr);
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+    drop(peer);
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        // Accept and hold without reading until the sender gave up.
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(conn);
+    });
+    let t = Instant::now();
+    let s = run(transit(&[
+        "send",
+        &format!("tcp:127.0.0.1:{port}"),
+        "--raw",
+        "--ram",
+        "256M",
+        "--idle-timeout",
+        "1",
+    ]));
+    assert_eq!(s.code(), Some(1), "{}", s.stderr);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(s.stderr.contains("--idle-timeout"), "{}", s.stderr);
+    holder.join().unwrap();
+}
