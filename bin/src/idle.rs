@@ -109,6 +109,7 @@ impl Drop for IdleWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use transit_channel::Channel;
 
     #[test]
     fn fires_only_while_waiting_without_progress() {
