@@ -21,6 +21,19 @@ fn send(addr: &str, input: &Path, extra: &[&str]) -> transit_tests::Finished {
     run(c)
 }
 
+/// `transit send ADDR --channels 2` of `src`: as an image (`--input
+/// FILE`) or as a stream (`--input -` from the file on stdin).
+fn send_2(addr: &str, src: &Path, stream: bool) -> Command {
+    let mut c = transit(&["send", addr, "--channels", "2"]);
+    if stream {
+        c.stdin(std::fs::File::open(src).unwrap());
+        c.args(["--input", "-"]);
+    } else {
+        c.args(["--input", src.to_str().unwrap()]);
+    }
+    c
+}
+
 fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -37,14 +50,7 @@ fn the_sender_succeeds_only_once_the_output_is_in_place() {
         let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--output", out.to_str().unwrap()]);
         std::fs::create_dir(&out).unwrap();
         std::fs::write(out.join("occupied"), b"x").unwrap();
-        let mut c = transit(&["send", &addr, "--channels", "2"]);
-        if stream {
-            c.stdin(std::fs::File::open(&src).unwrap());
-            c.args(["--input", "-"]);
-        } else {
-            c.args(["--input", src.to_str().unwrap()]);
-        }
-        let s = run(c);
+        let s = run(send_2(&addr, &src, stream));
         let r = recv.finish();
         assert_ne!(r.code(), Some(0), "recv (stream {stream}): {}", r.stderr);
         assert_ne!(
@@ -177,14 +183,7 @@ fn a_disk_that_fills_up_at_fsync_fails_both_ends() {
     for stream in [false, true] {
         let out = mnt.join(if stream { "stream.out" } else { "image.out" });
         let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--output", out.to_str().unwrap()]);
-        let mut c = transit(&["send", &addr, "--channels", "2"]);
-        if stream {
-            c.stdin(std::fs::File::open(&src).unwrap());
-            c.args(["--input", "-"]);
-        } else {
-            c.args(["--input", src.to_str().unwrap()]);
-        }
-        let s = run(c);
+        let s = run(send_2(&addr, &src, stream));
         let r = recv.finish();
         assert_ne!(r.code(), Some(0), "recv (stream {stream}): {}", r.stderr);
         assert_ne!(
@@ -222,14 +221,7 @@ fn devices_fifos_and_links_are_written_not_replaced() {
             let _ = done_tx.send(std::fs::read(&f2).unwrap_or_default());
         });
         let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--output", fifo.to_str().unwrap()]);
-        let mut c = transit(&["send", &addr, "--channels", "2"]);
-        if stream {
-            c.stdin(std::fs::File::open(&src).unwrap());
-            c.args(["--input", "-"]);
-        } else {
-            c.args(["--input", src.to_str().unwrap()]);
-        }
-        let s = run(c);
+        let s = run(send_2(&addr, &src, stream));
         assert_eq!(s.code(), Some(0), "send: {}", s.stderr);
         let r = recv.finish();
         assert_eq!(r.code(), Some(0), "recv: {}", r.stderr);
