@@ -107,6 +107,10 @@ pub trait Sink {
     fn put_zeros(&mut self, buf: &[u8]) -> Result<(), String> {
         self.put(buf)
     }
+    /// Everything is written: make it durable where the sink can.
+    fn done(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A channel as a sink; its writes are what the idle watch times.
@@ -165,6 +169,10 @@ impl<W: Write> Sink for WriteSink<W> {
         self.0
             .write_all(buf)
             .map_err(|e| format!("write output: {e}"))
+    }
+
+    fn done(&mut self) -> Result<(), String> {
+        self.0.flush().map_err(|e| format!("write output: {e}"))
     }
 }
 

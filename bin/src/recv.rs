@@ -437,7 +437,7 @@ fn create_temp(p: &std::path::Path, mode: Option<u32>) -> Result<TempOutput, App
         .map_err(|e| AppError::Failed(format!("create output next to {}: {e}", p.display())))
 }
 
-fn device_file(p: &std::path::Path) -> Result<std::fs::File, AppError> {
+fn device_file(p: &std::path::Path) -> Result<crate::output::StreamTarget, AppError> {
     open_stream(p).map_err(|e| AppError::Failed(format!("open {} for writing: {e}", p.display())))
 }
 
@@ -521,6 +521,8 @@ fn run_copy(
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));
             }
+            sink.done()
+                .map_err(|e| AppError::Failed(format!("raw channel ({name}): {e}")))?;
             drop(sink);
             if let Some(mut t) = temp {
                 t.persist()
@@ -1316,7 +1318,10 @@ fn commit(
             .and_then(|mut f| f.write_all(img.as_slice()))
             .map_err(|e| Error::data("write the image to stdout", e)),
         Output::Device(p) => open_stream(p)
-            .and_then(|mut f| f.write_all(img.as_slice()))
+            .and_then(|mut f| {
+                f.write_all(img.as_slice())?;
+                f.flush()
+            })
             .map_err(|e| Error::data(format!("write the image to {}", p.display()), e)),
     }
 }

@@ -7,9 +7,9 @@
 //! - An image received into memory (no `--output`, `--output -`, a
 //!   device): at most `MemAvailable` of `/proc/meminfo`.
 //! - An image received into a file: at most the free space of the
-//!   output's file system (`statvfs`, blocks available to us) plus what
-//!   the existing output file occupies (allocated blocks: it is replaced
-//!   once the new one is in place).
+//!   output's file system (`statvfs`, blocks available to us). An existing
+//!   output file adds nothing: the new one is written next to it, and the
+//!   old one goes only at the rename.
 //!
 //! The bound is compared with the session header's `data_bytes`: the
 //! image less the holes the sender knows of (a sparse file's), which it
@@ -44,7 +44,6 @@ fn mem_available(meminfo: &str) -> Option<u64> {
 /// exist yet; its directory does).
 pub(crate) fn free_space(target: &Path) -> Option<SizeLimit> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -59,11 +58,10 @@ pub(crate) fn free_space(target: &Path) -> Option<SizeLimit> {
     // The field types differ between targets (u32 on some 32-bit ones).
     #[allow(clippy::useless_conversion)]
     let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
-    let existing = std::fs::metadata(target)
-        .ok()
-        .filter(|m| m.is_file())
-        .map_or(0, |m| m.blocks().saturating_mul(512));
-    Some(SizeLimit::FreeSpace(free.saturating_add(existing)))
+    // An existing target is no room: the new file is written next to it
+    // and the old one goes only at the rename (or never, if it has other
+    // links).
+    Some(SizeLimit::FreeSpace(free))
 }
 
 #[cfg(test)]
@@ -79,16 +77,17 @@ mod tests {
     }
 
     #[test]
-    fn free_space_counts_the_existing_file() {
+    fn free_space_does_not_count_the_file_it_replaces() {
         let dir = std::env::temp_dir().join(format!("transit-room-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let target = dir.join("out.img");
         let before = free_space(&target).unwrap().bytes();
-        std::fs::write(&target, vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(&target, vec![1u8; 8 << 20]).unwrap();
+        std::fs::File::open(&target).unwrap().sync_all().unwrap();
         let with = free_space(&target).unwrap().bytes();
         std::fs::remove_dir_all(&dir).unwrap();
-        // The file's blocks left the free space and count as room again
-        // (others write to this file system too: allow slack).
-        assert!(with + (8 << 20) > before, "{before} {with}");
+        // The file's 8 MiB left the free space and do not come back as
+        // room (others write to this file system too: allow slack).
+        assert!(with < before, "{before} {with}");
     }
 }

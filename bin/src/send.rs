@@ -21,7 +21,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
 use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
-use crate::payload::{self, copy_input, ChannelSink, FileSink, Input};
+use crate::payload::{self, copy_input, ChannelSink, FileSink, Input, Sink};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary,
 };
@@ -592,8 +592,9 @@ fn send_to_file(
                     let file = open_stream(&p).map_err(|e| {
                         AppError::Failed(format!("open {} for writing: {e}", p.display()))
                     })?;
-                    let n = copy_input(input, &mut payload::WriteSink(file), &c2)
-                        .map_err(AppError::Failed)?;
+                    let mut sink = payload::WriteSink(file);
+                    let n = copy_input(input, &mut sink, &c2).map_err(AppError::Failed)?;
+                    sink.done().map_err(AppError::Failed)?;
                     if cancelled.load(Ordering::Relaxed) {
                         return Err(AppError::Failed("cancelled".into()));
                     }

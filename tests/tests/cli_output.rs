@@ -417,3 +417,67 @@ fn an_unwritable_output_directory_is_refused_before_listening() {
     assert!(!r.stderr.contains("listening on"), "{}", r.stderr);
     assert!(r.stderr.contains("cannot create files"), "{}", r.stderr);
 }
+
+/// Detaches a loop device on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A block device (a loop device over a file of the test's) is written in
+/// place, image and raw, and stays a device.
+#[test]
+fn a_block_device_is_written_in_place() {
+    let dir = Scratch::new("blockdev");
+    let backing = dir.join("backing");
+    std::fs::write(&backing, vec![0u8; 4 << 20]).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show", backing.to_str().unwrap()])
+        .output()
+        .expect("losetup (util-linux) is needed");
+    assert!(
+        out.status.success(),
+        "THIS MACHINE FORBIDS LOOP DEVICES: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let _detach = Loop(dev.clone());
+    let data = image_bytes(2 << 20, 0.5, 11);
+    let src = dir.join("src.img");
+    std::fs::write(&src, &data).unwrap();
+    for raw in [false, true] {
+        let mut args = vec!["--output", dev.as_str()];
+        if raw {
+            args.push("--raw");
+        }
+        let (recv, addr) = start_recv("tcp:127.0.0.1:0", &args);
+        let extra: &[&str] = if raw {
+            &["--raw"]
+        } else {
+            &["--channels", "2"]
+        };
+        let s = send(&addr, &src, extra);
+        assert_eq!(s.code(), Some(0), "send: {}", s.stderr);
+        let r = recv.finish();
+        assert_eq!(r.code(), Some(0), "recv: {}", r.stderr);
+        assert!(std::fs::metadata(&dev)
+            .unwrap()
+            .file_type()
+            .is_block_device());
+        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        let got = std::fs::read(&backing).unwrap();
+        assert!(
+            got[..data.len()] == data[..],
+            "raw {raw}: the device holds other bytes"
+        );
+        std::fs::write(&backing, vec![0u8; 4 << 20]).unwrap();
+        let re = Command::new("losetup")
+            .args([dev.as_str(), backing.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(re.success());
+    }
+}

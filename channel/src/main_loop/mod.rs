@@ -77,10 +77,13 @@
 //!     ControlFlow::Remove
 //! });
 //!
-//! // Another thread hands work to the loop's thread.
+//! // Another thread hands work to the loop's thread (joined here, so the
+//! // work is queued before the loop runs and the timer cannot win).
 //! let handle = ctx.handle();
 //! let (tx, rx) = std::sync::mpsc::channel();
-//! std::thread::spawn(move || handle.invoke(move || tx.send(42).unwrap()));
+//! std::thread::spawn(move || handle.invoke(move || tx.send(42).unwrap()))
+//!     .join()
+//!     .unwrap();
 //!
 //! main_loop.run();
 //! assert_eq!(ticks.get(), 3);

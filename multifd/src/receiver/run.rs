@@ -73,7 +73,10 @@ impl ImageShared {
             image,
             base,
             file,
-            data_pages: AtomicU64::new(0),
+            // A caller's image that held data before has every written
+            // bit set: count them, so zero pages and holes over them
+            // balance.
+            data_pages: AtomicU64::new(if fill == 0 { 0 } else { pages }),
             data_limit,
             writing: Mutex::new(()),
             pages,
@@ -645,7 +648,10 @@ impl Run {
         let image = match self.image.take() {
             Some(shared) => match Arc::try_unwrap(shared) {
                 Ok(s) => Some(s.image),
-                Err(_) => return Err(Error::Aborted("destination image still shared".into())),
+                Err(_) => {
+                    let e = Error::Aborted("destination image still shared".into());
+                    return Err(self.fail(main, e));
+                }
             },
             None => None,
         };

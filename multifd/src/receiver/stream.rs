@@ -106,15 +106,19 @@ impl StreamShared {
                 // Never more than STREAM_DEPTH per channel either (as many
                 // as the window can hold: the writer's next chunk still
                 // finds one, since it is not in the window yet).
+                // The limit counts buffers in use, not those allocated:
+                // a buffer freed by the writer must not go to a later
+                // chunk while the next one waits (that deadlocked once
+                // every buffer held a later chunk).
                 let limit = (buffer_limit(st.chunk) + usize::from(offset == st.next))
                     .min(STREAM_DEPTH * st.queues.len());
-                let b = match st.free.pop() {
-                    Some(b) => Some(b),
-                    None if st.allocated < limit => {
+                let b = if st.in_use < limit as u64 {
+                    Some(st.free.pop().unwrap_or_else(|| {
                         st.allocated += 1;
-                        Some(vec![0u8; st.chunk])
-                    }
-                    None => None,
+                        vec![0u8; st.chunk]
+                    }))
+                } else {
+                    None
                 };
                 if let Some(b) = b {
                     st.in_use += 1;
@@ -342,8 +346,21 @@ mod tests {
             .expect("a buffer");
         assert_eq!(lock(&w.st).allocated, limit + 1);
         assert!((limit + 1) * chunk <= STREAM_BUDGET + chunk);
-        // A buffer back lets the waiting chunk in.
+        // The next chunk's buffer back does not go to a later chunk: the
+        // budget counts buffers in use (else a later chunk could take the
+        // one kept for the writer's next, and the window deadlock).
         w.release(next);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !t.is_finished(),
+            "a later chunk took the buffer kept for the next one"
+        );
+        let again = w.reserve(101, true, 0).expect("not failed");
+        assert!(again.is_some(), "the next chunk found no buffer");
+        w.release(again.unwrap());
+        // A later chunk's buffer back lets the waiting chunk in.
+        let mut held = held;
+        w.release(held.pop().unwrap());
         let got = t.join().expect("no panic").expect("not failed");
         assert!(got.is_some());
         assert_eq!(lock(&w.st).allocated, limit + 1);

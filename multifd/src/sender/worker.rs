@@ -42,11 +42,15 @@ impl RawImage {
     /// access maps them again from the page cache. For read-only file
     /// mappings only.
     pub(super) fn release(&self, start: u64, end: u64) {
-        const OS_PAGE: u64 = 4096;
-        let start = start / OS_PAGE * OS_PAGE;
+        // SAFETY: sysconf reads a constant of the system.
+        let os_page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as u64,
+            _ => 4096,
+        };
+        let start = start / os_page * os_page;
         let end = end
-            .div_ceil(OS_PAGE)
-            .saturating_mul(OS_PAGE)
+            .div_ceil(os_page)
+            .saturating_mul(os_page)
             .min(self.len as u64);
         if end <= start {
             return;
