@@ -143,3 +143,33 @@ fn a_dense_file_goes_to_a_file_destination_unmapped() {
     assert!(std::fs::read(&out).unwrap() == expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two passes over a sparse file into an image that held data before: the
+/// holes of pass 1 zero old pages, pass 2 sends data there again; the
+/// receiver's count of data pages must stay consistent (it wrapped below
+/// zero once, and the next pass overflowed it).
+#[test]
+fn passes_over_a_reused_image_keep_the_data_count_consistent() {
+    let dir = std::env::temp_dir().join(format!("transit-sparse-passes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("src.img");
+    let size = 4 * MIB;
+    let expected = sparse_file(&src, size, &[(MIB, 64 * 1024)]);
+    let mut old = DestImage::anonymous(size, false).unwrap();
+    old.as_mut_slice().fill(0x5a);
+    let source = SourceImage::map_file(&src).unwrap();
+    let (mut send, recv) = unix_pairs(3);
+    let rx = spawn_receiver(recv, RecvConfig::default(), Destination::Image(old));
+    let main = send.remove(0);
+    let pages = size / 4096;
+    bounded(60, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Image(source), main, send)?;
+        tx.send_all()?;
+        tx.send_pass(0..pages)?;
+        tx.finish()
+    })
+    .unwrap();
+    let got = rx.join().unwrap().unwrap();
+    assert!(got.image.unwrap().as_slice() == &expected[..]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
