@@ -10,13 +10,18 @@
 //! is in cache, and writes header + pages with one `writev` straight from
 //! the image. The [`Receiver`] classifies connections by their first bytes
 //! in any arrival order, then runs one thread per channel (`multifd-recv-<i>`)
-//! that `readv`s pages straight into the destination image, skips zero
-//! pages in fresh memory, and meets the others at SYNC barriers. At the end
-//! the receiver compares totals and digest and answers with a verdict.
+//! that `readv`s pages straight into a memory destination (or reads them
+//! into a small buffer and `pwrite`s them to a file destination), skips
+//! zero pages of a fresh destination, and meets the others at SYNC
+//! barriers. A mapped file's holes travel as ranges, never read. At the
+//! end the receiver compares totals and digest, checks that every page was
+//! covered, puts the output in place ([`Receiver::run_with`]) and only then
+//! answers with a verdict.
 //!
 //! Modules: [`wire`] (the format, slice-based decoders), [`image`]
-//! (sources and destinations), [`zero`], [`digest`], [`progress`] (live
-//! counters, final [`Stats`]), [`error`].
+//! (sources and destinations), [`output`] (what an output path means;
+//! files that appear only when complete), [`zero`], [`digest`],
+//! [`progress`] (live counters, final [`Stats`]), [`error`].
 //!
 //! Zero copy ([`SendConfig::zero_copy`], off by default like QEMU's
 //! `zero-copy-send`): the sender registers the image once with every page
