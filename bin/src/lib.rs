@@ -54,6 +54,19 @@ pub fn main_entry() -> i32 {
             return e.exit_code();
         }
     };
+    // With --json a failure is a JSON object too, where the summary would
+    // have gone (stderr when the data goes to stdout).
+    let json = match &cli.command {
+        Command::Send(a) => a
+            .common
+            .json
+            .then_some(("send", a.uri.starts_with("stdio:"))),
+        Command::Recv(a) => a.common.json.then_some((
+            "recv",
+            a.uri.starts_with("stdio:") || a.output.as_deref() == Some("-".as_ref()),
+        )),
+        Command::Bench(a) => a.json.then_some(("bench", false)),
+    };
     let result = match cli.command {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
@@ -62,14 +75,42 @@ pub fn main_entry() -> i32 {
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            report_error(&e);
+            report_error(&e, json);
             e.exit_code()
         }
     }
 }
 
-fn report_error(e: &AppError) {
+/// The `--json` form of a failure (`"type": "error"`).
+#[derive(serde::Serialize)]
+struct ErrorReport {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+    role: &'static str,
+    /// `usage`, `failure` or `cancelled`.
+    error: &'static str,
+    message: String,
+    exit_code: i32,
+}
+
+fn report_error(e: &AppError, json: Option<(&'static str, bool)>) {
     eprintln!("transit: error: {e}");
+    if let Some((role, to_stderr)) = json {
+        let report = ErrorReport {
+            kind: "error",
+            version: env!("CARGO_PKG_VERSION"),
+            role,
+            error: match e {
+                AppError::Usage(_) => "usage",
+                AppError::Failed(_) => "failure",
+                AppError::Cancelled(_) => "cancelled",
+            },
+            message: e.to_string(),
+            exit_code: e.exit_code(),
+        };
+        report::emit_json(&report, to_stderr);
+    }
 }
 
 /// Keep freed memory in the process instead of handing it back to the

@@ -146,3 +146,47 @@ fn a_json_interval_out_of_bounds_is_a_usage_error() {
     ]));
     assert_eq!(r.code(), Some(1), "{}", r.stderr);
 }
+
+/// With --json a failure is a JSON object too (as iperf3 -J does), where
+/// the summary would have gone, next to the human error line.
+#[test]
+fn a_failure_with_json_prints_an_error_object() {
+    // Nothing listens on port 1 of loopback.
+    let s = run(transit(&[
+        "send",
+        "tcp:127.0.0.1:1",
+        "--ram",
+        "1M",
+        "--json",
+    ]));
+    assert_eq!(s.code(), Some(1), "{}", s.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&s.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", s.stdout_text()));
+    assert_eq!(j["type"], "error", "{j}");
+    assert_eq!(j["role"], "send", "{j}");
+    assert_eq!(j["error"], "failure", "{j}");
+    assert_eq!(j["exit_code"], 1, "{j}");
+    assert!(
+        j["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{j}"
+    );
+    assert!(s.stderr.contains("transit: error:"), "{}", s.stderr);
+    // A usage error found by transit (not by the argument parser).
+    let u = run(transit(&[
+        "recv",
+        "tcp:127.0.0.1:0",
+        "--json",
+        "--channels",
+        "0",
+    ]));
+    assert_eq!(u.code(), Some(2), "{}", u.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&u.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", u.stdout_text()));
+    assert_eq!(
+        (j["error"].as_str(), j["exit_code"].as_i64()),
+        (Some("usage"), Some(2))
+    );
+}
