@@ -252,8 +252,14 @@ fn guarded<T>(
 
 /// Connect a socket (TCP without Nagle: small records must not wait).
 pub fn connect_socket(addr: &SocketAddress) -> Result<Box<dyn Channel>, String> {
-    let mut ch =
-        SocketChannel::connect_sync(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    // The channel error names the address and the operation once.
+    let mut ch = SocketChannel::connect_sync(addr).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+            format!("{e} (is `transit recv` listening there?)")
+        } else {
+            e.to_string()
+        }
+    })?;
     let _ = ch.set_delay(false);
     Ok(Box::new(ch))
 }

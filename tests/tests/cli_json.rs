@@ -174,6 +174,19 @@ fn a_failure_with_json_prints_an_error_object() {
         "{j}"
     );
     assert!(s.stderr.contains("transit: error:"), "{}", s.stderr);
+    // The address once in the connect error (it was three times), and a
+    // next step.
+    assert_eq!(
+        s.stderr.matches("connect to 127.0.0.1:1").count(),
+        1,
+        "{}",
+        s.stderr
+    );
+    assert!(
+        s.stderr.contains("is `transit recv` listening there?"),
+        "{}",
+        s.stderr
+    );
     // A usage error found by transit (not by the argument parser).
     let u = run(transit(&[
         "recv",
