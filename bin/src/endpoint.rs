@@ -83,10 +83,38 @@ impl Endpoint {
                 .map(Endpoint::Rdma)
                 .map_err(|e| e.to_string());
         }
+        // The URL habit: tcp://HOST:PORT.
+        for scheme in ["tcp", "unix", "unix-abstract", "vsock", "fd", "rdma"] {
+            if let Some(rest) = s.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) {
+                return Err(format!(
+                    "invalid address {s:?}: did you mean {scheme}:{rest}? (transit addresses \
+                     have no //, except ws:// and wss://)"
+                ));
+            }
+        }
+        let known = ["tcp:", "unix:", "unix-abstract:", "vsock:", "fd:"];
         s.parse::<SocketAddress>()
             .map(Endpoint::Socket)
             .map_err(|e| {
-                format!("{e} (or file:PATH, ws://HOST:PORT/PATH, wss://..., exec:COMMAND, stdio:)")
+                if known.iter().any(|k| s.starts_with(k)) {
+                    // The scheme is right: the rest of the address is not.
+                    return e.to_string();
+                }
+                let hint = match s.rsplit_once(':') {
+                    _ if s.starts_with('/') => format!(" (did you mean unix:{s} or file:{s}?)"),
+                    Some((_, port))
+                        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        format!(" (did you mean tcp:{s}?)")
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "invalid address {s:?}: expected tcp:HOST:PORT, unix:PATH, \
+                     unix-abstract:NAME, vsock:CID:PORT, fd:N, rdma:HOST:PORT, \
+                     ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, exec:COMMAND, stdio: or \
+                     file:PATH{hint}"
+                )
             })
     }
 

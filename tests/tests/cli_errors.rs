@@ -92,3 +92,26 @@ fn a_channel_count_mismatch_fails_both_sides_clearly() {
         );
     }
 }
+
+/// Address mistakes people make get a next step: the URL habit
+/// (`tcp://`), a bare HOST:PORT or path; a known scheme with a bad rest
+/// gets no list of every scheme.
+#[test]
+fn address_mistakes_say_what_was_meant() {
+    for (addr, want) in [
+        ("tcp://127.0.0.1:4000", "did you mean tcp:127.0.0.1:4000?"),
+        ("127.0.0.1:4000", "did you mean tcp:127.0.0.1:4000?"),
+        (
+            "/tmp/x.sock",
+            "did you mean unix:/tmp/x.sock or file:/tmp/x.sock?",
+        ),
+        ("bogus", "rdma:HOST:PORT"),
+    ] {
+        let r = run(transit(&["send", addr, "--ram", "1M"]));
+        assert_eq!(r.code(), Some(2), "{addr}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{addr}: {}", r.stderr);
+    }
+    let r = run(transit(&["send", "tcp:host:", "--ram", "1M"]));
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    assert!(!r.stderr.contains("exec:COMMAND"), "{}", r.stderr);
+}
