@@ -388,7 +388,13 @@ fn set_nonblock(fd: RawFd, on: bool) -> io::Result<()> {
 /// "exited with status 3", "killed by signal 9 (SIGKILL)".
 fn describe_exit(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
-        return format!("exited with status {code}");
+        // The shell's own codes for a command it could not run.
+        let why = match code {
+            127 => " (command not found: is it installed and on PATH?)",
+            126 => " (found but not executable)",
+            _ => "",
+        };
+        return format!("exited with status {code}{why}");
     }
     if let Some(sig) = status.signal() {
         let name = match sig {

@@ -314,3 +314,23 @@ fn stdio_channel_duplicates_fds_0_and_1() {
     // SAFETY: fcntl F_GETFD only queries fd 1.
     assert!(unsafe { libc::fcntl(1, libc::F_GETFD) } >= 0);
 }
+
+/// A command the shell cannot find ends with status 127, and the error
+/// says what that means.
+#[test]
+fn a_missing_command_is_named_as_not_found() {
+    let mut ch = CommandChannel::spawn_shell("transit-no-such-command-xyz").unwrap();
+    let _ = ch.shutdown(transit_channel::Shutdown::Write);
+    let mut buf = [0u8; 16];
+    while let Ok(n) = ch.readv(
+        &mut [std::io::IoSliceMut::new(&mut buf)],
+        None,
+        transit_channel::ReadFlags::empty(),
+    ) {
+        if n == 0 {
+            break;
+        }
+    }
+    let err = ch.close().unwrap_err().to_string();
+    assert!(err.contains("status 127 (command not found"), "{err}");
+}
