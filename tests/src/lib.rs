@@ -340,6 +340,14 @@ pub fn start_recv(uri: &str, args: &[&str]) -> (Running, String) {
     (r, addr)
 }
 
+/// True for a `--json-interval` line that reports data moved.
+pub fn has_bytes(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["bytes"].as_u64())
+        .is_some_and(|b| b > 0)
+}
+
 /// The stderr lines that are errors.
 pub fn error_lines(stderr: &str) -> Vec<&str> {
     stderr

@@ -4,14 +4,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use transit_tests::{error_lines, run, start_recv, transit, Running, Scratch};
-
-fn has_bytes(line: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v["bytes"].as_u64())
-        .is_some_and(|b| b > 0)
-}
+use transit_tests::{error_lines, has_bytes, run, start_recv, transit, Running, Scratch};
 
 #[test]
 fn sigterm_on_recv_mid_transfer_exits_130_and_leaves_no_file() {
