@@ -172,6 +172,23 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     })
 }
 
+/// How long a framed `exec:` handshake may stay silent before the sender
+/// says what it waits for.
+const EXEC_NOTE_AFTER: Duration = Duration::from_secs(3);
+
+/// What a framed `exec:` command must be.
+const EXEC_EXPECTS: &str = "a framed exec: runs COMMAND once per channel and speaks transit's protocol over its stdin and stdout, so COMMAND must end in `transit recv stdio:` (e.g. exec:'ssh HOST transit recv stdio: --output FILE'); to pipe plain bytes into a command, use --raw";
+
+/// A failure before a framed `exec:` session got going: add what the
+/// command is expected to be (the usual cause is a command that is not a
+/// transit receiver).
+fn with_exec_hint(e: AppError, exec: bool) -> AppError {
+    match e {
+        AppError::Failed(m) if exec => AppError::Failed(format!("{m}; {EXEC_EXPECTS}")),
+        e => e,
+    }
+}
+
 /// The scheme of an endpoint, for messages.
 pub fn scheme(ep: &Endpoint) -> String {
     let s = ep.to_string();
@@ -300,7 +317,8 @@ fn send_multifd(
         .collect();
     let cancel = plan.transport.cancel.clone();
     let results = rt.run_tasks(works, move || cancel.cancel())?;
-    let mut chans = pick_channels(results)?;
+    let exec = matches!(plan.endpoint, Endpoint::Exec(_));
+    let mut chans = pick_channels(results).map_err(|e| with_exec_hint(e, exec))?;
     let main = chans.remove(0);
     let peer = main.peer_address().map(|a| a.to_string());
 
@@ -356,12 +374,31 @@ fn send_multifd(
     let (passes, ratio, seed) = (plan.passes, args.dirty_ratio, args.seed);
     let work_slot = slot.clone();
     let work_abort = abort.clone();
+    // A framed `exec:` command that is not a transit receiver may take the
+    // handshake in silence (`cat > FILE`): say what is awaited long before
+    // the handshake timeout ends it.
+    let note = exec.then(|| {
+        let answered = slot.clone();
+        let cmd = plan.uri.clone();
+        rt.ctx().timeout_add(EXEC_NOTE_AFTER, move || {
+            if answered.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                eprintln!(
+                    "transit: no handshake answer yet from {cmd} after {} s: {EXEC_EXPECTS}",
+                    EXEC_NOTE_AFTER.as_secs()
+                );
+            }
+            transit_channel::ControlFlow::Remove
+        })
+    });
     let stats = rt.run_task("session", on_cancel, move || {
         let (src_payload, mut reader) = match input {
             Input::Image { image, .. } => (Payload::Image(image), None),
             Input::Stream { reader, .. } => (Payload::Stream, Some(reader)),
         };
-        let mut tx = Sender::new(config, src_payload, main, chans)?;
+        let mut tx = Sender::new(config, src_payload, main, chans).map_err(|e| {
+            let handshake = e.stage() == Some(transit_multifd::Stage::Handshake);
+            with_exec_hint(AppError::from(e), exec && handshake)
+        })?;
         *work_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.progress());
         *work_abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.abort_handle());
         match reader.as_mut() {
@@ -381,7 +418,14 @@ fn send_multifd(
         Ok(tx.finish()?)
     });
     drop(_live);
-    if matches!(plan.endpoint, Endpoint::Exec(_)) {
+    if let Some(id) = note {
+        rt.ctx().remove(id);
+    }
+    if matches!(plan.endpoint, Endpoint::Exec(_)) && stats.is_err() {
+        // The session failed: nothing the commands do now can change
+        // that, so they end at once rather than after the close timeout.
+        transport::abort_commands();
+    } else if matches!(plan.endpoint, Endpoint::Exec(_)) {
         // Every run of the command must end well: the far end puts its
         // output in place after the verdict.
         let waited = rt.run_task(

@@ -401,7 +401,8 @@ impl ExecChannel {
     }
 }
 
-type Reaper = JoinHandle<Result<(), String>>;
+/// A reaper thread and the way to hurry its command.
+type Reaper = (JoinHandle<Result<(), String>>, transit_channel::Terminator);
 
 /// Reaper threads of dropped command channels.
 static REAPERS: Mutex<Vec<Reaper>> = Mutex::new(Vec::new());
@@ -413,7 +414,7 @@ pub fn wait_commands() -> Result<(), String> {
     let reapers: Vec<Reaper> =
         std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
     let mut first = None;
-    for r in reapers {
+    for (r, _) in reapers {
         let res = r
             .join()
             .unwrap_or_else(|_| Err("a command reaper panicked".into()));
@@ -422,6 +423,21 @@ pub fn wait_commands() -> Result<(), String> {
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+/// After a failed session: end every dropped `exec:` command now
+/// (`SIGTERM` to its group) instead of granting it the close timeout, and
+/// wait for the reapers. Their errors (killed by SIGTERM) are the
+/// consequence of the failure already being reported, so they are dropped.
+pub fn abort_commands() {
+    let reapers: Vec<Reaper> =
+        std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for (_, t) in &reapers {
+        t.terminate();
+    }
+    for (r, _) in reapers {
+        let _ = r.join();
+    }
 }
 
 impl Channel for ExecChannel {
@@ -499,11 +515,15 @@ impl Drop for ExecChannel {
         let Some(mut c) = self.inner.take() else {
             return;
         };
+        let hurry = c.terminator();
         let spawned = std::thread::Builder::new()
             .name("exec-reaper".into())
             .spawn(move || c.close().map_err(|e| e.to_string()));
         if let Ok(h) = spawned {
-            REAPERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+            REAPERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((h, hurry));
         }
     }
 }

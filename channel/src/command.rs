@@ -97,6 +97,26 @@ use crate::error::{Error, Result};
 /// The most iovecs one system call takes (Linux `UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
 
+/// Ends a [`CommandChannel`]'s command early: `SIGTERM` to its process
+/// group, unless the child was reaped already (its pid may be reused then,
+/// so nothing is sent). A `close` in progress sees the exit at once and
+/// reports the signal.
+#[derive(Clone)]
+pub struct Terminator(Arc<Shared>);
+
+impl Terminator {
+    /// Send `SIGTERM` to the command's process group now.
+    pub fn terminate(&self) {
+        self.0.lock().signal_group(libc::SIGTERM);
+    }
+}
+
+impl std::fmt::Debug for Terminator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Terminator").field(&self.0.name).finish()
+    }
+}
+
 /// What the shutdown handle and the channel share.
 struct Shared {
     name: String,
@@ -533,6 +553,13 @@ impl CommandChannel {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A handle that ends the command from another thread, even while
+    /// this channel is inside [`Channel::close`] waiting out its close
+    /// timeout (a caller that failed has nothing left to wait for).
+    pub fn terminator(&self) -> Terminator {
+        Terminator(self.pipes.shared.clone())
     }
 
     /// The child's exit status, if it was reaped already.

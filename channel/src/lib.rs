@@ -42,7 +42,7 @@ pub mod websocket;
 
 pub use address::SocketAddress;
 pub use buffer::BufferChannel;
-pub use command::{CommandChannel, PipeChannel};
+pub use command::{CommandChannel, PipeChannel, Terminator};
 pub use dns::Resolver;
 pub use file::FileChannel;
 pub use null::NullChannel;

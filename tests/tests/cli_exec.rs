@@ -256,3 +256,50 @@ fn the_signals_reach_what_the_command_started() {
         "sleep {pid} outlived the send: only sh was signalled"
     );
 }
+
+/// A framed `exec:` to a command that swallows the handshake in silence
+/// (`cat > FILE`, not a transit receiver): the sender says what it waits
+/// for after a few seconds, fails at its handshake timeout, not later (the
+/// commands are ended at once, not granted the close timeout), and the
+/// error says what `exec:` expects.
+#[test]
+fn a_framed_exec_to_a_silent_command_says_what_exec_expects_and_fails_at_the_timeout() {
+    let dir = Scratch::new("exec-silent");
+    let sink = dir.join("swallowed");
+    let start = Instant::now();
+    let r = Running::spawn(transit(&[
+        "send",
+        &format!("exec:cat > {}", sink.display()),
+        "--ram",
+        "1M",
+        "--timeout",
+        "5",
+    ]))
+    .wait_within(Duration::from_secs(40));
+    let took = start.elapsed();
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no handshake answer yet"),
+        "no early note: {}",
+        r.stderr
+    );
+    let e = error_lines(&r.stderr);
+    assert_eq!(e.len(), 1, "{}", r.stderr);
+    assert!(e[0].contains("timed out after 5.0 s"), "{}", e[0]);
+    assert!(e[0].contains("transit recv stdio:"), "{}", e[0]);
+    assert!(e[0].contains("--raw"), "{}", e[0]);
+    // Handshake timeout 5 s; the old code added the 5 s close timeout of
+    // every command on top (10 s).
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+}
+
+/// A framed `exec:` to a command that answers with something else and
+/// exits: the error says what `exec:` expects.
+#[test]
+fn a_framed_exec_to_a_command_that_is_not_transit_says_what_exec_expects() {
+    let r = run(transit(&["send", "exec:echo hello", "--ram", "1M"]));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    let e = error_lines(&r.stderr);
+    assert_eq!(e.len(), 1, "{}", r.stderr);
+    assert!(e[0].contains("transit recv stdio:"), "{}", e[0]);
+}
