@@ -101,6 +101,13 @@ pub struct CommonArgs {
     #[arg(long, requires = "tls_creds")]
     pub tls_relaxed_eof: bool,
 
+    /// Also compute a SHA-256 of the payload (what `sha256sum` prints for the file), shown in
+    /// the summary and the JSON (`sha256`). Each side computes it when asked on that side:
+    /// streams on the fly, images in a second pass over memory or the page cache once sent or
+    /// verified. transit's own end-to-end verification is on either way.
+    #[arg(long, value_name = "ALGO", value_enum)]
+    pub checksum: Option<crate::checksum::ChecksumKind>,
+
     /// Permissions of an output file, in octal (recv --output FILE, send file:PATH). Default: an
     /// existing file keeps its mode and owner, a new one is created 600 (images carry secrets).
     #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]

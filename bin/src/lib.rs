@@ -16,6 +16,7 @@
 
 mod admit;
 pub mod bench;
+pub mod checksum;
 pub mod cli;
 pub mod dirty;
 pub mod endpoint;

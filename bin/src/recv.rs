@@ -37,6 +37,7 @@ use transit_multifd::{
 use transit_net_listener::NetListener;
 
 use crate::admit::{self, Admission, AdmitConfig, Admitted, Head, Peeked};
+use crate::checksum;
 use crate::cli::RecvArgs;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
@@ -108,6 +109,8 @@ struct Opts {
     mode: Option<u32>,
     /// --max-size.
     max_size: Option<u64>,
+    /// `--checksum sha256`.
+    checksum: bool,
 }
 
 /// Run `transit recv`.
@@ -176,6 +179,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         json_to_stderr: matches!(output, Output::Stdout) || stdio,
         mode: c.mode,
         max_size: args.max_size,
+        checksum: args.common.checksum.is_some(),
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -479,7 +483,8 @@ fn run_copy(
     // A peer (not a file) that stops sending fails the copy after
     // --idle-timeout.
     let idle_limit = if refuse_framed_peers { opts.idle } else { None };
-    let (bytes, secs, cpu) = rt.run_task(
+    let mut sha = opts.checksum.then(checksum::Sha256::new);
+    let (bytes, secs, cpu, sha) = rt.run_task(
         "raw-recv",
         move || {
             flag.store(true, Ordering::Relaxed);
@@ -507,7 +512,10 @@ fn run_copy(
             let (mut sink, temp) = output_sink(&output, mode)?;
             let t = Instant::now();
             let cpu = ThreadCpu::start();
-            let n = copy_from_channel(ch.as_mut(), sink.as_mut(), &c2, &idle).map_err(|e| {
+            let copied = checksum::through(sink.as_mut(), sha.as_mut(), |sink| {
+                copy_from_channel(ch.as_mut(), sink, &c2, &idle)
+            });
+            let n = copied.map_err(|e| {
                 stalled(
                     &idle,
                     AppError::Failed(format!("raw channel ({name}): {e}")),
@@ -528,11 +536,11 @@ fn run_copy(
                 t.persist()
                     .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
             }
-            Ok((n, secs, cpu))
+            Ok((n, secs, cpu, sha.map(checksum::Sha256::finish)))
         },
     )?;
     drop(_live);
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         RunInfo {
             role: "recv",
             uri: opts.uri.clone(),
@@ -547,6 +555,7 @@ fn run_copy(
         &raw_stats(bytes, secs, cpu),
         &clock,
     );
+    summary.sha256 = sha;
     finish_report(&summary, opts.json, opts.json_to_stderr);
     Ok(())
 }
@@ -646,6 +655,8 @@ struct Done {
     stats: Stats,
     session: SessionHeader,
     peer: Option<String>,
+    /// `--checksum sha256` of what was received.
+    sha256: Option<String>,
 }
 
 /// Where the connections of a multifd session come from.
@@ -929,6 +940,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         abort,
         inflight,
         max_size: opts.max_size,
+        sha: opts.checksum.then(checksum::Shared::new),
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
     drop(live);
@@ -942,7 +954,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         Layout::Image { size } => Some(size),
         Layout::Stream => None,
     };
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         RunInfo {
             role: "recv",
             uri: opts.uri.clone(),
@@ -965,6 +977,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         &done.stats,
         &clock,
     );
+    summary.sha256 = done.sha256;
     finish_report(&summary, opts.json, to_stderr);
     Ok(())
 }
@@ -1055,6 +1068,9 @@ struct SessionWorker {
     inflight: Arc<AtomicU64>,
     /// --max-size.
     max_size: Option<u64>,
+    /// `--checksum sha256`: the stream's digest as it is written (images
+    /// are hashed once verified).
+    sha: Option<checksum::Shared>,
 }
 
 struct Session {
@@ -1161,11 +1177,37 @@ impl SessionWorker {
                     turn_away(ch, BUSY);
                 }
             });
-        let outcome = rx.run_with(move |out| commit(&output, temp, out))?;
+        let image_sha: Arc<Mutex<Option<String>>> = Arc::default();
+        let hashed = image_sha.clone();
+        let want_sha = self.sha.is_some();
+        let target = self.output.clone();
+        let outcome = rx.run_with(move |out| {
+            // A memory image is hashed once verified, before it is written
+            // out or freed; a file once it is in place.
+            if let (true, Some(img)) = (want_sha, out.image.as_ref()) {
+                if !img.is_file() {
+                    *hashed.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(checksum::of_bytes(img.as_slice()));
+                }
+            }
+            commit(&output, temp, out)
+        })?;
+        let mut sha256 = image_sha.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (true, None, Output::File(p)) = (want_sha, &sha256, &target) {
+            if matches!(outcome.session.layout, Layout::Image { .. }) {
+                sha256 = Some(checksum::of_file(p).map_err(|e| {
+                    AppError::Failed(format!("--checksum: read {}: {e}", p.display()))
+                })?);
+            }
+        }
+        if let (Some(s), Layout::Stream) = (&self.sha, outcome.session.layout) {
+            sha256 = s.finish();
+        }
         Ok(Done {
             stats: outcome.stats,
             session: outcome.session,
             peer,
+            sha256,
         })
     }
 
@@ -1247,6 +1289,13 @@ impl SessionWorker {
                     mode: self.mode,
                 },
             }
+        };
+        let dest = match (dest, &self.sha) {
+            // A stream arrives in order: hashed as it is written.
+            (Destination::Writer(w), Some(sha)) => {
+                Destination::Writer(Box::new(checksum::Writing::new(w, sha.clone())))
+            }
+            (d, _) => d,
         };
         if let Some(h) = hdr {
             let (unit, total) = match h.layout {

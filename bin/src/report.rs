@@ -420,6 +420,10 @@ pub struct Summary {
     pub max_rss_bytes: u64,
     /// Where the data went (recv) or came from (send), if a file.
     pub file: Option<String>,
+    /// SHA-256 of the payload, hex, with `--checksum sha256` (absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// The parts of a summary that do not come from [`Stats`].
@@ -520,6 +524,7 @@ impl Summary {
             cpu,
             max_rss_bytes: rss,
             file: info.file,
+            sha256: None,
         }
     }
 
@@ -552,6 +557,9 @@ impl Summary {
         s.push_str(&format!(", CPU {:.0}%", self.cpu.percent));
         if self.verified {
             s.push_str(", verified");
+        }
+        if let Some(h) = &self.sha256 {
+            s.push_str(&format!(", sha256 {h}"));
         }
         s
     }

@@ -15,6 +15,7 @@ use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, 
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
 
+use crate::checksum;
 use crate::cli::SendArgs;
 use crate::dirty::dirty_image;
 use crate::endpoint::Endpoint;
@@ -390,9 +391,20 @@ fn send_multifd(
             transit_channel::ControlFlow::Remove
         })
     });
+    let want_sha = args.common.checksum.is_some();
     let stats = rt.run_task("session", on_cancel, move || {
+        let stream_sha = checksum::Shared::new();
+        let mut extents = None;
         let (src_payload, mut reader) = match input {
-            Input::Image { image, .. } => (Payload::Image(image), None),
+            Input::Image { image, .. } => {
+                extents = image.data_extents().map(<[_]>::to_vec);
+                (Payload::Image(image), None)
+            }
+            Input::Stream { reader, .. } if want_sha => (
+                Payload::Stream,
+                Some(Box::new(checksum::Reading::new(reader, stream_sha.clone()))
+                    as Box<dyn std::io::Read + Send>),
+            ),
             Input::Stream { reader, .. } => (Payload::Stream, Some(reader)),
         };
         let mut tx = Sender::new(config, src_payload, main, chans).map_err(|e| {
@@ -415,7 +427,17 @@ fn send_multifd(
                 tx.send_stream(r.as_mut())?;
             }
         }
-        Ok(tx.finish()?)
+        // Pages went out of order: the image is hashed in order now, after
+        // its last pass (the receiver is finishing meanwhile).
+        let sha = match (want_sha, reader.is_some()) {
+            (false, _) => None,
+            (true, true) => stream_sha.finish(),
+            (true, false) => Some(checksum::of_image(
+                tx.image().unwrap_or_default(),
+                extents.as_deref(),
+            )),
+        };
+        Ok((tx.finish()?, sha))
     });
     drop(_live);
     if let Some(id) = note {
@@ -440,9 +462,9 @@ fn send_multifd(
             waited?;
         }
     }
-    let stats = stats?;
+    let (stats, sha) = stats?;
     let stream_len = stats.stream_len;
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         RunInfo {
             role: "send",
             uri: plan.uri.clone(),
@@ -457,6 +479,7 @@ fn send_multifd(
         &stats,
         &clock,
     );
+    summary.sha256 = sha;
     finish_report(&summary, args.common.json, false);
     Ok(())
 }
@@ -537,7 +560,8 @@ fn send_raw(
     );
     let c2 = count.clone();
     let idle_limit = args.common.idle_timeout();
-    let (bytes, secs, cpu) = rt.run_task(
+    let mut sha = args.common.checksum.map(|_| checksum::Sha256::new());
+    let (bytes, secs, cpu, sha) = rt.run_task(
         "raw-send",
         move || {
             if let Some(h) = &handle {
@@ -550,7 +574,11 @@ fn send_raw(
             let t = std::time::Instant::now();
             let cpu = ThreadCpu::start();
             let idle = IdleWatch::start(idle_limit, c2.clone(), ch.shutdown_handle().ok());
-            let copied = copy_input(input, &mut ChannelSink(ch.as_mut(), &idle), &c2);
+            let copied = checksum::through(
+                &mut ChannelSink(ch.as_mut(), &idle),
+                sha.as_mut(),
+                |sink| copy_input(input, sink, &c2),
+            );
             let n = match copied {
                 Ok(n) => n,
                 Err(e) => {
@@ -575,11 +603,11 @@ fn send_raw(
             };
             let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu.seconds());
             end_raw(ch.as_mut())?;
-            Ok((n, secs, cpu))
+            Ok((n, secs, cpu, sha.map(checksum::Sha256::finish)))
         },
     )?;
     drop(_live);
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         RunInfo {
             role: "send",
             uri: plan.uri.clone(),
@@ -594,6 +622,7 @@ fn send_raw(
         &raw_stats(bytes, secs, cpu),
         &clock,
     );
+    summary.sha256 = sha;
     finish_report(&summary, args.common.json, false);
     Ok(())
 }
@@ -612,6 +641,7 @@ fn send_to_file(
     let flag = cancelled.clone();
     let target = check_target(&path).map_err(AppError::Usage)?;
     let mode = args.common.mode;
+    let mut sha = args.common.checksum.map(|_| checksum::Sha256::new());
     let _live = Live::install(
         rt.ctx(),
         Probe::Raw(count.clone()),
@@ -623,7 +653,7 @@ fn send_to_file(
             json_to_stderr: false,
         },
     );
-    let (bytes, secs, cpu) = rt.run_task(
+    let (bytes, secs, cpu, sha) = rt.run_task(
         "file-send",
         move || flag.store(true, Ordering::Relaxed),
         move || {
@@ -637,12 +667,15 @@ fn send_to_file(
                         AppError::Failed(format!("open {} for writing: {e}", p.display()))
                     })?;
                     let mut sink = payload::WriteSink(file);
-                    let n = copy_input(input, &mut sink, &c2).map_err(AppError::Failed)?;
+                    let n =
+                        checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))
+                            .map_err(AppError::Failed)?;
                     sink.done().map_err(AppError::Failed)?;
                     if cancelled.load(Ordering::Relaxed) {
                         return Err(AppError::Failed("cancelled".into()));
                     }
-                    return Ok((n, t.elapsed().as_secs_f64(), cpu.seconds()));
+                    let sha = sha.map(checksum::Sha256::finish);
+                    return Ok((n, t.elapsed().as_secs_f64(), cpu.seconds(), sha));
                 }
             };
             let mut out = TempOutput::create(&target, mode)
@@ -655,18 +688,20 @@ fn send_to_file(
                 len: 0,
                 name: target.display().to_string(),
             };
-            let n = copy_input(input, &mut sink, &c2).map_err(AppError::Failed)?;
+            let n = checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))
+                .map_err(AppError::Failed)?;
             sink.finish().map_err(AppError::Failed)?;
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));
             }
             out.persist()
                 .map_err(|e| AppError::Failed(format!("rename into {}: {e}", target.display())))?;
-            Ok((n, t.elapsed().as_secs_f64(), cpu.seconds()))
+            let sha = sha.map(checksum::Sha256::finish);
+            Ok((n, t.elapsed().as_secs_f64(), cpu.seconds(), sha))
         },
     )?;
     drop(_live);
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         RunInfo {
             role: "send",
             uri: plan.uri.clone(),
@@ -681,6 +716,7 @@ fn send_to_file(
         &raw_stats(bytes, secs, cpu),
         &clock,
     );
+    summary.sha256 = sha;
     finish_report(&summary, args.common.json, false);
     Ok(())
 }
