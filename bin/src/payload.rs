@@ -114,13 +114,37 @@ pub trait Sink {
 }
 
 /// A channel as a sink; its writes are what the idle watch times.
-pub struct ChannelSink<'a>(pub &'a mut dyn Channel, pub &'a IdleWatch);
+pub struct ChannelSink<'a> {
+    ch: &'a mut dyn Channel,
+    idle: &'a IdleWatch,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl<'a> ChannelSink<'a> {
+    /// Write into `ch`, timed by `idle`.
+    pub fn new(ch: &'a mut dyn Channel, idle: &'a IdleWatch) -> ChannelSink<'a> {
+        ChannelSink {
+            ch,
+            idle,
+            exited: None,
+        }
+    }
+
+    /// The exit status of a command whose end failed a write (the error
+    /// said so already).
+    pub fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.exited
+    }
+}
 
 impl Sink for ChannelSink<'_> {
     fn put(&mut self, buf: &[u8]) -> Result<(), String> {
-        self.1.waiting(true);
-        let r = chio::write_all(self.0, buf).map_err(|e| format!("send: {e}"));
-        self.1.waiting(false);
+        self.idle.waiting(true);
+        let r = chio::write_all(self.ch, buf).map_err(|e| {
+            self.exited = e.exit_status();
+            format!("send: {e}")
+        });
+        self.idle.waiting(false);
         r
     }
 }

@@ -294,7 +294,7 @@ fn send_multifd(
     // Phase 2: main channel + N page channels, connected (and their
     // handshakes run) in parallel.
     let n = plan.channels;
-    type Opened = Result<Box<dyn Channel>, String>;
+    type Opened = Result<Box<dyn Channel>, transport::OpenError>;
     let works: Vec<(String, Work<Opened>)> = (0..=n)
         .map(|i| {
             let ep = ep.clone();
@@ -536,7 +536,10 @@ fn send_raw(
     let ch = rt.run_task(
         "connect",
         move || cancel.cancel(),
-        move || transport::open(&ep, &opts, 0, 1, "raw channel").map_err(AppError::Failed),
+        move || {
+            transport::open(&ep, &opts, 0, 1, "raw channel")
+                .map_err(|e| AppError::Failed(e.message))
+        },
     )?;
     let peer = ch
         .peer_address()
@@ -574,11 +577,12 @@ fn send_raw(
             let t = std::time::Instant::now();
             let cpu = ThreadCpu::start();
             let idle = IdleWatch::start(idle_limit, c2.clone(), ch.shutdown_handle().ok());
-            let copied = checksum::through(
-                &mut ChannelSink(ch.as_mut(), &idle),
-                sha.as_mut(),
-                |sink| copy_input(input, sink, &c2),
-            );
+            let mut sink = ChannelSink::new(ch.as_mut(), &idle);
+            let copied = checksum::through(&mut sink, sha.as_mut(), |sink| {
+                copy_input(input, sink, &c2)
+            });
+            // A command that died said why (its exit status) in the error.
+            let told = sink.exited().is_some();
             let n = match copied {
                 Ok(n) => n,
                 Err(e) => {
@@ -593,8 +597,6 @@ fn send_raw(
                         return Err(refused);
                     }
                     let name = ch.name().to_owned();
-                    // A command that died says why in its exit status.
-                    let told = e.contains("exited with status") || e.contains("killed by signal");
                     return Err(match ch.close() {
                         Err(st) if !told => AppError::Failed(format!("raw channel: {st} ({e})")),
                         _ => AppError::Failed(format!("raw channel ({name}): {e}")),
@@ -819,7 +821,7 @@ fn pending_framed_refusal(ch: &mut dyn Channel) -> Option<AppError> {
 /// websocket) explains more than a connection the peer reset or refused
 /// after it gave up because of that handshake.
 fn pick_channels(
-    results: Vec<Result<Box<dyn Channel>, String>>,
+    results: Vec<Result<Box<dyn Channel>, transport::OpenError>>,
 ) -> Result<Vec<Box<dyn Channel>>, AppError> {
     let mut errors = Vec::new();
     let mut chans = Vec::with_capacity(results.len());
@@ -840,32 +842,16 @@ fn pick_channels(
             return Err(AppError::Failed(why));
         }
     }
-    let rank = |e: &String| {
-        let symptom = [
-            "closed during the handshake",
-            "reset",
-            "Broken pipe",
-            "refused (os",
-        ]
-        .iter()
-        .any(|s| e.contains(s));
-        if e.contains("cancelled") {
-            3
-        } else if symptom {
-            2
-        } else if e.contains("TLS") || e.contains("websocket") {
-            0
-        } else {
-            1
-        }
-    };
+    // The most telling failure: a layer that says why (TLS, websocket)
+    // before other failures, before symptoms (resets, refusals, closes:
+    // often another channel's handshake failing first), before a cancel.
     let best = errors
         .iter()
         .enumerate()
-        .min_by_key(|(i, e)| (rank(e), *i))
+        .min_by_key(|(i, e)| (e.kind, *i))
         .map(|(i, _)| i)
         .unwrap_or(0);
-    let why = errors.swap_remove(best);
+    let why = errors.swap_remove(best).message;
     // Say so on the connections that did open: a receiver that took one
     // of them for plain bytes (`recv --raw`) then fails too, naming the
     // mismatch, instead of writing an empty file.
@@ -902,7 +888,7 @@ fn pending_refusal(ch: &mut dyn Channel) -> Option<String> {
         None,
         transit_channel::ReadFlags::empty(),
     ) {
-        Err(e) if !e.is_would_block() && e.to_string().contains("refused") => Some(e.to_string()),
+        Err(e) if e.is_peer_refusal() => Some(e.to_string()),
         _ => None,
     }
 }

@@ -42,6 +42,79 @@ use transit_channel::{
 use crate::endpoint::Endpoint;
 use crate::join::{self, JoinTag};
 
+/// Why a channel could not be opened or layered: the message for people
+/// (it names the channel, the address and the step) and the kind of
+/// failure, decided from the typed channel error, for choosing which of
+/// several failures to report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenError {
+    /// One line for people.
+    pub message: String,
+    /// What kind of failure it was.
+    pub kind: OpenFailure,
+}
+
+/// The kinds of [`OpenError`], from the most telling to the least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpenFailure {
+    /// A TLS or websocket layer failed, or its handshake timed out: it
+    /// says why (a certificate, a path, a status).
+    Layer,
+    /// Anything else (an address, an OS error, a command's exit).
+    Other,
+    /// A symptom: the peer reset, refused or closed the connection (often
+    /// because another channel's handshake failed first).
+    PeerGone,
+    /// A signal cancelled it.
+    Cancelled,
+}
+
+impl OpenError {
+    /// `{which}: {e}`, its kind read from the channel error's type.
+    pub fn channel(which: &str, e: &transit_channel::Error) -> OpenError {
+        let mut err = OpenError::from_channel(e);
+        err.message = format!("{which}: {}", err.message);
+        err
+    }
+
+    /// The channel error's own message, its kind read from its type.
+    pub fn from_channel(e: &transit_channel::Error) -> OpenError {
+        let kind = if e.is_peer_gone() {
+            OpenFailure::PeerGone
+        } else if e.is_tls_or_websocket() {
+            OpenFailure::Layer
+        } else {
+            OpenFailure::Other
+        };
+        OpenError {
+            message: e.to_string(),
+            kind,
+        }
+    }
+
+    /// An error of `kind` saying `message`.
+    pub fn new(message: impl Into<String>, kind: OpenFailure) -> OpenError {
+        OpenError {
+            message: message.into(),
+            kind,
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<OpenError> for String {
+    fn from(e: OpenError) -> String {
+        e.message
+    }
+}
+
 /// TLS settings of one side.
 #[derive(Clone)]
 pub struct TlsOpts {
@@ -235,30 +308,38 @@ fn guarded<T>(
     ch: Box<dyn Channel>,
     opts: &TransportOpts,
     what: &str,
-    step: impl FnOnce(Box<dyn Channel>) -> Result<T, String>,
-) -> Result<T, String> {
+    step: impl FnOnce(Box<dyn Channel>) -> Result<T, OpenError>,
+) -> Result<T, OpenError> {
     let dog = Watchdog::arm(&*ch, opts.timeout, &opts.cancel);
     let r = step(ch);
     let fired = dog.disarm();
     match r {
-        Err(_) if opts.cancel.is_cancelled() => Err(format!("{what}: cancelled")),
-        Err(e) if fired => Err(format!(
-            "{what}: timed out after {:.1} s ({e})",
-            opts.timeout.as_secs_f64()
+        Err(_) if opts.cancel.is_cancelled() => Err(OpenError::new(
+            format!("{what}: cancelled"),
+            OpenFailure::Cancelled,
+        )),
+        // The layer's handshake took too long: that is the layer's story.
+        Err(e) if fired => Err(OpenError::new(
+            format!(
+                "{what}: timed out after {:.1} s ({e})",
+                opts.timeout.as_secs_f64()
+            ),
+            OpenFailure::Layer,
         )),
         r => r,
     }
 }
 
 /// Connect a socket (TCP without Nagle: small records must not wait).
-pub fn connect_socket(addr: &SocketAddress) -> Result<Box<dyn Channel>, String> {
+pub fn connect_socket(addr: &SocketAddress, which: &str) -> Result<Box<dyn Channel>, OpenError> {
     // The channel error names the address and the operation once.
     let mut ch = SocketChannel::connect_sync(addr).map_err(|e| {
+        let mut err = OpenError::channel(which, &e);
         if e.raw_os_error() == Some(libc::ECONNREFUSED) {
-            format!("{e} (is `transit recv` listening there?)")
-        } else {
-            e.to_string()
+            err.message
+                .push_str(" (is `transit recv` listening there?)");
         }
+        err
     })?;
     let _ = ch.set_delay(false);
     Ok(Box::new(ch))
@@ -273,33 +354,42 @@ pub fn open(
     index: u32,
     count: u32,
     which: &str,
-) -> Result<Box<dyn Channel>, String> {
+) -> Result<Box<dyn Channel>, OpenError> {
     if opts.cancel.is_cancelled() {
-        return Err(format!("{which}: cancelled"));
+        return Err(OpenError::new(
+            format!("{which}: cancelled"),
+            OpenFailure::Cancelled,
+        ));
     }
     let base: Box<dyn Channel> = match ep {
         Endpoint::Socket(addr @ SocketAddress::Fd(_)) => {
-            Box::new(SocketChannel::from_address(addr).map_err(|e| format!("{which}: {e}"))?)
+            Box::new(SocketChannel::from_address(addr).map_err(|e| OpenError::channel(which, &e))?)
         }
-        Endpoint::Socket(addr) => connect_socket(addr).map_err(|e| format!("{which}: {e}"))?,
-        Endpoint::WebSocket(u) => connect_socket(&SocketAddress::inet(u.host.clone(), u.port))
-            .map_err(|e| format!("{which}: {e}"))?,
+        Endpoint::Socket(addr) => connect_socket(addr, which)?,
+        Endpoint::WebSocket(u) => {
+            connect_socket(&SocketAddress::inet(u.host.clone(), u.port), which)?
+        }
         Endpoint::Exec(cmd) => {
-            let mut ch = ExecChannel::spawn(cmd).map_err(|e| format!("{which}: {e}"))?;
+            let mut ch = ExecChannel::spawn(cmd).map_err(|e| OpenError::channel(which, &e))?;
             if let Some(tag) = &opts.join {
                 join::write_preamble(&mut ch, tag, index, count)
-                    .map_err(|e| format!("{which}: {e}"))?;
+                    .map_err(|e| OpenError::channel(which, &e))?;
             }
             Box::new(ch)
         }
-        Endpoint::Stdio => {
-            Box::new(transit_channel::PipeChannel::stdio().map_err(|e| format!("{which}: {e}"))?)
-        }
+        Endpoint::Stdio => Box::new(
+            transit_channel::PipeChannel::stdio().map_err(|e| OpenError::channel(which, &e))?,
+        ),
         Endpoint::Rdma(addr) => Box::new(
             transit_channel::rdma::RdmaChannel::connect(addr)
-                .map_err(|e| format!("{which}: {e}"))?,
+                .map_err(|e| OpenError::channel(which, &e))?,
         ),
-        Endpoint::File(_) => return Err(format!("{which}: a file is not a connection")),
+        Endpoint::File(_) => {
+            return Err(OpenError::new(
+                format!("{which}: a file is not a connection"),
+                OpenFailure::Other,
+            ))
+        }
     };
     layer_client(base, ep, opts, which)
 }
@@ -310,20 +400,25 @@ pub fn layer_client(
     ep: &Endpoint,
     opts: &TransportOpts,
     which: &str,
-) -> Result<Box<dyn Channel>, String> {
+) -> Result<Box<dyn Channel>, OpenError> {
     let mut ch = base;
     if let Some(tls) = &opts.tls {
         let host = tls
             .hostname
             .clone()
             .or_else(|| ep.tls_host())
-            .ok_or_else(|| format!("{which}: TLS needs --tls-hostname for {ep}"))?;
+            .ok_or_else(|| {
+                OpenError::new(
+                    format!("{which}: TLS needs --tls-hostname for {ep}"),
+                    OpenFailure::Other,
+                )
+            })?;
         ch = guarded(ch, opts, &format!("{which}: TLS handshake"), |ch| {
             let mut t = TlsChannel::client(ch, tls.creds.clone(), &host)
-                .map_err(|e| format!("{which}: {e}"))?;
+                .map_err(|e| OpenError::channel(which, &e))?;
             t.set_relaxed_eof(tls.relaxed_eof);
             t.handshake_blocking()
-                .map_err(|e| format!("{which}: {e}"))?;
+                .map_err(|e| OpenError::channel(which, &e))?;
             Ok(Box::new(t) as Box<dyn Channel>)
         })?;
     }
@@ -332,10 +427,10 @@ pub fn layer_client(
         let host = u.host_header();
         ch = guarded(ch, opts, &format!("{which}: websocket handshake"), |ch| {
             let hs = WebSocketChannel::client(ch, &host, &u.path, cfg)
-                .map_err(|e| format!("{which}: {e}"))?;
+                .map_err(|e| OpenError::channel(which, &e))?;
             let ws = hs
                 .handshake_blocking()
-                .map_err(|e| format!("{which}: {e}"))?;
+                .map_err(|e| OpenError::channel(which, &e))?;
             Ok(Box::new(ws) as Box<dyn Channel>)
         })?;
     }
@@ -348,14 +443,15 @@ pub fn wrap_accepted(
     base: Box<dyn Channel>,
     ep: &Endpoint,
     opts: &TransportOpts,
-) -> Result<Box<dyn Channel>, String> {
+) -> Result<Box<dyn Channel>, OpenError> {
     let mut ch = base;
     if let Some(tls) = &opts.tls {
         ch = guarded(ch, opts, "TLS handshake", |ch| {
             let mut t = TlsChannel::server(ch, tls.creds.clone(), tls.authz.as_ref())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| OpenError::from_channel(&e))?;
             t.set_relaxed_eof(tls.relaxed_eof);
-            t.handshake_blocking().map_err(|e| e.to_string())?;
+            t.handshake_blocking()
+                .map_err(|e| OpenError::from_channel(&e))?;
             Ok(Box::new(t) as Box<dyn Channel>)
         })?;
     }
@@ -363,7 +459,9 @@ pub fn wrap_accepted(
         let cfg = opts.ws_config.clone();
         ch = guarded(ch, opts, "websocket handshake", |ch| {
             let hs = WebSocketChannel::server(ch, &u.path, cfg);
-            let ws = hs.handshake_blocking().map_err(|e| e.to_string())?;
+            let ws = hs
+                .handshake_blocking()
+                .map_err(|e| OpenError::from_channel(&e))?;
             Ok(Box::new(ws) as Box<dyn Channel>)
         })?;
     }

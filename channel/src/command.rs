@@ -92,7 +92,7 @@ use crate::channel::{
     check_read_request, check_write_request, Channel, Condition, Features, ReadFlags, Readiness,
     Shutdown, ShutdownChannel, ShutdownHandle, WatchFds, WatchSource, WriteFlags,
 };
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 
 /// The most iovecs one system call takes (Linux `UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
@@ -643,9 +643,10 @@ impl CommandChannel {
         if status.success() && extra.is_empty() {
             return Ok(());
         }
-        Err(Error::protocol(
+        Err(Error::layer(
             &self.pipes.name,
             format_args!("command {extra}{}", describe_exit(status)),
+            Cause::Exited(status),
         ))
     }
 }
@@ -696,12 +697,13 @@ impl Channel for CommandChannel {
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                 // Say why: the child is gone.
                 match self.try_reap()? {
-                    Some(s) => Err(Error::protocol(
+                    Some(s) => Err(Error::layer(
                         &self.pipes.name,
                         format_args!(
                             "cannot write: the command {} (broken pipe)",
                             describe_exit(s)
                         ),
+                        Cause::Exited(s),
                     )),
                     None => Err(e),
                 }

@@ -15,7 +15,10 @@
 //! * [`Error::Address`]: an endpoint string could not be parsed; the message
 //!   quotes it and says what was expected.
 //! * [`Error::Protocol`]: a peer sent something that breaks the rules of a
-//!   layer (TLS, websocket, multifd, ...).
+//!   layer (TLS, websocket, multifd, ...), or a layer failed; where the
+//!   layer knows the typed reason (the rustls error or the alert the peer
+//!   sent, a websocket close code, a command's exit status), it is in
+//!   [`Error::cause`], so callers decide from types, never from the text.
 //!
 //! Every variant but `WouldBlock` carries the channel's name, so a message
 //! that reaches a user says which channel failed.
@@ -86,14 +89,41 @@ pub enum Error {
         expected: String,
     },
 
-    /// A peer broke the rules of a protocol layer.
+    /// A peer broke the rules of a protocol layer, or a layer failed.
     #[error("{channel}: {message}")]
     Protocol {
         /// Name of the channel.
         channel: String,
         /// What was wrong.
         message: String,
+        /// The typed reason, where the layer has one (boxed: errors stay
+        /// small on the hot paths' `Result`s).
+        cause: Option<Box<Cause>>,
     },
+}
+
+/// The typed reason of a layer's failure (see [`Error::cause`]): what a
+/// caller decides on (rank errors, choose an exit code, retry or not),
+/// while the message stays for people.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// TLS: rustls' error. A certificate or parameter refused here, or
+    /// `rustls::Error::AlertReceived` when the peer refused us.
+    Tls(rustls::Error),
+    /// TLS: the connection closed during the handshake (TLS on one side
+    /// only, or the peer refused our certificate without an alert).
+    TlsClosedInHandshake,
+    /// TLS: the connection ended inside a record: data was truncated.
+    TlsTruncated,
+    /// Websocket: the peer's close frame (`Some(code)`), or a failed upgrade
+    /// or broken framing (`None`).
+    WebSocket {
+        /// The status code of the peer's close frame.
+        close_code: Option<u16>,
+    },
+    /// A command's exit status: a code or a signal.
+    Exited(std::process::ExitStatus),
 }
 
 impl Error {
@@ -130,12 +160,82 @@ impl Error {
         }
     }
 
-    /// An [`Error::Protocol`].
+    /// An [`Error::Protocol`] without a typed cause.
     pub fn protocol(channel: &str, message: impl fmt::Display) -> Error {
         Error::Protocol {
             channel: channel.to_owned(),
             message: message.to_string(),
+            cause: None,
         }
+    }
+
+    /// An [`Error::Protocol`] with its typed cause.
+    pub fn layer(channel: &str, message: impl fmt::Display, cause: Cause) -> Error {
+        Error::Protocol {
+            channel: channel.to_owned(),
+            message: message.to_string(),
+            cause: Some(Box::new(cause)),
+        }
+    }
+
+    /// The typed reason of a layer's failure, if it has one.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            Error::Protocol { cause, .. } => cause.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The exit status of a command whose end this error reports.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        match self.cause() {
+            Some(Cause::Exited(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// True when the peer is gone or never answered the way a transit peer
+    /// would: the connection was reset or refused, the pipe broke, it
+    /// closed mid-message or during a TLS handshake. These are symptoms;
+    /// a refusal that says why (a TLS alert, a websocket status) is not.
+    pub fn is_peer_gone(&self) -> bool {
+        match self {
+            Error::UnexpectedEof { .. } => true,
+            Error::Os { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED)
+                ) || matches!(
+                    source.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                )
+            }
+            _ => matches!(self.cause(), Some(Cause::TlsClosedInHandshake)),
+        }
+    }
+
+    /// True when the peer refused us and said so: a TLS alert it sent.
+    pub fn is_peer_refusal(&self) -> bool {
+        matches!(
+            self.cause(),
+            Some(Cause::Tls(rustls::Error::AlertReceived(_)))
+        )
+    }
+
+    /// True for a failure of the TLS or websocket layer.
+    pub fn is_tls_or_websocket(&self) -> bool {
+        matches!(
+            self.cause(),
+            Some(
+                Cause::Tls(_)
+                    | Cause::TlsClosedInHandshake
+                    | Cause::TlsTruncated
+                    | Cause::WebSocket { .. }
+            )
+        )
     }
 
     /// True for [`Error::WouldBlock`].

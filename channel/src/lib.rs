@@ -54,7 +54,7 @@ pub use channel::{
     Channel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown, ShutdownChannel,
     ShutdownHandle, WatchFds, WatchSource, WriteFlags,
 };
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Result};
 pub use main_loop::{
     BottomHalf, ContextHandle, ControlFlow, IoThread, MainContext, MainLoop, Priority, Source,
     SourceId,

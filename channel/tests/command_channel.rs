@@ -334,3 +334,26 @@ fn a_missing_command_is_named_as_not_found() {
     let err = ch.close().unwrap_err().to_string();
     assert!(err.contains("status 127 (command not found"), "{err}");
 }
+
+/// A command's end is typed: its exit status travels in the error
+/// (`Error::exit_status`), from close and from a read at end of file, so
+/// callers never read the text.
+#[test]
+fn a_commands_exit_status_is_in_the_error() {
+    let mut ch = CommandChannel::spawn_shell("cat >/dev/null; exit 3").expect("spawn");
+    io::write_all(&mut ch, b"input").expect("write");
+    let e = ch.close().expect_err("must fail");
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(3), "{e:?}");
+
+    let mut ch = CommandChannel::spawn_shell("exit 4").expect("spawn");
+    let mut buf = [0u8; 8];
+    let e = ch
+        .readv(&mut [IoSliceMut::new(&mut buf)], None, ReadFlags::empty())
+        .expect_err("EOF of a failed command is an error");
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(4), "{e:?}");
+
+    let mut ch = CommandChannel::spawn_shell("kill -9 $$").expect("spawn");
+    let e = ch.close().expect_err("must fail");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(e.exit_status().and_then(|s| s.signal()), Some(9), "{e:?}");
+}

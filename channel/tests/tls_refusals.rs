@@ -313,3 +313,52 @@ fn server_creds_cannot_make_a_client() {
         .expect_err("server creds for a client");
     assert_has(&err.to_string(), "loaded for the server endpoint");
 }
+
+/// The errors carry their typed cause: the end that checked has the rustls
+/// error it decided on; the end that learnt it from the alert has
+/// `AlertReceived` and says it was refused; callers decide from these, not
+/// from the text.
+#[test]
+fn refusals_carry_typed_causes() {
+    use transit_channel::Cause;
+    let setup = Setup::new("typed-causes");
+    let other = TestPki::with_name("other CA").expect("CA");
+    let id = other
+        .issue(&IssueParams::server(&["localhost"]))
+        .expect("cert");
+    let dir = setup.root.join("server-other-typed");
+    setup
+        .pki
+        .write_dir(&dir, Endpoint::Server, None, None)
+        .expect("ca");
+    std::fs::write(dir.join("server-cert.pem"), &id.cert_pem).expect("cert");
+    std::fs::write(dir.join("server-key.pem"), &id.key_pem).expect("key");
+    let server = TlsCreds::from_dir(&dir, Endpoint::Server).expect("creds");
+    let client = setup.client_creds();
+    let (c, s) = run_pair(
+        move |ch| -> Result<(), Error> {
+            let mut tls = TlsChannel::client(ch, client, "localhost")?;
+            tls.handshake_blocking()?;
+            write_all(&mut tls, b"hello")?;
+            read_all(&mut tls, &mut [0u8; 1])
+        },
+        move |ch| -> Result<(), Error> {
+            let mut tls = TlsChannel::server(ch, server, None)?;
+            tls.handshake_blocking()?;
+            read_all(&mut tls, &mut [0u8; 5])
+        },
+    );
+    let c = c.expect_err("the client should fail");
+    let s = s.expect_err("the server should fail");
+    assert!(
+        matches!(
+            c.cause(),
+            Some(Cause::Tls(rustls::Error::InvalidCertificate(_)))
+        ),
+        "{c:?}"
+    );
+    assert!(!c.is_peer_refusal(), "{c:?}");
+    assert!(c.is_tls_or_websocket());
+    assert!(s.is_peer_refusal(), "{s:?}");
+    assert!(!s.is_peer_gone(), "{s:?}");
+}

@@ -138,7 +138,16 @@ fn abnormal_close_status_is_an_error_quoting_it() {
     payload.extend_from_slice(b"disk full");
     raw.write_all(&frame(true, 0x8, &payload, None))
         .expect("close");
-    let err = read_some(&mut c, 10).expect_err("must fail").to_string();
+    let e = read_some(&mut c, 10).expect_err("must fail");
+    // The close code is typed, for callers; the text is for people.
+    assert_eq!(
+        e.cause(),
+        Some(&transit_channel::Cause::WebSocket {
+            close_code: Some(1011)
+        }),
+        "{e:?}"
+    );
+    let err = e.to_string();
     assert!(err.contains("status 1011"), "{err}");
     assert!(err.contains("disk full"), "{err}");
     assert_eq!(c.peer_close().map(|p| p.code), Some(1011));

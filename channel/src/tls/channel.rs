@@ -24,7 +24,7 @@ use crate::channel::{
     Channel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown, ShutdownChannel,
     ShutdownHandle, WatchSource, WriteFlags,
 };
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::io::wait_blocking;
 
 /// Shutdown direction bits recorded by [`TlsShutdown`].
@@ -61,7 +61,7 @@ pub struct TlsChannel {
     /// `WouldBlock` (its records are still queued); the retry reports it.
     pending_accepted: usize,
     /// The session is broken: every later call fails with this.
-    failed: Option<String>,
+    failed: Option<(String, Cause)>,
     pub(super) handshake_done: bool,
     bye_sent: bool,
     closed: bool,
@@ -295,10 +295,10 @@ impl TlsChannel {
             self.peer_role(),
             self.peer
         );
-        self.failed = Some(message.clone());
+        self.failed = Some((message.clone(), Cause::Tls(e.clone())));
         self.send_alert_best_effort();
         self.update_ready();
-        Error::protocol(&self.name, message)
+        Error::layer(&self.name, message, Cause::Tls(e.clone()))
     }
 
     /// A protocol error about the peer that does not break the session
@@ -325,8 +325,8 @@ impl TlsChannel {
         if self.closed {
             return Err(Error::closed(&self.name));
         }
-        if let Some(m) = &self.failed {
-            return Err(Error::protocol(&self.name, m));
+        if let Some((m, cause)) = &self.failed {
+            return Err(Error::layer(&self.name, m, cause.clone()));
         }
         Ok(())
     }
@@ -546,8 +546,8 @@ impl TlsChannel {
                 self.peer,
                 self.peer_role()
             );
-            self.failed = Some(message.clone());
-            return Err(Error::protocol(&self.name, message));
+            self.failed = Some((message.clone(), Cause::TlsTruncated));
+            return Err(Error::layer(&self.name, message, Cause::TlsTruncated));
         }
         let relaxed = flags.contains(ReadFlags::RELAXED_EOF)
             || self.relaxed_eof

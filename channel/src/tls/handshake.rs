@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use super::channel::TlsChannel;
 use crate::channel::{Channel, Condition};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::io::wait_blocking;
 use crate::main_loop::{ControlFlow, MainContext, Priority, SourceId};
 
@@ -68,7 +68,7 @@ impl TlsChannel {
                 ));
             }
             if self.inner_eof_seen() {
-                return Err(Error::protocol(
+                return Err(Error::layer(
                     self.name(),
                     format!(
                         "TLS handshake with the {} failed: the connection closed during the handshake \
@@ -76,6 +76,7 @@ impl TlsChannel {
                          ends or neither; or it refused our certificate)",
                         self.endpoint().peer()
                     ),
+                    Cause::TlsClosedInHandshake,
                 ));
             }
             match self.fill_raw() {

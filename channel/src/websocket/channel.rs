@@ -12,7 +12,7 @@ use crate::channel::{
     check_read_request, check_write_request, Channel, Condition, Features, FlushOutcome, ReadFlags,
     Readiness, Shutdown, ShutdownHandle, WatchSource, WriteFlags,
 };
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::io::wait_blocking;
 
 /// A read at most this large counts as small in
@@ -216,12 +216,20 @@ impl WebSocketChannel {
         self.inner
     }
 
+    /// The typed cause of this channel's failures: the peer's close code
+    /// once its close frame arrived.
+    fn cause(&self) -> Cause {
+        Cause::WebSocket {
+            close_code: self.peer_close.as_ref().map(|pc| pc.code),
+        }
+    }
+
     fn check_usable(&self) -> Result<()> {
         if self.closed {
             return Err(Error::closed(&self.name));
         }
         if let Some(msg) = &self.failed {
-            return Err(Error::protocol(&self.name, msg));
+            return Err(Error::layer(&self.name, msg, self.cause()));
         }
         Ok(())
     }
@@ -231,7 +239,7 @@ impl WebSocketChannel {
         if pc.is_clean() {
             Ok(0)
         } else {
-            Err(Error::protocol(
+            Err(Error::layer(
                 &self.name,
                 format_args!(
                     "peer closed the websocket with status {} ({}){}",
@@ -243,6 +251,9 @@ impl WebSocketChannel {
                         format!(": {}", crate::peer_text::escape(&pc.reason))
                     }
                 ),
+                Cause::WebSocket {
+                    close_code: Some(pc.code),
+                },
             ))
         }
     }
@@ -258,7 +269,7 @@ impl WebSocketChannel {
         let msg = format!("{msg} (sent close status {code})");
         self.failed = Some(msg.clone());
         self.update_readiness();
-        Error::protocol(&self.name, msg)
+        Error::layer(&self.name, msg, self.cause())
     }
 
     // ---------------------------------------------------------------
@@ -526,7 +537,7 @@ impl WebSocketChannel {
     fn vanished(&mut self, msg: String) -> Error {
         self.failed = Some(msg.clone());
         self.update_readiness();
-        Error::protocol(&self.name, msg)
+        Error::layer(&self.name, msg, self.cause())
     }
 
     /// Decode a frame header from the read buffer, if a whole one is there.
@@ -986,12 +997,15 @@ impl Channel for WebSocketChannel {
         self.check_usable()?;
         check_write_request(self, !fds.is_empty(), flags)?;
         if let Some(pc) = &self.peer_close {
-            return Err(Error::protocol(
+            return Err(Error::layer(
                 &self.name,
                 format_args!(
                     "cannot write: the peer closed the websocket (status {})",
                     pc.code
                 ),
+                Cause::WebSocket {
+                    close_code: Some(pc.code),
+                },
             ));
         }
         if self.close_sent {

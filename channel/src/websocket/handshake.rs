@@ -11,7 +11,7 @@ use tungstenite::http::{self, HeaderValue};
 
 use super::{Role, WebSocketChannel, WebSocketConfig, SUBPROTOCOL};
 use crate::channel::{Channel, Condition, ReadFlags, WatchSource, WriteFlags};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::io::wait_blocking;
 use crate::main_loop::{ControlFlow, MainContext, SourceId};
 use crate::null::NullChannel;
@@ -182,7 +182,11 @@ impl WebSocketHandshake {
                 Stage::Done => return Ok(()),
                 Stage::Failed => {
                     let msg = self.failed.clone().unwrap_or_default();
-                    return Err(Error::protocol(&self.name, msg));
+                    return Err(Error::layer(
+                        &self.name,
+                        msg,
+                        Cause::WebSocket { close_code: None },
+                    ));
                 }
                 Stage::Write => {
                     while self.out_pos < self.out.len() {
@@ -277,7 +281,7 @@ impl WebSocketHandshake {
     fn fail_msg(&mut self, msg: String) -> Error {
         self.stage = Stage::Failed;
         self.failed = Some(msg.clone());
-        Error::protocol(&self.name, msg)
+        Error::layer(&self.name, msg, Cause::WebSocket { close_code: None })
     }
 
     fn fail_err(&mut self, e: Error) -> Error {
