@@ -18,10 +18,9 @@
 //!
 //! Why a CRC: it is the cheapest strong per-page check on current CPUs.
 //! `crc-fast` picks a carry-less-multiply kernel at run time (VPCLMULQDQ
-//! on AVX-512, PCLMULQDQ elsewhere); on the development VM it hashes
-//! cache-hot 4 KiB pages at about 39 GB/s, against 21 GB/s for XXH3 with
-//! AVX2 and 12 GB/s for XXH3 on baseline SSE2 (version 1 of the wire
-//! protocol). Each side hashes a page while it is in cache: the sender
+//! on AVX-512, PCLMULQDQ elsewhere) and measured faster than XXH3, the
+//! hash of version 1 of the wire protocol (figures in
+//! `docs/benchmarks.md`). Each side hashes a page while it is in cache: the sender
 //! right after the kernel copied it into the socket, the receiver right
 //! after reading it into place.
 //!

@@ -5,9 +5,8 @@
 //! Registration goes through `polling` (`add_with_mode`/`modify_with_mode`/
 //! `delete`, level-triggered). The wait calls `epoll_wait(2)` on the
 //! poller's fd directly: `Poller::wait` re-arms its own timerfd and notifier
-//! around every call (five syscalls, about 1.3 µs measured on the
-//! development VM against 0.16 µs for one `epoll_wait`), which alone would
-//! blow the per-iteration budget. We never call `Poller::notify` or
+//! around every call (five syscalls against one; the measured cost is in
+//! `docs/benchmarks.md`), which alone would blow the per-iteration budget. We never call `Poller::notify` or
 //! `Poller::wait`, so the poller's internal fds (registered one-shot with no
 //! or never-triggered interest) never show up in our results.
 

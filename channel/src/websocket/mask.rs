@@ -63,9 +63,8 @@ fn apply_words(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 
 /// Append `src` XOR `key` (from key byte `phase`) to `dst` in one pass
 /// (no separate copy and mask passes). Returns the phase after `src`.
-/// AVX-512F or AVX2 where the CPU has it, as [`apply`]: masking 1 GiB of
-/// cold memory into a 256 KiB frame measured 0.085-0.095 s/GB with
-/// AVX-512 against 0.101-0.105 with AVX2.
+/// AVX-512F or AVX2 where the CPU has it, as [`apply`] (AVX-512 measured
+/// faster: `docs/benchmarks.md`).
 pub(crate) fn extend_masked(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], phase: usize) -> usize {
     dst.reserve(src.len());
     let start = dst.len();

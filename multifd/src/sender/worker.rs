@@ -350,9 +350,8 @@ impl Worker {
         if verify {
             // Hashed after the write: the kernel's copy has just brought
             // the pages from memory into the cache, and the hash reads
-            // them from there. On loopback TCP this order measured 15-35%
-            // faster than hashing while scanning (median of alternating
-            // runs, docs/benchmarks.md).
+            // them from there. On loopback TCP this order measured faster
+            // than hashing while scanning (docs/benchmarks.md).
             for &o in &self.normal {
                 // SAFETY: as above; the image is unchanged while the job
                 // is held, zero copy or not.

@@ -1,4 +1,6 @@
-//! The multifd wire format, version 1: encoders and slice-based decoders.
+//! The multifd wire format, version 3 ([`VERSION`]; see
+//! `docs/wire-protocol.md` for what changed in each version): encoders and
+//! slice-based decoders.
 //!
 //! A session is one *main* channel plus N *page* channels. All integers
 //! are big-endian; every structure has a fixed layout (the full
@@ -101,7 +103,7 @@ pub enum Layout {
     Stream,
 }
 
-/// Payload compression. Only `None` exists in version 1; the field is on
+/// Payload compression. Only `None` exists so far (version 3); the field is on
 /// the wire so a later version can add methods, and unknown values are
 /// refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
