@@ -21,6 +21,11 @@
 //! * [`address`]: endpoint URIs (`tcp:HOST:PORT`, `unix:PATH`, ...).
 //! * [`peer_text`]: text a peer sent, with control characters escaped
 //!   before it goes into an error.
+//!
+//! Feature `testing` (off by default) adds what tests of code built on this
+//! crate use: `ScriptedChannel` (a channel that plays a script of reads,
+//! writes and errors) and `tls::generate` (a throw-away CA issuing test
+//! certificates, with rcgen). Feature `tokio`: tokio interop (see `tls`).
 
 pub mod address;
 pub mod buffer;
@@ -34,6 +39,7 @@ pub mod main_loop;
 pub mod null;
 pub mod peer_text;
 pub mod rdma;
+#[cfg(feature = "testing")]
 pub mod scripted;
 pub mod socket;
 pub mod task;
@@ -46,6 +52,7 @@ pub use command::{CommandChannel, PipeChannel, Terminator};
 pub use dns::Resolver;
 pub use file::FileChannel;
 pub use null::NullChannel;
+#[cfg(feature = "testing")]
 pub use scripted::ScriptedChannel;
 pub use socket::{KeepAlive, SocketChannel};
 pub use websocket::{WebSocketChannel, WebSocketConfig, WebSocketHandshake};

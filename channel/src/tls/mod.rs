@@ -105,6 +105,7 @@ mod authz;
 mod channel;
 mod creds;
 mod diag;
+#[cfg(feature = "testing")]
 pub mod generate;
 mod handshake;
 mod record;
