@@ -318,6 +318,43 @@ pub(crate) fn peer_of(ch: &(impl Channel + ?Sized)) -> String {
     ch.name().to_owned()
 }
 
+/// Runs of contiguous pages, `(offset, len)`, merged from page offsets in
+/// packet order: each run travels as one iovec (sender and memory
+/// receiver) or one `pwrite` (file receiver).
+pub(crate) fn runs<'a>(offsets: &'a [u64], session: &'a wire::SessionHeader) -> Runs<'a> {
+    Runs {
+        offsets: offsets.iter(),
+        session,
+        pending: None,
+    }
+}
+
+/// The iterator of [`runs`].
+pub(crate) struct Runs<'a> {
+    offsets: std::slice::Iter<'a, u64>,
+    session: &'a wire::SessionHeader,
+    pending: Option<(u64, usize)>,
+}
+
+impl Iterator for Runs<'_> {
+    type Item = (u64, usize);
+
+    fn next(&mut self) -> Option<(u64, usize)> {
+        for &o in self.offsets.by_ref() {
+            let len = self.session.page_len(o);
+            match self.pending {
+                Some((start, l)) if start + l as u64 == o => self.pending = Some((start, l + len)),
+                Some(run) => {
+                    self.pending = Some((o, len));
+                    return Some(run);
+                }
+                None => self.pending = Some((o, len)),
+            }
+        }
+        self.pending.take()
+    }
+}
+
 /// Reuse the allocation of a vector for another element type of the same
 /// size and alignment (an `IoSlice` of another lifetime): the vector is
 /// emptied and collected in place, so no allocation happens per packet.
@@ -326,4 +363,42 @@ pub(crate) fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter()
         .map(|_| unreachable!("the vector was emptied"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+    use crate::wire::{Compression, Layout, SessionHeader, VERSION};
+
+    #[test]
+    fn runs_merge_contiguous_pages_and_cut_the_last_short_page() {
+        // 10 pages of 4096 bytes, the last one 100 bytes.
+        let s = SessionHeader {
+            version: VERSION,
+            uuid: [0; 16],
+            page_size: 4096,
+            channels: 1,
+            layout: Layout::Image {
+                size: 9 * 4096 + 100,
+            },
+            compression: Compression::None,
+            verify: true,
+            packet_payload: 1 << 19,
+            data_bytes: 0,
+        };
+        let p = |i: u64| i * 4096;
+        let offs = [p(0), p(1), p(2), p(5), p(7), p(8), p(9), p(3)];
+        let got: Vec<_> = runs(&offs, &s).collect();
+        assert_eq!(
+            got,
+            vec![
+                (p(0), 3 * 4096),
+                (p(5), 4096),
+                (p(7), 2 * 4096 + 100),
+                (p(3), 4096)
+            ]
+        );
+        assert_eq!(runs(&[], &s).count(), 0);
+        assert_eq!(runs(&[p(4)], &s).collect::<Vec<_>>(), vec![(p(4), 4096)]);
+    }
 }

@@ -946,22 +946,9 @@ impl Reader {
     /// of contiguous pages as one iovec), hash them there.
     fn recv_pages_to_memory(&mut self, img: &ImageShared, normal: usize) -> Result<()> {
         let mut iov = session::recycle(std::mem::take(&mut self.iov));
-        let mut run: Option<(u64, usize)> = None;
-        for &o in &self.offsets[..normal] {
-            let len = self.session.page_len(o);
-            run = match run {
-                Some((start, l)) if start + l as u64 == o => Some((start, l + len)),
-                Some((start, l)) => {
-                    // SAFETY: decoded offsets are inside the image and
-                    // every page of the run was claimed by the caller.
-                    iov.push(IoSliceMut::new(unsafe { img.slice_mut(start, l) }));
-                    Some((o, len))
-                }
-                None => Some((o, len)),
-            };
-        }
-        if let Some((start, l)) = run {
-            // SAFETY: as above.
+        for (start, l) in session::runs(&self.offsets[..normal], &self.session) {
+            // SAFETY: decoded offsets are inside the image and every page
+            // of the run was claimed by the caller.
             iov.push(IoSliceMut::new(unsafe { img.slice_mut(start, l) }));
         }
         let r = session::readv_all(&mut self.ch, &mut iov);
@@ -985,32 +972,20 @@ impl Reader {
         let payload = h.payload_len as usize;
         chio::read_all(&mut self.ch, &mut self.buf[..payload])
             .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
-        let verify = self.session.verify;
-        let mut pos = 0usize;
-        let mut run: Option<(u64, usize, usize)> = None;
-        let writing = &img.writing;
-        let write = |(off, at, len): (u64, usize, usize), buf: &[u8]| {
-            let _one_at_a_time = lock(writing);
-            pwrite_all(fd, &buf[at..at + len], off)
-                .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))
-        };
-        for &o in &self.offsets[..normal] {
-            let len = self.session.page_len(o);
-            if verify {
+        if self.session.verify {
+            let mut pos = 0usize;
+            for &o in &self.offsets[..normal] {
+                let len = self.session.page_len(o);
                 self.digest.add(page_hash(o, &self.buf[pos..pos + len]));
+                pos += len;
             }
-            run = match run {
-                Some((start, at, l)) if start + l as u64 == o => Some((start, at, l + len)),
-                Some(r) => {
-                    write(r, &self.buf)?;
-                    Some((o, pos, len))
-                }
-                None => Some((o, pos, len)),
-            };
-            pos += len;
         }
-        if let Some(r) = run {
-            write(r, &self.buf)?;
+        let mut at = 0usize;
+        for (off, len) in session::runs(&self.offsets[..normal], &self.session) {
+            let _one_at_a_time = lock(&img.writing);
+            pwrite_all(fd, &self.buf[at..at + len], off)
+                .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))?;
+            at += len;
         }
         Ok(())
     }

@@ -308,21 +308,8 @@ impl Worker {
         let mut iov = session::recycle(std::mem::take(&mut self.iov));
         iov.push(IoSlice::new(&self.hdr));
         // Contiguous normal pages travel as one iovec.
-        let mut run: Option<(u64, usize)> = None;
-        for &o in &self.normal {
-            let len = self.session.page_len(o);
-            run = match run {
-                Some((start, l)) if start + l as u64 == o => Some((start, l + len)),
-                Some((start, l)) => {
-                    // SAFETY: a run of pages inside the image (see above).
-                    iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
-                    Some((o, len))
-                }
-                None => Some((o, len)),
-            };
-        }
-        if let Some((start, l)) = run {
-            // SAFETY: as above.
+        for (start, l) in session::runs(&self.normal, &self.session) {
+            // SAFETY: a run of pages inside the image (see above).
             iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
         }
         let header_len = self.hdr.len();
