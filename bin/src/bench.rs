@@ -43,8 +43,9 @@ use crate::cli::BenchArgs;
 use crate::endpoint::Endpoint;
 use crate::error::AppError;
 use crate::pipe::MemPipe;
-use crate::report::{emit_json, human_bytes, CpuClock};
+use crate::report::{emit_json, CpuClock};
 use crate::transport::{self, TlsOpts, TransportOpts};
+use crate::units;
 
 /// Every transport `bench` knows, in table order.
 pub const TRANSPORTS: [&str; 9] = [
@@ -140,7 +141,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     if !args.json {
         eprintln!(
             "transit bench: generating a {} image with {:.0}% zero pages (not timed)",
-            human_bytes(size),
+            units::size(size),
             args.zero_ratio * 100.0
         );
     }
@@ -161,14 +162,14 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     let mut rows = Vec::new();
     if !args.json {
         println!(
-            "{:<9} {:>8} {:>10} {:>11} {:>8} {:>11} {:>10} {:>6}",
+            "{:<9} {:>8} {:>10} {:>11} {:>9} {:>12} {:>12} {:>6}",
             "transport",
             "channels",
             "image",
             "data moved",
-            "seconds",
-            "image GB/s",
-            "data GB/s",
+            "time",
+            "image rate",
+            "data rate",
             "CPU%"
         );
     }
@@ -178,14 +179,14 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
                 .map_err(|e| AppError::Failed(format!("bench {t} with {n} channels: {e}")))?;
             if !args.json {
                 println!(
-                    "{:<9} {:>8} {:>10} {:>11} {:>8.3} {:>11.2} {:>10.2} {:>6.0}",
+                    "{:<9} {:>8} {:>10} {:>11} {:>9} {:>12} {:>12} {:>6.0}",
                     row.transport,
                     row.channels,
-                    human_bytes(row.image_bytes),
-                    human_bytes(row.data_bytes),
-                    row.seconds,
-                    row.image_rate_gbps,
-                    row.data_rate_gbps,
+                    units::size(row.image_bytes),
+                    units::size(row.data_bytes),
+                    units::seconds(row.seconds),
+                    units::rate(row.image_rate_gbps * 1e9),
+                    units::rate(row.data_rate_gbps * 1e9),
                     row.cpu_percent
                 );
             }
