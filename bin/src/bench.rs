@@ -68,10 +68,10 @@ pub struct Row {
     /// Seconds of the window a user waits for, once connected (handshake,
     /// destination set-up, data, verdict, output in place).
     pub seconds: f64,
-    /// Image GB/s.
-    pub image_rate_gbps: f64,
-    /// Data GB/s.
-    pub data_rate_gbps: f64,
+    /// `image_bytes / seconds`, bytes per second (was `image_rate_gbps`).
+    pub image_bytes_per_second: f64,
+    /// `data_bytes / seconds`, bytes per second (was `data_rate_gbps`).
+    pub data_bytes_per_second: f64,
     /// CPU time / wall time x 100.
     pub cpu_percent: f64,
 }
@@ -185,8 +185,8 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
                     units::size(row.image_bytes),
                     units::size(row.data_bytes),
                     units::seconds(row.seconds),
-                    units::rate(row.image_rate_gbps * 1e9),
-                    units::rate(row.data_rate_gbps * 1e9),
+                    units::rate(row.image_bytes_per_second),
+                    units::rate(row.data_bytes_per_second),
                     row.cpu_percent
                 );
             }
@@ -549,8 +549,8 @@ fn run_one(
         data_bytes: stats.bytes,
         zero_pages: stats.zero_pages,
         seconds: window,
-        image_rate_gbps: image.len() as f64 / secs / 1e9,
-        data_rate_gbps: stats.bytes as f64 / secs / 1e9,
+        image_bytes_per_second: image.len() as f64 / secs,
+        data_bytes_per_second: stats.bytes as f64 / secs,
         cpu_percent: cpu.percent,
     })
 }

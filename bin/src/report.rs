@@ -3,8 +3,8 @@
 //! with `--json`, else one human line on stderr).
 //!
 //! People read binary units with three significant digits (see
-//! [`crate::units`]); JSON rates are decimal: GB/s = 10^9 bytes per
-//! second. The *covered rate* counts every byte of the image
+//! [`crate::units`]); JSON carries plain bytes per second in fields named
+//! `*_bytes_per_second`. The *covered rate* counts every byte of the image
 //! or stream the transfer covered (zero pages too), the *data rate* only the
 //! payload bytes that crossed the channels.
 //!
@@ -236,8 +236,8 @@ impl Live {
                     covered_bytes: s.covered,
                     bytes: s.bytes,
                     zero_pages: s.zero_pages,
-                    image_rate_gbps: s.covered.saturating_sub(prev.covered) as f64 / dt / 1e9,
-                    data_rate_gbps: s.bytes.saturating_sub(prev.bytes) as f64 / dt / 1e9,
+                    covered_bytes_per_second: s.covered.saturating_sub(prev.covered) as f64 / dt,
+                    data_bytes_per_second: s.bytes.saturating_sub(prev.bytes) as f64 / dt,
                     per_channel: s
                         .channels
                         .iter()
@@ -245,11 +245,10 @@ impl Live {
                         .map(|(i, b)| ChannelRate {
                             id: i as u32,
                             bytes: *b,
-                            data_rate_gbps: b
+                            data_bytes_per_second: b
                                 .saturating_sub(prev.channels.get(i).copied().unwrap_or(0))
                                 as f64
-                                / dt
-                                / 1e9,
+                                / dt,
                         })
                         .collect(),
                 };
@@ -282,7 +281,7 @@ impl Drop for Live {
 struct ChannelRate {
     id: u32,
     bytes: u64,
-    data_rate_gbps: f64,
+    data_bytes_per_second: f64,
 }
 
 #[derive(Serialize)]
@@ -295,8 +294,8 @@ struct Interval {
     covered_bytes: u64,
     bytes: u64,
     zero_pages: u64,
-    image_rate_gbps: f64,
-    data_rate_gbps: f64,
+    covered_bytes_per_second: f64,
+    data_bytes_per_second: f64,
     per_channel: Vec<ChannelRate>,
 }
 
@@ -412,8 +411,9 @@ pub struct ChannelFigures {
     pub busy_seconds: f64,
     /// CPU seconds (user + system) of the channel's thread.
     pub cpu_seconds: f64,
-    /// Payload GB/s over the session's seconds.
-    pub data_rate_gbps: f64,
+    /// Payload bytes per second over the data phase (`bytes / seconds` of
+    /// the summary).
+    pub data_bytes_per_second: f64,
 }
 
 /// The final summary of a run (iperf3-like).
@@ -466,10 +466,10 @@ pub struct Summary {
     /// Seconds since the command's arguments were checked (connect,
     /// handshake, output included; `total_seconds` also counts start-up).
     pub wall_seconds: f64,
-    /// covered_bytes / seconds, GB/s.
-    pub image_rate_gbps: f64,
-    /// bytes / seconds, GB/s.
-    pub data_rate_gbps: f64,
+    /// `covered_bytes / seconds`, bytes per second (was `image_rate_gbps`).
+    pub covered_bytes_per_second: f64,
+    /// `bytes / seconds`, bytes per second (was `data_rate_gbps`).
+    pub data_bytes_per_second: f64,
     /// Session digest, hex (`null` without verification or in raw mode).
     pub digest: Option<String>,
     /// True when the receiver's totals and digest matched the sender's.
@@ -563,8 +563,8 @@ impl Summary {
             syncs: stats.syncs,
             seconds: stats.seconds,
             wall_seconds: wall,
-            image_rate_gbps: covered as f64 / seconds / 1e9,
-            data_rate_gbps: stats.bytes as f64 / seconds / 1e9,
+            covered_bytes_per_second: covered as f64 / seconds,
+            data_bytes_per_second: stats.bytes as f64 / seconds,
             digest: (info.mode != "raw" && stats.digest != 0)
                 .then(|| format!("{:016x}", stats.digest)),
             verified: info.verified,
@@ -580,7 +580,7 @@ impl Summary {
                     packets: c.packets,
                     busy_seconds: c.busy_seconds,
                     cpu_seconds: c.cpu_seconds,
-                    data_rate_gbps: c.bytes as f64 / seconds / 1e9,
+                    data_bytes_per_second: c.bytes as f64 / seconds,
                 })
                 .collect(),
             cpu,
@@ -615,13 +615,13 @@ impl Summary {
             s.push_str(&format!(
                 "{} {}, ",
                 self.mode,
-                rate(self.image_rate_gbps * 1e9)
+                rate(self.covered_bytes_per_second)
             ));
         }
         s.push_str(&format!(
             "data {} at {}",
             size(self.bytes),
-            rate(self.data_rate_gbps * 1e9)
+            rate(self.data_bytes_per_second)
         ));
         if self.mode == "image" {
             s.push_str(&format!(", {} zero pages", self.zero_pages));
