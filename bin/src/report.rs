@@ -1,6 +1,7 @@
 //! What a run tells its user: the live progress bar (stderr, only on a
 //! terminal), JSON interval objects, and the final summary (one JSON object
-//! with `--json`, else one human line on stderr).
+//! with `--json`, else one human line on stderr, and with `-v` a line per
+//! channel).
 //!
 //! People read binary units with three significant digits (see
 //! [`crate::units`]); JSON carries plain bytes per second in fields named
@@ -93,6 +94,9 @@ pub struct LiveOptions {
     /// Expected covered bytes (the bar's length; 0 while unknown, which
     /// draws a spinner). Read when the bar first appears.
     pub total: Arc<AtomicU64>,
+    /// Draw the progress bar (on a terminal): off with `-q` and
+    /// `--no-progress`.
+    pub progress: bool,
     /// Per-channel rates in the bar.
     pub verbose: bool,
     /// Seconds between JSON interval objects.
@@ -190,11 +194,11 @@ impl Meter {
 
 impl Live {
     /// Install the progress bar timer (200 ms, only if stderr is a
-    /// terminal) and the JSON interval timer.
+    /// terminal and `opts.progress`) and the JSON interval timer.
     pub fn install(ctx: &MainContext, probe: Probe, opts: LiveOptions) -> Live {
         let mut sources = Vec::new();
         let bar: Rc<RefCell<Option<ProgressBar>>> = Rc::new(RefCell::new(None));
-        if std::io::stderr().is_terminal() {
+        if opts.progress && std::io::stderr().is_terminal() {
             let probe = probe.clone();
             let verbose = opts.verbose;
             let role = opts.role;
@@ -590,10 +594,11 @@ impl Summary {
         }
     }
 
-    /// The human summary for stderr, one line. Streams are called streams (`stream 1.91 MiB/s`),
+    /// The human summary for stderr: one line, and with `verbose` one more
+    /// per page channel. Streams are called streams (`stream 1.91 MiB/s`),
     /// images images; sizes, rates and seconds as [`crate::units`] writes
     /// them.
-    pub fn human(&self) -> String {
+    pub fn human(&self, verbose: bool) -> String {
         use crate::units::{rate, seconds, size};
         let what = if self.role == "send" {
             "sent"
@@ -636,8 +641,68 @@ impl Summary {
         if let Some(h) = &self.sha256 {
             s.push_str(&format!(", sha256 {h}"));
         }
+        if verbose {
+            let zero = match self.mode {
+                "image" => "zero pages",
+                "stream" => "zero chunks",
+                _ => "",
+            };
+            for c in &self.per_channel {
+                s.push_str(&format!(
+                    "\ntransit:   channel {}: {} at {}, {} packets",
+                    c.id,
+                    size(c.bytes),
+                    rate(c.data_bytes_per_second),
+                    c.packets,
+                ));
+                if !zero.is_empty() {
+                    s.push_str(&format!(", {} {zero}", c.zero_pages));
+                }
+                s.push_str(&format!(
+                    ", busy {}, CPU {}",
+                    seconds(c.busy_seconds),
+                    seconds(c.cpu_seconds)
+                ));
+            }
+        }
         s
     }
+}
+
+/// How much a command says on stderr besides errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `-q`: errors only (and recv's listening line): no progress, no
+    /// warnings, no human summary. JSON output is not affected.
+    Quiet,
+    /// The default: progress on a terminal, warnings, a summary line.
+    Normal,
+    /// `-v`: per-channel rates in the bar, per-channel lines in the summary.
+    Verbose,
+}
+
+impl Verbosity {
+    /// From `-q` and the count of `-v`.
+    pub fn from_flags(quiet: bool, verbose: u8) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, _) => Verbosity::Verbose,
+        }
+    }
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: silence warnings for the rest of the process (they come from deep
+/// in the receiver's admission, where no options travel).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// True after [`set_quiet`]`(true)`.
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
@@ -668,7 +733,7 @@ mod tests {
     fn a_slow_stream_reads_in_mib_per_second_and_says_stream() {
         // 4 MiB in 2 s: the old line said "image 0.00 GB/s, data 4.00 MiB
         // at 0.00 GB/s".
-        let line = summary("stream", 2.0, 4 << 20).human();
+        let line = summary("stream", 2.0, 4 << 20).human(false);
         assert!(
             line.contains("stream 4.00 MiB in 2.00 s, 2.00 MiB/s"),
             "{line}"
@@ -680,6 +745,22 @@ mod tests {
         assert!(!line.contains("image"), "{line}");
         assert!(!line.contains("GB/s"), "{line}");
         assert_eq!(line.lines().count(), 1);
+    }
+
+    #[test]
+    fn verbose_adds_a_line_per_channel() {
+        let s = summary("image", 0.5, 1 << 30);
+        let v = s.human(true);
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines.len(), 2, "{v}");
+        assert!(
+            lines[0].contains("image 1.00 GiB in 0.500 s, 2.00 GiB/s"),
+            "{v}"
+        );
+        assert!(
+            lines[1].starts_with("transit:   channel 0: 1.00 GiB at 2.00 GiB/s, 0 packets"),
+            "{v}"
+        );
     }
 
     #[test]
