@@ -78,7 +78,7 @@ listen_run() {
         || { cat "$work/$tag.send.err" >&2; kill "$rpid" 2>/dev/null; exit 1; }
     wait "$rpid" || { cat "$work/$tag.recv.err" >&2; exit 1; }
     echo "$(cpu_per_gb "$work/$tag.send.json") $(cpu_per_gb "$work/$tag.recv.json")" >>"$work/$tag.cpu"
-    jq '.data_rate_gbps' "$work/$tag.send.json"
+    jq '.data_bytes_per_second / 1e9' "$work/$tag.send.json"
 }
 
 exec_run() {
@@ -86,7 +86,7 @@ exec_run() {
         >"$work/exec.send.json" 2>"$work/exec.send.err" \
         || { cat "$work/exec.send.err" >&2; exit 1; }
     echo "$(cpu_per_gb "$work/exec.send.json") -" >>"$work/exec.cpu"
-    jq '.data_rate_gbps' "$work/exec.send.json"
+    jq '.data_bytes_per_second / 1e9' "$work/exec.send.json"
 }
 
 # Median over the rounds of (a / b of the same round). Args: names of two arrays.

@@ -127,11 +127,11 @@ for i in $(seq "$REPS"); do
     ip+=("$(iperf_rate)")
     ipf+=("$(iperf_file_rate)")
     transit_run "c1z0-$i" --ram "$SIZE" --zero-ratio 0 --channels 1
-    c1z0+=("$(jq .data_rate_gbps "$work/c1z0-$i.send.json")")
+    c1z0+=("$(jq '.data_bytes_per_second / 1e9' "$work/c1z0-$i.send.json")")
     transit_run "c4z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 4
-    c4z5+=("$(jq .image_rate_gbps "$work/c4z5-$i.send.json")")
+    c4z5+=("$(jq '.covered_bytes_per_second / 1e9' "$work/c4z5-$i.send.json")")
     transit_run "c1z5-$i" --ram "$SIZE" --zero-ratio 0.5 --channels 1
-    c1z5+=("$(jq .image_rate_gbps "$work/c1z5-$i.send.json")")
+    c1z5+=("$(jq '.covered_bytes_per_second / 1e9' "$work/c1z5-$i.send.json")")
     printf 'round %d: iperf3 %.2f  iperf3 -F %.2f  1ch/0%% data %.2f  4ch/50%% image %.2f  1ch/50%% image %.2f GB/s\n' \
         "$i" "${ip[-1]}" "${ipf[-1]}" "${c1z0[-1]}" "${c4z5[-1]}" "${c1z5[-1]}" >&2
 done
@@ -166,7 +166,7 @@ rss_send4=$(rss_mib "$work/c4z5-1.send.err")
 rss_recv4=$(rss_mib "$work/c4z5-1.recv.err")
 st_send=$(rss_mib "$work/stream.send.err")
 st_recv=$(rss_mib "$work/stream.recv.err")
-st_rate=$(jq .image_rate_gbps "$work/stream.send.json")
+st_rate=$(jq '.covered_bytes_per_second / 1e9' "$work/stream.send.json")
 
 cpu_pair() { # name of a .cpu file -> "send / recv" medians
     printf '%.3f / %.3f\n' "$(median $(cut -d' ' -f1 "$work/$1.cpu"))" "$(median $(cut -d' ' -f2 "$work/$1.cpu"))"

@@ -43,8 +43,9 @@ use crate::cli::BenchArgs;
 use crate::endpoint::Endpoint;
 use crate::error::AppError;
 use crate::pipe::MemPipe;
-use crate::report::{emit_json, human_bytes, CpuClock};
+use crate::report::{emit_json, CpuClock};
 use crate::transport::{self, TlsOpts, TransportOpts};
+use crate::units;
 
 /// Every transport `bench` knows, in table order.
 pub const TRANSPORTS: [&str; 9] = [
@@ -67,10 +68,10 @@ pub struct Row {
     /// Seconds of the window a user waits for, once connected (handshake,
     /// destination set-up, data, verdict, output in place).
     pub seconds: f64,
-    /// Image GB/s.
-    pub image_rate_gbps: f64,
-    /// Data GB/s.
-    pub data_rate_gbps: f64,
+    /// `image_bytes / seconds`, bytes per second (was `image_rate_gbps`).
+    pub image_bytes_per_second: f64,
+    /// `data_bytes / seconds`, bytes per second (was `data_rate_gbps`).
+    pub data_bytes_per_second: f64,
     /// CPU time / wall time x 100.
     pub cpu_percent: f64,
 }
@@ -140,7 +141,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     if !args.json {
         eprintln!(
             "transit bench: generating a {} image with {:.0}% zero pages (not timed)",
-            human_bytes(size),
+            units::size(size),
             args.zero_ratio * 100.0
         );
     }
@@ -161,14 +162,14 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
     let mut rows = Vec::new();
     if !args.json {
         println!(
-            "{:<9} {:>8} {:>10} {:>11} {:>8} {:>11} {:>10} {:>6}",
+            "{:<9} {:>8} {:>10} {:>11} {:>9} {:>12} {:>12} {:>6}",
             "transport",
             "channels",
             "image",
             "data moved",
-            "seconds",
-            "image GB/s",
-            "data GB/s",
+            "time",
+            "image rate",
+            "data rate",
             "CPU%"
         );
     }
@@ -178,14 +179,14 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
                 .map_err(|e| AppError::Failed(format!("bench {t} with {n} channels: {e}")))?;
             if !args.json {
                 println!(
-                    "{:<9} {:>8} {:>10} {:>11} {:>8.3} {:>11.2} {:>10.2} {:>6.0}",
+                    "{:<9} {:>8} {:>10} {:>11} {:>9} {:>12} {:>12} {:>6.0}",
                     row.transport,
                     row.channels,
-                    human_bytes(row.image_bytes),
-                    human_bytes(row.data_bytes),
-                    row.seconds,
-                    row.image_rate_gbps,
-                    row.data_rate_gbps,
+                    units::size(row.image_bytes),
+                    units::size(row.data_bytes),
+                    units::seconds(row.seconds),
+                    units::rate(row.image_bytes_per_second),
+                    units::rate(row.data_bytes_per_second),
                     row.cpu_percent
                 );
             }
@@ -548,8 +549,8 @@ fn run_one(
         data_bytes: stats.bytes,
         zero_pages: stats.zero_pages,
         seconds: window,
-        image_rate_gbps: image.len() as f64 / secs / 1e9,
-        data_rate_gbps: stats.bytes as f64 / secs / 1e9,
+        image_bytes_per_second: image.len() as f64 / secs,
+        data_bytes_per_second: stats.bytes as f64 / secs,
         cpu_percent: cpu.percent,
     })
 }

@@ -77,6 +77,15 @@ pub struct CommonArgs {
     #[arg(long, short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Errors only: no progress, no warnings, no summary line (recv still prints its listening
+    /// line; --json output is unchanged).
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// No progress display (the summary stays).
+    #[arg(long)]
+    pub no_progress: bool,
+
     /// Give up after SECS seconds. send: connecting and the handshake (default 30). recv: waiting
     /// for a sender and for all of its channels (default: wait for the first connection forever,
     /// then 30 s for the rest of the session to arrive).

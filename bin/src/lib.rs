@@ -32,6 +32,7 @@ mod room;
 mod runtime;
 mod send;
 pub mod transport;
+mod units;
 
 use clap::Parser;
 

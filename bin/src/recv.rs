@@ -44,11 +44,14 @@ use crate::error::{one_line, AppError};
 use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
-use crate::report::{CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary};
+use crate::report::{
+    CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
+};
 use crate::room;
 use crate::runtime::Runtime;
 use crate::send::{
-    check_interval, check_timeout, check_tls_uri, finish_report, raw_stats, DEFAULT_TIMEOUT,
+    check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
+    DEFAULT_TIMEOUT,
 };
 use crate::transport::{self, Prefixed, TransportOpts};
 
@@ -85,6 +88,9 @@ fn usage(m: impl Into<String>) -> AppError {
 }
 
 pub(crate) fn warn(msg: &str) {
+    if crate::report::is_quiet() {
+        return;
+    }
     eprintln!("transit: warning: {}", one_line(msg));
 }
 
@@ -100,7 +106,10 @@ struct Opts {
     idle: Option<Duration>,
     json: bool,
     json_interval: Option<f64>,
-    verbose: bool,
+    /// `-q`, `-v`.
+    verbosity: Verbosity,
+    /// Draw the progress bar (no `-q`, no `--no-progress`).
+    progress: bool,
     endpoint: Endpoint,
     transport: TransportOpts,
     /// Summaries go to stderr (the data or the channel is on stdout).
@@ -116,6 +125,7 @@ struct Opts {
 /// Run `transit recv`.
 pub fn run(args: RecvArgs) -> Result<(), AppError> {
     let clock = CpuClock::start();
+    crate::report::set_quiet(args.common.quiet);
     let c = &args.common;
     let endpoint = Endpoint::parse(&args.uri).map_err(AppError::Usage)?;
     match c.channels {
@@ -173,7 +183,8 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         json: c.json,
         json_interval: c.json_interval,
         idle: c.idle_timeout(),
-        verbose: c.verbose > 0,
+        verbosity: verbosity(c),
+        progress: progress(c),
         endpoint: endpoint.clone(),
         transport,
         json_to_stderr: matches!(output, Output::Stdout) || stdio,
@@ -471,7 +482,8 @@ fn run_copy(
         LiveOptions {
             role: "recv",
             total: Arc::new(AtomicU64::new(0)),
-            verbose: opts.verbose,
+            progress: opts.progress,
+            verbose: opts.verbosity == Verbosity::Verbose,
             json_interval: opts.json_interval,
             json_to_stderr: opts.json_to_stderr,
         },
@@ -556,7 +568,7 @@ fn run_copy(
         &clock,
     );
     summary.sha256 = sha;
-    finish_report(&summary, opts.json, opts.json_to_stderr);
+    finish_report(&summary, opts.json, opts.json_to_stderr, opts.verbosity);
     Ok(())
 }
 
@@ -907,7 +919,8 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         LiveOptions {
             role: "recv",
             total: total.clone(),
-            verbose: opts.verbose,
+            progress: opts.progress,
+            verbose: opts.verbosity == Verbosity::Verbose,
             json_interval: opts.json_interval,
             json_to_stderr: to_stderr,
         },
@@ -978,7 +991,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         &clock,
     );
     summary.sha256 = done.sha256;
-    finish_report(&summary, opts.json, to_stderr);
+    finish_report(&summary, opts.json, to_stderr, opts.verbosity);
     Ok(())
 }
 

@@ -1,10 +1,19 @@
 //! What a run tells its user: the live progress bar (stderr, only on a
 //! terminal), JSON interval objects, and the final summary (one JSON object
-//! with `--json`, else one human line on stderr).
+//! with `--json`, else one human line on stderr, and with `-v` a line per
+//! channel).
 //!
-//! Rates are decimal: GB/s = 10^9 bytes per second. The *image rate*
-//! counts every page the transfer covered (zero pages too), the *data
-//! rate* only the payload bytes that crossed the channels.
+//! People read binary units with three significant digits (see
+//! [`crate::units`]); JSON carries plain bytes per second in fields named
+//! `*_bytes_per_second`. The *covered rate* counts every byte of the image
+//! or stream the transfer covered (zero pages too), the *data rate* only the
+//! payload bytes that crossed the channels.
+//!
+//! The sender's bar counts what it handed to its channels (the kernel's
+//! socket buffers, a TLS or websocket layer): the protocol has no
+//! acknowledgement before the verdict, so through a slow relay the sender
+//! runs ahead of the receiver by what the buffers on the way hold. It says
+//! `sent`, the receiver's `received`.
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
@@ -85,6 +94,9 @@ pub struct LiveOptions {
     /// Expected covered bytes (the bar's length; 0 while unknown, which
     /// draws a spinner). Read when the bar first appears.
     pub total: Arc<AtomicU64>,
+    /// Draw the progress bar (on a terminal): off with `-q` and
+    /// `--no-progress`.
+    pub progress: bool,
     /// Per-channel rates in the bar.
     pub verbose: bool,
     /// Seconds between JSON interval objects.
@@ -100,59 +112,113 @@ pub struct Live {
     bar: Rc<RefCell<Option<ProgressBar>>>,
 }
 
+/// The bar's text is written here (see [`Meter`]); indicatif draws the
+/// bar or spinner and the prefix.
 fn new_bar(role: &'static str, total: u64) -> ProgressBar {
     let (len, template) = if total > 0 {
-        (
-            Some(total),
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
+        (Some(total), "{prefix} [{bar:30}] {msg}")
     } else {
-        (
-            None,
-            "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {elapsed} {msg}",
-        )
+        (None, "{prefix} {spinner} {msg}")
     };
-    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    // Hidden until its first text is in (see `Live::install`).
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden());
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix(role);
+    // The sender counts what it handed to its channels, not what arrived:
+    // nothing acknowledges data before the verdict (see the module doc).
+    bar.set_prefix(if role == "send" { "sent" } else { "received" });
     bar
+}
+
+/// How long a window the bar's rates are measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The bar's figures: rates over the last [`RATE_WINDOW`] of samples.
+#[derive(Debug, Default)]
+struct Meter {
+    /// (when, covered bytes, payload bytes per channel), oldest first.
+    samples: std::collections::VecDeque<(Instant, u64, Vec<u64>)>,
+    /// When the bar started.
+    start: Option<Instant>,
+}
+
+impl Meter {
+    /// Take a sample and write the bar's text: `12.0 MiB of 1.00 GiB,
+    /// 440 MiB/s, ETA 2s` (`total` known) or `12.0 MiB, 440 MiB/s, 3s`
+    /// (spinner). There is no rate, and the ETA is `--`, until two samples
+    /// are in; an ETA also needs a rate above zero.
+    fn text(&mut self, now: Instant, s: &Snapshot, total: u64, verbose: bool) -> String {
+        let start = *self.start.get_or_insert(now);
+        while self.samples.len() > 1 && now.duration_since(self.samples[0].0) > RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        let window = self.samples.front().map(|(t, c, ch)| {
+            let dt = now.duration_since(*t).as_secs_f64().max(1e-9);
+            (dt, *c, ch.clone())
+        });
+        self.samples.push_back((now, s.covered, s.channels.clone()));
+        let rate = window
+            .as_ref()
+            .map(|(dt, c, _)| s.covered.saturating_sub(*c) as f64 / dt);
+        let mut msg = crate::units::size(s.covered);
+        if total > 0 {
+            msg.push_str(" of ");
+            msg.push_str(&crate::units::size(total));
+        }
+        if let Some(r) = rate {
+            msg.push_str(", ");
+            msg.push_str(&crate::units::rate(r));
+        }
+        if total > 0 {
+            let left = total.saturating_sub(s.covered) as f64;
+            let eta = rate.filter(|r| *r > 0.0).map(|r| left / r);
+            msg.push_str(", ETA ");
+            msg.push_str(&crate::units::eta(eta));
+        } else {
+            let secs = now.duration_since(start).as_secs();
+            msg.push_str(&format!(", {secs}s"));
+        }
+        if s.zero_pages > 0 {
+            msg.push_str(&format!(", {} zero pages", s.zero_pages));
+        }
+        if let (true, Some((dt, _, prev))) = (verbose, &window) {
+            for (i, (b, p)) in s.channels.iter().zip(prev).enumerate() {
+                let r = b.saturating_sub(*p) as f64 / dt;
+                msg.push_str(&format!(" | ch{i} {}", crate::units::rate(r)));
+            }
+        }
+        msg
+    }
 }
 
 impl Live {
     /// Install the progress bar timer (200 ms, only if stderr is a
-    /// terminal) and the JSON interval timer.
+    /// terminal and `opts.progress`) and the JSON interval timer.
     pub fn install(ctx: &MainContext, probe: Probe, opts: LiveOptions) -> Live {
         let mut sources = Vec::new();
         let bar: Rc<RefCell<Option<ProgressBar>>> = Rc::new(RefCell::new(None));
-        if std::io::stderr().is_terminal() {
+        if opts.progress && std::io::stderr().is_terminal() {
             let probe = probe.clone();
             let verbose = opts.verbose;
             let role = opts.role;
             let total = opts.total.clone();
             let slot = bar.clone();
-            let mut last: Option<(Instant, Vec<u64>)> = None;
+            let mut meter = Meter::default();
             sources.push(ctx.timeout_add(Duration::from_millis(200), move || {
                 let Some(s) = probe.read() else {
                     return ControlFlow::Continue;
                 };
                 let mut cell = slot.borrow_mut();
+                let first = cell.is_none();
                 let bar = cell.get_or_insert_with(|| new_bar(role, total.load(Ordering::Relaxed)));
+                let len = bar.length().unwrap_or(0);
+                bar.set_message(meter.text(Instant::now(), &s, len, verbose));
                 bar.set_position(s.covered);
-                let mut msg = format!("{} zero pages", s.zero_pages);
-                if verbose {
-                    let now = Instant::now();
-                    if let Some((t, prev)) = &last {
-                        let dt = now.duration_since(*t).as_secs_f64().max(1e-9);
-                        for (i, (b, p)) in s.channels.iter().zip(prev).enumerate() {
-                            let r = b.saturating_sub(*p) as f64 / dt / 1e9;
-                            msg.push_str(&format!(" | ch{i} {r:.2} GB/s"));
-                        }
-                    }
-                    last = Some((now, s.channels.clone()));
+                if first {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                    bar.tick();
                 }
-                bar.set_message(msg);
                 ControlFlow::Continue
             }));
         }
@@ -174,8 +240,8 @@ impl Live {
                     covered_bytes: s.covered,
                     bytes: s.bytes,
                     zero_pages: s.zero_pages,
-                    image_rate_gbps: s.covered.saturating_sub(prev.covered) as f64 / dt / 1e9,
-                    data_rate_gbps: s.bytes.saturating_sub(prev.bytes) as f64 / dt / 1e9,
+                    covered_bytes_per_second: s.covered.saturating_sub(prev.covered) as f64 / dt,
+                    data_bytes_per_second: s.bytes.saturating_sub(prev.bytes) as f64 / dt,
                     per_channel: s
                         .channels
                         .iter()
@@ -183,11 +249,10 @@ impl Live {
                         .map(|(i, b)| ChannelRate {
                             id: i as u32,
                             bytes: *b,
-                            data_rate_gbps: b
+                            data_bytes_per_second: b
                                 .saturating_sub(prev.channels.get(i).copied().unwrap_or(0))
                                 as f64
-                                / dt
-                                / 1e9,
+                                / dt,
                         })
                         .collect(),
                 };
@@ -220,7 +285,7 @@ impl Drop for Live {
 struct ChannelRate {
     id: u32,
     bytes: u64,
-    data_rate_gbps: f64,
+    data_bytes_per_second: f64,
 }
 
 #[derive(Serialize)]
@@ -233,8 +298,8 @@ struct Interval {
     covered_bytes: u64,
     bytes: u64,
     zero_pages: u64,
-    image_rate_gbps: f64,
-    data_rate_gbps: f64,
+    covered_bytes_per_second: f64,
+    data_bytes_per_second: f64,
     per_channel: Vec<ChannelRate>,
 }
 
@@ -350,8 +415,9 @@ pub struct ChannelFigures {
     pub busy_seconds: f64,
     /// CPU seconds (user + system) of the channel's thread.
     pub cpu_seconds: f64,
-    /// Payload GB/s over the session's seconds.
-    pub data_rate_gbps: f64,
+    /// Payload bytes per second over the data phase (`bytes / seconds` of
+    /// the summary).
+    pub data_bytes_per_second: f64,
 }
 
 /// The final summary of a run (iperf3-like).
@@ -404,10 +470,10 @@ pub struct Summary {
     /// Seconds since the command's arguments were checked (connect,
     /// handshake, output included; `total_seconds` also counts start-up).
     pub wall_seconds: f64,
-    /// covered_bytes / seconds, GB/s.
-    pub image_rate_gbps: f64,
-    /// bytes / seconds, GB/s.
-    pub data_rate_gbps: f64,
+    /// `covered_bytes / seconds`, bytes per second (was `image_rate_gbps`).
+    pub covered_bytes_per_second: f64,
+    /// `bytes / seconds`, bytes per second (was `data_rate_gbps`).
+    pub data_bytes_per_second: f64,
     /// Session digest, hex (`null` without verification or in raw mode).
     pub digest: Option<String>,
     /// True when the receiver's totals and digest matched the sender's.
@@ -501,8 +567,8 @@ impl Summary {
             syncs: stats.syncs,
             seconds: stats.seconds,
             wall_seconds: wall,
-            image_rate_gbps: covered as f64 / seconds / 1e9,
-            data_rate_gbps: stats.bytes as f64 / seconds / 1e9,
+            covered_bytes_per_second: covered as f64 / seconds,
+            data_bytes_per_second: stats.bytes as f64 / seconds,
             digest: (info.mode != "raw" && stats.digest != 0)
                 .then(|| format!("{:016x}", stats.digest)),
             verified: info.verified,
@@ -518,7 +584,7 @@ impl Summary {
                     packets: c.packets,
                     busy_seconds: c.busy_seconds,
                     cpu_seconds: c.cpu_seconds,
-                    data_rate_gbps: c.bytes as f64 / seconds / 1e9,
+                    data_bytes_per_second: c.bytes as f64 / seconds,
                 })
                 .collect(),
             cpu,
@@ -528,26 +594,40 @@ impl Summary {
         }
     }
 
-    /// One human line, for stderr.
-    pub fn human(&self) -> String {
+    /// The human summary for stderr: one line, and with `verbose` one more
+    /// per page channel. Streams are called streams (`stream 1.91 MiB/s`),
+    /// images images; sizes, rates and seconds as [`crate::units`] writes
+    /// them.
+    pub fn human(&self, verbose: bool) -> String {
+        use crate::units::{rate, seconds, size};
         let what = if self.role == "send" {
             "sent"
         } else {
             "received"
         };
         let mut s = format!(
-            "transit: {what} {} {} in {:.3} s ({}/s) over {} channel{}; data phase {:.3} s: image {:.2} GB/s, data {} at {:.2} GB/s",
+            "transit: {what} {} {} in {}, {}, over {} channel{}; data phase {}: ",
             self.mode,
-            human_bytes(self.image_bytes),
-            self.total_seconds,
-            human_bytes(self.total_bytes_per_second as u64),
+            size(self.image_bytes),
+            seconds(self.total_seconds),
+            rate(self.total_bytes_per_second),
             self.channels,
             if self.channels == 1 { "" } else { "s" },
-            self.seconds,
-            self.image_rate_gbps,
-            human_bytes(self.bytes),
-            self.data_rate_gbps,
+            seconds(self.seconds),
         );
+        if self.mode != "raw" {
+            // What the session covered, zero pages (chunks) included.
+            s.push_str(&format!(
+                "{} {}, ",
+                self.mode,
+                rate(self.covered_bytes_per_second)
+            ));
+        }
+        s.push_str(&format!(
+            "data {} at {}",
+            size(self.bytes),
+            rate(self.data_bytes_per_second)
+        ));
         if self.mode == "image" {
             s.push_str(&format!(", {} zero pages", self.zero_pages));
         }
@@ -561,35 +641,153 @@ impl Summary {
         if let Some(h) = &self.sha256 {
             s.push_str(&format!(", sha256 {h}"));
         }
+        if verbose {
+            let zero = match self.mode {
+                "image" => "zero pages",
+                "stream" => "zero chunks",
+                _ => "",
+            };
+            for c in &self.per_channel {
+                s.push_str(&format!(
+                    "\ntransit:   channel {}: {} at {}, {} packets",
+                    c.id,
+                    size(c.bytes),
+                    rate(c.data_bytes_per_second),
+                    c.packets,
+                ));
+                if !zero.is_empty() {
+                    s.push_str(&format!(", {} {zero}", c.zero_pages));
+                }
+                s.push_str(&format!(
+                    ", busy {}, CPU {}",
+                    seconds(c.busy_seconds),
+                    seconds(c.cpu_seconds)
+                ));
+            }
+        }
         s
     }
 }
 
-/// `1.00 GiB`, `512.0 MiB`, `4.0 KiB`, `17 B`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
+/// How much a command says on stderr besides errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `-q`: errors only (and recv's listening line): no progress, no
+    /// warnings, no human summary. JSON output is not affected.
+    Quiet,
+    /// The default: progress on a terminal, warnings, a summary line.
+    Normal,
+    /// `-v`: per-channel rates in the bar, per-channel lines in the summary.
+    Verbose,
+}
+
+impl Verbosity {
+    /// From `-q` and the count of `-v`.
+    pub fn from_flags(quiet: bool, verbose: u8) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, _) => Verbosity::Verbose,
+        }
     }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: silence warnings for the rest of the process (they come from deep
+/// in the receiver's admission, where no options travel).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// True after [`set_quiet`]`(true)`.
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn summary(mode: &'static str, seconds: f64, bytes: u64) -> Summary {
+        let info = RunInfo {
+            role: "recv",
+            uri: "tcp:127.0.0.1:1".into(),
+            peer: None,
+            mode,
+            passes: 1,
+            page_size: if mode == "image" { 4096 } else { 0 },
+            image_bytes: bytes,
+            verified: true,
+            file: None,
+        };
+        let mut stats = crate::send::raw_stats(bytes, seconds, 0.01);
+        stats.pages = bytes / 4096;
+        let mut s = Summary::new(info, &stats, &CpuClock::start());
+        s.total_seconds = seconds;
+        s.total_bytes_per_second = bytes as f64 / seconds;
+        s
+    }
+
     #[test]
-    fn byte_counts_read_well() {
-        assert_eq!(human_bytes(17), "17 B");
-        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
-        assert_eq!(human_bytes(3 << 19), "1.50 MiB");
+    fn a_slow_stream_reads_in_mib_per_second_and_says_stream() {
+        // 4 MiB in 2 s: the old line said "image 0.00 GB/s, data 4.00 MiB
+        // at 0.00 GB/s".
+        let line = summary("stream", 2.0, 4 << 20).human(false);
+        assert!(
+            line.contains("stream 4.00 MiB in 2.00 s, 2.00 MiB/s"),
+            "{line}"
+        );
+        assert!(
+            line.contains("stream 2.00 MiB/s, data 4.00 MiB at 2.00 MiB/s"),
+            "{line}"
+        );
+        assert!(!line.contains("image"), "{line}");
+        assert!(!line.contains("GB/s"), "{line}");
+        assert_eq!(line.lines().count(), 1);
+    }
+
+    #[test]
+    fn verbose_adds_a_line_per_channel() {
+        let s = summary("image", 0.5, 1 << 30);
+        let v = s.human(true);
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines.len(), 2, "{v}");
+        assert!(
+            lines[0].contains("image 1.00 GiB in 0.500 s, 2.00 GiB/s"),
+            "{v}"
+        );
+        assert!(
+            lines[1].starts_with("transit:   channel 0: 1.00 GiB at 2.00 GiB/s, 0 packets"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn the_bar_has_no_rate_and_no_eta_before_two_samples() {
+        let mut m = Meter::default();
+        let t = Instant::now();
+        let snap = |covered: u64| Snapshot {
+            covered,
+            bytes: covered,
+            zero_pages: 0,
+            channels: vec![covered],
+        };
+        let first = m.text(t, &snap(0), 1 << 30, true);
+        assert_eq!(first, "0 B of 1.00 GiB, ETA --");
+        // Nothing moved: a rate of zero, still no ETA.
+        let idle = m.text(t + Duration::from_millis(200), &snap(0), 1 << 30, false);
+        assert_eq!(idle, "0 B of 1.00 GiB, 0 B/s, ETA --");
+        let moving = m.text(
+            t + Duration::from_millis(1200),
+            &snap(512 << 20),
+            1 << 30,
+            true,
+        );
+        assert_eq!(
+            moving,
+            "512 MiB of 1.00 GiB, 427 MiB/s, ETA 2s | ch0 427 MiB/s"
+        );
     }
 
     #[test]

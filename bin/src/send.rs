@@ -16,7 +16,7 @@ use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
 
 use crate::checksum;
-use crate::cli::SendArgs;
+use crate::cli::{CommonArgs, SendArgs};
 use crate::dirty::dirty_image;
 use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
@@ -24,7 +24,7 @@ use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{self, copy_input, ChannelSink, FileSink, Input, Sink};
 use crate::report::{
-    emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary,
+    emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
 use crate::runtime::{Runtime, Work};
 use crate::transport::{self, TransportOpts};
@@ -244,6 +244,7 @@ pub fn check_timeout(s: f64) -> Result<Duration, AppError> {
 /// Run `transit send`.
 pub fn run(args: SendArgs) -> Result<(), AppError> {
     let clock = CpuClock::start();
+    crate::report::set_quiet(args.common.quiet);
     let plan = plan(&args)?;
     let rt = Runtime::new()?;
 
@@ -354,6 +355,7 @@ fn send_multifd(
         LiveOptions {
             role: "send",
             total: Arc::new(AtomicU64::new(total.unwrap_or(0))),
+            progress: progress(&args.common),
             verbose: args.common.verbose > 0,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
@@ -377,8 +379,8 @@ fn send_multifd(
     let work_abort = abort.clone();
     // A framed `exec:` command that is not a transit receiver may take the
     // handshake in silence (`cat > FILE`): say what is awaited long before
-    // the handshake timeout ends it.
-    let note = exec.then(|| {
+    // the handshake timeout ends it (a note, not an error: not with -q).
+    let note = (exec && !args.common.quiet).then(|| {
         let answered = slot.clone();
         let cmd = plan.uri.clone();
         rt.ctx().timeout_add(EXEC_NOTE_AFTER, move || {
@@ -480,18 +482,29 @@ fn send_multifd(
         &clock,
     );
     summary.sha256 = sha;
-    finish_report(&summary, args.common.json, false);
+    finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }
 
 /// Print the summary: JSON on stdout (or stderr), else a human line on
-/// stderr.
-pub fn finish_report(summary: &Summary, json: bool, json_to_stderr: bool) {
+/// stderr (and one per channel with `-v`; nothing with `-q`).
+pub fn finish_report(summary: &Summary, json: bool, json_to_stderr: bool, v: Verbosity) {
     if json {
         emit_json(summary, json_to_stderr);
-    } else {
-        eprintln!("{}", summary.human());
+    } else if v != Verbosity::Quiet {
+        eprintln!("{}", summary.human(v == Verbosity::Verbose));
     }
+}
+
+/// `-q` and `-v` of a command line.
+pub fn verbosity(c: &CommonArgs) -> Verbosity {
+    Verbosity::from_flags(c.quiet, c.verbose)
+}
+
+/// Whether a command line wants the progress bar (`-q` and
+/// `--no-progress` turn it off).
+pub fn progress(c: &CommonArgs) -> bool {
+    !c.quiet && !c.no_progress
 }
 
 /// Statistics of a plain copy (one channel, no pages).
@@ -556,6 +569,7 @@ fn send_raw(
                 Input::Image { image, .. } => image.len() as u64,
                 Input::Stream { .. } => 0,
             })),
+            progress: progress(&args.common),
             verbose: args.common.verbose > 0,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
@@ -625,7 +639,7 @@ fn send_raw(
         &clock,
     );
     summary.sha256 = sha;
-    finish_report(&summary, args.common.json, false);
+    finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }
 
@@ -650,6 +664,7 @@ fn send_to_file(
         LiveOptions {
             role: "send",
             total: Arc::new(AtomicU64::new(0)),
+            progress: progress(&args.common),
             verbose: false,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
@@ -719,7 +734,7 @@ fn send_to_file(
         &clock,
     );
     summary.sha256 = sha;
-    finish_report(&summary, args.common.json, false);
+    finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }
 

@@ -368,6 +368,28 @@ pub fn require_tool(name: &str) -> PathBuf {
     panic!("{name} is not installed (bash .ci/run installs it)");
 }
 
+/// Write `chunks` pieces of `chunk` pseudo-random bytes to `to`, pausing
+/// `pause` after each, then close it: a slow stream source for `send
+/// --input -`, whose progress bar and rates then have time to show.
+pub fn feed_slowly(
+    mut to: impl std::io::Write + Send + 'static,
+    chunks: usize,
+    chunk: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for i in 0..chunks {
+            if to.write_all(&random_bytes(chunk, i as u64 + 1)).is_err() {
+                return;
+            }
+            let _ = to.flush();
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+pub mod tty;
+
 /// TLS credential directories in QEMU's layout for loopback tests.
 pub mod pki {
     use std::path::{Path, PathBuf};

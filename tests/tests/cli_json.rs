@@ -37,18 +37,48 @@ fn summaries_have_the_documented_fields() {
         );
         assert_eq!(v["verified"], true);
         assert!(v["seconds"].as_f64().unwrap() > 0.0);
-        assert!(v["image_rate_gbps"].as_f64().unwrap() > 0.0);
-        assert!(v["data_rate_gbps"].as_f64().unwrap() > 0.0);
+        // Rates are plain bytes per second, in fields that say so.
+        let secs = v["seconds"].as_f64().unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.max(1.0);
+        let data = v["data_bytes_per_second"].as_f64().unwrap();
+        assert!(near(data, v["bytes"].as_f64().unwrap() / secs), "{v}");
+        let covered = v["covered_bytes_per_second"].as_f64().unwrap();
+        assert!(
+            near(covered, v["covered_bytes"].as_f64().unwrap() / secs),
+            "{v}"
+        );
+        assert!(v["total_bytes_per_second"].as_f64().unwrap() > 0.0);
+        assert_eq!(gbps_fields(v), Vec::<String>::new(), "{v}");
         assert!(v["cpu"]["user_seconds"].is_number());
         assert!(v["cpu"]["system_seconds"].is_number());
         assert_eq!(v["per_channel"].as_array().unwrap().len(), 2);
         for c in v["per_channel"].as_array().unwrap() {
             assert!(c["cpu_seconds"].as_f64().unwrap() > 0.0, "{c}");
+            assert!(c["data_bytes_per_second"].as_f64().unwrap() > 0.0, "{c}");
         }
         assert!(v["peer"].is_string());
     }
     assert_eq!(s["digest"], r["digest"]);
     assert_eq!(s["zero_pages"], r["zero_pages"]);
+}
+
+/// Every key of `v`, at any depth, that still ends in `_gbps` (the old
+/// names, which read as gigabits).
+fn gbps_fields(v: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k.ends_with("_gbps") {
+                    found.push(k.clone());
+                }
+                found.extend(gbps_fields(x));
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| found.extend(gbps_fields(x))),
+        _ => {}
+    }
+    found
 }
 
 #[test]
@@ -104,6 +134,44 @@ fn intervals_come_before_the_summary() {
         .iter()
         .all(|o| o["type"] == "interval"));
     assert!(objs[0]["t_seconds"].as_f64().unwrap() > 0.0);
+    for o in &objs[..objs.len() - 1] {
+        assert!(o["covered_bytes_per_second"].is_number(), "{o}");
+        assert!(o["data_bytes_per_second"].is_number(), "{o}");
+        for c in o["per_channel"].as_array().unwrap() {
+            assert!(c["data_bytes_per_second"].is_number(), "{c}");
+        }
+        assert_eq!(gbps_fields(o), Vec::<String>::new(), "{o}");
+    }
+}
+
+/// `transit bench --json` names its rates the same way.
+#[test]
+fn bench_rows_carry_bytes_per_second() {
+    let b = run(transit(&[
+        "bench",
+        "--size",
+        "4M",
+        "--channels",
+        "1",
+        "--transports",
+        "null,buffer",
+        "--json",
+    ]));
+    assert_eq!(b.code(), Some(0), "{}", b.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).expect("bench JSON");
+    assert_eq!(gbps_fields(&v), Vec::<String>::new(), "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        let secs = r["seconds"].as_f64().unwrap();
+        let image = r["image_bytes_per_second"].as_f64().unwrap();
+        let data = r["data_bytes_per_second"].as_f64().unwrap();
+        assert!((image * secs - (4 << 20) as f64).abs() < 1.0, "{r}");
+        assert!(
+            (data * secs - r["data_bytes"].as_f64().unwrap()).abs() < 1.0,
+            "{r}"
+        );
+    }
 }
 
 #[test]
