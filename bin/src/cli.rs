@@ -107,7 +107,7 @@ pub struct CommonArgs {
     pub mode: Option<u32>,
 }
 
-/// Seconds of `--idle-timeout`: finite, 0 (off) to one week.
+/// Seconds of `--idle-timeout` and `send --retry`: finite, 0 (off) to one week.
 pub fn parse_idle_timeout(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -190,6 +190,11 @@ pub struct SendArgs {
     /// unix:, unix-abstract:, vsock:, fd: and exec:, which have none).
     #[arg(long, value_name = "NAME", requires = "tls_creds")]
     pub tls_hostname: Option<String>,
+
+    /// While nothing listens at the address yet (connection refused, no socket file), keep
+    /// trying for up to SECS seconds, as socat's retry=: start sender and receiver in any order.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_idle_timeout)]
+    pub retry: f64,
 
     /// Options shared with recv.
     #[command(flatten)]

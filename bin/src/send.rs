@@ -135,6 +135,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     check_interval(c.json_interval)?;
     let timeout = check_timeout(c.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
     let mut transport = TransportOpts::new(timeout);
+    transport.retry = Duration::from_secs_f64(args.retry);
     transport.tls = transport::tls_from_args(
         c.tls_creds.as_deref(),
         transit_channel::tls::Endpoint::Client,
