@@ -30,7 +30,41 @@ pub enum Command {
     /// Measure throughput of every transport over loopback, both ends in one process.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff, every subcommand in one page) to stdout.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man,
 }
+
+/// `transit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples (each runs as written):
+  # bash, this session (for every session: save the script as
+  # /usr/share/bash-completion/completions/transit)
+  source <(transit completions bash)
+
+  # zsh: save as _transit in a directory of $fpath
+  transit completions zsh > _transit
+
+  # fish: save in ~/.config/fish/completions/
+  transit completions fish > transit.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples (each runs as written):
+  # read it
+  transit man | man -l -
+
+  # save it (then install it as /usr/local/share/man/man1/transit.1)
+  transit man > transit.1";
 
 // Every example block below runs as written in one shell, on loopback, in
 // a directory with a file vm.img (a test runs them: tests/tests/cli_help.rs).

@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod error;
 mod idle;
 pub mod join;
+mod manual;
 mod output;
 mod payload;
 pub mod pipe;
@@ -32,7 +33,7 @@ mod runtime;
 mod send;
 pub mod transport;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::error::{AppError, EXIT_OK};
@@ -46,7 +47,11 @@ pub const DEFAULT_PACKET_PAYLOAD: u32 = transit_multifd::wire::DEFAULT_PACKET_PA
 pub fn main_entry() -> i32 {
     report::mark_process_start();
     tune_malloc();
-    let cli = match Cli::try_parse() {
+    let mut cmd = command();
+    let cli = match cmd
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             // Help and version print to stdout and exit 0; errors exit 2.
@@ -66,11 +71,14 @@ pub fn main_entry() -> i32 {
             a.uri.starts_with("stdio:") || a.output.as_deref() == Some("-".as_ref()),
         )),
         Command::Bench(a) => a.json.then_some(("bench", false)),
+        Command::Completions(_) | Command::Man => None,
     };
     let result = match cli.command {
         Command::Send(a) => send::run(a),
         Command::Recv(a) => recv::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Completions(a) => manual::completions(a.shell, command(), &mut std::io::stdout()),
+        Command::Man => manual::man(command(), &mut std::io::stdout()),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -79,6 +87,11 @@ pub fn main_entry() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// The command line: the clap definitions of [`cli`].
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// The `--json` form of a failure (`"type": "error"`).

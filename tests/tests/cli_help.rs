@@ -281,3 +281,10 @@ fn the_examples_of_top_send_and_recv_help_run_as_written() {
 fn the_examples_of_bench_help_run_as_written() {
     run_examples_of(&["bench"], 2);
 }
+
+#[test]
+fn the_examples_of_completions_and_man_help_run_as_written() {
+    require_tool("man");
+    run_examples_of(&["completions"], 3);
+    run_examples_of(&["man"], 2);
+}
