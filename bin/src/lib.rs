@@ -89,9 +89,26 @@ pub fn main_entry() -> i32 {
     }
 }
 
-/// The command line: the clap definitions of [`cli`].
+/// The command line: the clap definitions of [`cli`] with the version line
+/// of this build ([`version`]).
 pub fn command() -> clap::Command {
-    Cli::command()
+    // clap keeps a `&'static str`; this runs once per process.
+    let version: &'static str = Box::leak(version().into_boxed_str());
+    Cli::command().version(version)
+}
+
+/// What `transit --version` says after the name: the version and, as
+/// `socat -V` does, what this build has: the transports that are always
+/// in (`+tls +ws`), then each optional cargo feature with `+` (built in)
+/// or `-` (not): `0.1.0 (features: +tls +ws -rdma -tokio)`.
+pub fn version() -> String {
+    let mut v = format!("{} (features: +tls +ws", env!("CARGO_PKG_VERSION"));
+    for (name, on) in transit_channel::OPTIONAL_FEATURES {
+        v.push_str(if on { " +" } else { " -" });
+        v.push_str(name);
+    }
+    v.push(')');
+    v
 }
 
 /// The `--json` form of a failure (`"type": "error"`).
