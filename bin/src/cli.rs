@@ -143,11 +143,11 @@ file vm.img; the sender's --retry waits for the receiver to listen):
 
 const BENCH_EXAMPLES: &str = "\
 Examples (each runs as written):
-  # every transport, 1 and 4 channels, a 256 MiB image, 50% zero pages
-  transit bench --size 256M
+  # every transport, 1 and 4 channels, a 128 MiB image, 50% zero pages
+  transit bench --size 128M
 
-  # two transports, three channel counts, a smaller image, as JSON
-  transit bench --size 256M --channels 1,2,4 --transports tcp,unix --json";
+  # two transports, three channel counts, as JSON
+  transit bench --size 128M --channels 1,2,4 --transports tcp,unix --json";
 
 const SEND_CHANNELS_HELP: &str = "Number of page channels besides the main channel: N+1 \
 connections (--raw and file: use one) [default: 4]";
