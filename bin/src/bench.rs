@@ -120,11 +120,8 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
         }
     }
     let packet_payload = match args.packet_size {
-        None => crate::DEFAULT_PACKET_PAYLOAD,
-        Some(p) if (4096..=u64::from(wire::MAX_PACKET_PAYLOAD)).contains(&p) => {
-            (p as u32 / 4096) * 4096
-        }
-        Some(p) => {
+        p if (4096..=u64::from(wire::MAX_PACKET_PAYLOAD)).contains(&p) => (p as u32 / 4096) * 4096,
+        p => {
             return Err(AppError::Usage(format!(
                 "--packet-size {p}: expected 4 KiB to {} bytes",
                 wire::MAX_PACKET_PAYLOAD

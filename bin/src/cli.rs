@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// Move migration streams and RAM images between hosts.
 #[derive(Debug, Parser)]
 #[command(name = "transit", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = TOP_EXAMPLES, max_term_width = 100)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -18,47 +19,154 @@ pub struct Cli {
 pub enum Command {
     /// Send a stream or a RAM image to a receiver.
     #[command(after_help = SEND_EXAMPLES)]
+    #[command(mut_arg("channels", |a| a.help(SEND_CHANNELS_HELP)))]
+    #[command(mut_arg("timeout", |a| a.help(SEND_TIMEOUT_HELP)))]
     Send(SendArgs),
     /// Receive a stream or a RAM image from a sender.
     #[command(after_help = RECV_EXAMPLES)]
+    #[command(mut_arg("channels", |a| a.help(RECV_CHANNELS_HELP)))]
+    #[command(mut_arg("timeout", |a| a.help(RECV_TIMEOUT_HELP)))]
     Recv(RecvArgs),
     /// Measure throughput of every transport over loopback, both ends in one process.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff, every subcommand in one page) to stdout.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man,
 }
 
+/// `transit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples (each runs as written):
+  # bash, this session (for every session: save the script as
+  # /usr/share/bash-completion/completions/transit)
+  source <(transit completions bash)
+
+  # zsh: save as _transit in a directory of $fpath
+  transit completions zsh > _transit
+
+  # fish: save in ~/.config/fish/completions/
+  transit completions fish > transit.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples (each runs as written):
+  # read it
+  transit man | man -l -
+
+  # save it (then install it as /usr/local/share/man/man1/transit.1)
+  transit man > transit.1";
+
+// Every example block below runs as written in one shell, on loopback, in
+// a directory with a file vm.img (a test runs them: tests/tests/cli_help.rs).
+// Lines stay within 80 columns.
+
+const TOP_EXAMPLES: &str = "\
+Examples (each block runs as written in one shell, on loopback):
+  # a generated 64 MiB image, verified in memory by the receiver (--retry:
+  # the sender waits up to 5 s for the receiver to listen)
+  transit recv tcp:127.0.0.1:4444 &
+  transit send tcp:127.0.0.1:4444 --ram 64M --retry 5
+
+  # file to file: write a generated image into vm.img, copy it to copy.img
+  transit send file:vm.img --ram 64M
+  transit recv unix:/tmp/transit.sock --output copy.img &
+  transit send unix:/tmp/transit.sock --input vm.img --retry 5
+
+  # exec:, as QEMU's migrate \"exec:...\": the command is the receiver (one
+  # run per channel); 'exec:ssh HOST transit recv stdio: ...' goes remote
+  transit send 'exec:transit recv stdio: --output copy.img' --input vm.img
+
+  # throughput of two transports, both ends in this process
+  transit bench --size 256M --transports tcp,unix
+
+More: transit COMMAND --help; the manual page: transit man | man -l -";
+
 const SEND_EXAMPLES: &str = "\
-Examples:
-  transit send tcp:desthost:4444 --ram 1G --zero-ratio 0.5      generated 1 GiB image, half zero pages
-  transit send tcp:[::1]:4444 --input vm.img --channels 4        a file mapped as the image, 4 page channels
-  tar c dir | transit send unix:/run/t.sock --input -           a stream from stdin
-  transit send tcp:127.0.0.1:5000 --raw --input data.bin        plain bytes for socat or nc
-  transit send file:/tmp/vm.img --ram 256M                        write the payload bytes into a file (sparse)
-  transit send tcp:dest:4444 --ram 1G --tls-creds /etc/pki/transit   TLS on every channel (client certificate)
-  transit send wss://dest:8443/migrate --input vm.img --tls-creds DIR websocket over TLS
-  transit send 'exec:ssh dest transit recv stdio: --output vm.img' --input vm.img   one ssh per channel";
+Examples (each block runs as written in one shell, on loopback, next to a
+file vm.img; --retry lets the sender wait for the receiver to listen):
+  # a generated 64 MiB image, half zero pages
+  transit recv tcp:127.0.0.1:4444 &
+  transit send tcp:127.0.0.1:4444 --ram 64M --zero-ratio 0.5 --retry 5
+
+  # a file mapped as the image, 8 page channels, over a UNIX socket
+  transit recv unix:/tmp/transit.sock --output copy.img &
+  transit send unix:/tmp/transit.sock --input vm.img --channels 8 --retry 5
+
+  # a stream from stdin, over a websocket
+  transit recv ws://127.0.0.1:8080/migrate --output numbers.txt &
+  seq 100000 | transit send ws://127.0.0.1:8080/migrate --input - --retry 5
+
+  # plain bytes for a peer that is not transit (socat, nc)
+  socat -u TCP-LISTEN:5000,bind=127.0.0.1,reuseaddr CREATE:out.bin &
+  transit send tcp:127.0.0.1:5000 --raw --input vm.img --retry 5
+
+  # the payload bytes into a file (runs of zeros left as holes)
+  transit send file:gen.img --ram 64M
+
+  # exec:, as QEMU's migrate \"exec:...\": one run of the command per
+  # channel; 'exec:ssh HOST transit recv stdio: ...' goes to another host
+  transit send 'exec:transit recv stdio: --output copy.img' --input vm.img";
 
 const RECV_EXAMPLES: &str = "\
-Examples:
-  transit recv tcp::4444 --output vm.img                         listen on IPv4 and IPv6, write the image
-  transit recv tcp:0.0.0.0:4444 --channels 4 --json              verify in memory, print a JSON summary
-  transit recv unix:/run/t.sock --output - | tar x               a stream to stdout
-  socat -u FILE:data.bin TCP:127.0.0.1:5000 & transit recv tcp:127.0.0.1:5000 --raw --output data.bin
-  transit recv file:/tmp/vm.img --output copy.img                read payload bytes from a file
-  transit recv tcp::4444 --tls-creds /etc/pki/transit --tls-authz CN=source   TLS, one allowed client
-  transit recv ws://0.0.0.0:8080/migrate --output vm.img          websocket";
+Examples (each block runs as written in one shell, on loopback, next to a
+file vm.img; the sender's --retry waits for the receiver to listen):
+  # listen on all IPv4 and IPv6 addresses, write the image to copy.img
+  transit recv tcp::4444 --output copy.img &
+  transit send tcp:127.0.0.1:4444 --input vm.img --retry 5
+
+  # verify in memory, print a JSON summary, require 4 page channels
+  transit recv tcp:127.0.0.1:4444 --channels 4 --json &
+  transit send tcp:127.0.0.1:4444 --ram 64M --channels 4 --retry 5
+
+  # a stream to stdout
+  transit recv unix:/tmp/transit.sock --output - | wc -l &
+  seq 100000 | transit send unix:/tmp/transit.sock --input - --retry 5
+
+  # plain bytes from a peer that is not transit (socat retries its connect
+  # until the receiver listens)
+  transit recv tcp:127.0.0.1:5000 --raw --output copy.bin &
+  socat -u FILE:vm.img TCP:127.0.0.1:5000,retry=50,interval=0.1
+
+  # plain bytes from a file, or from a command's stdout
+  transit recv file:vm.img --output copy.img
+  transit recv 'exec:cat vm.img' --raw --output copy.img";
 
 const BENCH_EXAMPLES: &str = "\
-Examples:
-  transit bench                                                 every transport, 1 GiB image, 50% zero pages, 1 and 4 channels
-  transit bench --size 256M --channels 1,2,4 --transports tcp,unix --json";
+Examples (each runs as written):
+  # every transport, 1 and 4 channels, a 128 MiB image, 50% zero pages
+  transit bench --size 128M
+
+  # two transports, three channel counts, as JSON
+  transit bench --size 128M --channels 1,2,4 --transports tcp,unix --json";
+
+const SEND_CHANNELS_HELP: &str = "Number of page channels besides the main channel: N+1 \
+connections (--raw and file: use one) [default: 4]";
+
+const RECV_CHANNELS_HELP: &str = "Require the sender to use N page channels: a sender with \
+another count is refused (default: accept the count the sender announces)";
+
+const SEND_TIMEOUT_HELP: &str = "Give up connecting and handshaking after SECS seconds \
+(each channel) [default: 30]";
+
+const RECV_TIMEOUT_HELP: &str = "Give up after SECS seconds waiting for a sender and for all \
+of its channels (default: wait for the first connection forever, then 30 s for the rest of \
+the session to arrive)";
 
 /// Options shared by send and recv.
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
-    /// Number of page channels (besides the main channel). On recv, optional: the count comes
-    /// from the sender, and a different count given here is refused.
-    #[arg(long, short = 'c')]
+    /// Number of page channels (the subcommands word their own help).
+    #[arg(long, short = 'c', value_name = "N")]
     pub channels: Option<u32>,
 
     /// Plain bytes on one channel, no framing, for peers that are not transit (socat, nc).
@@ -86,9 +194,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Give up after SECS seconds. send: connecting and the handshake (default 30). recv: waiting
-    /// for a sender and for all of its channels (default: wait for the first connection forever,
-    /// then 30 s for the rest of the session to arrive).
+    /// Give up after SECS seconds (the subcommands word their own help).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
@@ -123,7 +229,7 @@ pub struct CommonArgs {
     pub mode: Option<u32>,
 }
 
-/// Seconds of `--idle-timeout`: finite, 0 (off) to one week.
+/// Seconds of `--idle-timeout` and `send --retry`: finite, 0 (off) to one week.
 pub fn parse_idle_timeout(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -183,12 +289,12 @@ pub struct SendArgs {
     pub compressible: bool,
 
     /// Page size in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub page_size: Option<u64>,
+    #[arg(long, value_name = "BYTES", default_value = PAGE_SIZE_DEFAULT, value_parser = parse_size)]
+    pub page_size: u64,
 
-    /// Payload bytes per page packet.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub packet_size: Option<u64>,
+    /// Payload bytes per page packet (rounded down to whole pages for an image).
+    #[arg(long, value_name = "BYTES", default_value = PACKET_SIZE_DEFAULT, value_parser = parse_size)]
+    pub packet_size: u64,
 
     /// Live-migration passes: pass 1 sends the image, passes 2..N only re-dirtied pages.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -206,6 +312,11 @@ pub struct SendArgs {
     /// unix:, unix-abstract:, vsock:, fd: and exec:, which have none).
     #[arg(long, value_name = "NAME", requires = "tls_creds")]
     pub tls_hostname: Option<String>,
+
+    /// While nothing listens at the address yet (connection refused, no socket file), keep
+    /// trying for up to SECS seconds, as socat's retry=: start sender and receiver in any order.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_idle_timeout)]
+    pub retry: f64,
 
     /// Options shared with recv.
     #[command(flatten)]
@@ -253,22 +364,28 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R", default_value_t = 0.5, value_parser = parse_ratio)]
     pub zero_ratio: f64,
 
-    /// Channel counts to run, comma separated.
-    #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = vec![1u32, 4])]
+    /// Channel counts to run: 1,2,4 or 1 2 4 or the option repeated.
+    #[arg(long, value_name = "N", value_delimiter = ',', num_args = 1.., default_value = "1,4")]
     pub channels: Vec<u32>,
 
-    /// Transports to run, comma separated (default: all available).
-    #[arg(long, value_name = "T,..", value_delimiter = ',')]
+    /// Transports to run, as the channel counts (default: all).
+    #[arg(long, value_name = "T", value_delimiter = ',', num_args = 1..,
+          value_parser = clap::builder::PossibleValuesParser::new(crate::bench::TRANSPORTS))]
     pub transports: Vec<String>,
 
-    /// Payload bytes per page packet.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub packet_size: Option<u64>,
+    /// Payload bytes per page packet (rounded down to whole 4 KiB pages).
+    #[arg(long, value_name = "BYTES", default_value = PACKET_SIZE_DEFAULT, value_parser = parse_size)]
+    pub packet_size: u64,
 
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
+
+/// `--page-size` unless given (`wire::DEFAULT_PAGE_SIZE`, as help shows it).
+pub const PAGE_SIZE_DEFAULT: &str = "4K";
+/// `--packet-size` unless given (`crate::DEFAULT_PACKET_PAYLOAD`).
+pub const PACKET_SIZE_DEFAULT: &str = "512K";
 
 /// Parse `1G`, `512M`, `4096`, `64k`, `1.5G` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -344,6 +461,19 @@ mod tests {
         assert_eq!(parse_ratio("0.5"), Ok(0.5));
         assert!(parse_ratio("1.5").is_err());
         assert!(parse_ratio("x").is_err());
+    }
+
+    #[test]
+    fn size_defaults_shown_in_help_are_the_real_ones() {
+        use transit_multifd::wire;
+        assert_eq!(
+            parse_size(PAGE_SIZE_DEFAULT),
+            Ok(u64::from(wire::DEFAULT_PAGE_SIZE))
+        );
+        assert_eq!(
+            parse_size(PACKET_SIZE_DEFAULT),
+            Ok(u64::from(crate::DEFAULT_PACKET_PAYLOAD))
+        );
     }
 
     #[test]

@@ -97,35 +97,31 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
         // Allowed: stdin is the input, stdout the channel.
     }
     check_tls_uri(&endpoint, c.tls_creds.is_some())?;
-    let page_size = match args.page_size {
-        None => wire::DEFAULT_PAGE_SIZE,
-        Some(p) => {
-            let ok = p.is_power_of_two()
-                && (u64::from(wire::MIN_PAGE_SIZE)..=u64::from(wire::MAX_PAGE_SIZE)).contains(&p);
-            if !ok {
-                return Err(usage(format!(
-                    "--page-size {p}: expected a power of two from {} to {}",
-                    wire::MIN_PAGE_SIZE,
-                    wire::MAX_PAGE_SIZE
-                )));
-            }
-            p as u32
+    let page_size = {
+        let p = args.page_size;
+        let ok = p.is_power_of_two()
+            && (u64::from(wire::MIN_PAGE_SIZE)..=u64::from(wire::MAX_PAGE_SIZE)).contains(&p);
+        if !ok {
+            return Err(usage(format!(
+                "--page-size {p}: expected a power of two from {} to {}",
+                wire::MIN_PAGE_SIZE,
+                wire::MAX_PAGE_SIZE
+            )));
         }
+        p as u32
     };
-    let packet_payload = match args.packet_size {
-        None => crate::DEFAULT_PACKET_PAYLOAD,
-        Some(p) => {
-            let ok = (u64::from(wire::MIN_PACKET_PAYLOAD)..=u64::from(wire::MAX_PACKET_PAYLOAD))
-                .contains(&p);
-            if !ok {
-                return Err(usage(format!(
-                    "--packet-size {p}: expected {} to {} bytes",
-                    wire::MIN_PACKET_PAYLOAD,
-                    wire::MAX_PACKET_PAYLOAD
-                )));
-            }
-            p as u32
+    let packet_payload = {
+        let p = args.packet_size;
+        let ok = (u64::from(wire::MIN_PACKET_PAYLOAD)..=u64::from(wire::MAX_PACKET_PAYLOAD))
+            .contains(&p);
+        if !ok {
+            return Err(usage(format!(
+                "--packet-size {p}: expected {} to {} bytes",
+                wire::MIN_PACKET_PAYLOAD,
+                wire::MAX_PACKET_PAYLOAD
+            )));
         }
+        p as u32
     };
     // Images need whole pages per packet.
     let packet_payload = if args.ram.is_some() || args.input.as_deref() != Some("-".as_ref()) {
@@ -136,6 +132,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     check_interval(c.json_interval)?;
     let timeout = check_timeout(c.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
     let mut transport = TransportOpts::new(timeout);
+    transport.retry = Duration::from_secs_f64(args.retry);
     transport.tls = transport::tls_from_args(
         c.tls_creds.as_deref(),
         transit_channel::tls::Endpoint::Client,

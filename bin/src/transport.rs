@@ -151,6 +151,9 @@ pub struct TransportOpts {
     pub ws_config: WebSocketConfig,
     /// `exec:` in a multifd session: the tag each command run receives.
     pub join: Option<JoinTag>,
+    /// `send --retry`: how long a connect keeps trying while nothing
+    /// listens at the address yet (zero: fail at once).
+    pub retry: Duration,
     /// Shuts every handshake in progress down on a signal.
     pub cancel: Cancel,
 }
@@ -166,6 +169,7 @@ impl TransportOpts {
                 ..WebSocketConfig::default()
             },
             join: None,
+            retry: Duration::ZERO,
             cancel: Cancel::default(),
         }
     }
@@ -331,16 +335,40 @@ fn guarded<T>(
 }
 
 /// Connect a socket (TCP without Nagle: small records must not wait).
-pub fn connect_socket(addr: &SocketAddress, which: &str) -> Result<Box<dyn Channel>, OpenError> {
-    // The channel error names the address and the operation once.
-    let mut ch = SocketChannel::connect_sync(addr).map_err(|e| {
+/// While nothing listens at the address (connection refused, no socket
+/// file), try again every 100 ms for up to `opts.retry`.
+pub fn connect_socket(
+    addr: &SocketAddress,
+    opts: &TransportOpts,
+    which: &str,
+) -> Result<Box<dyn Channel>, OpenError> {
+    let start = std::time::Instant::now();
+    let mut ch = loop {
+        let e = match SocketChannel::connect_sync(addr) {
+            Ok(ch) => break ch,
+            Err(e) => e,
+        };
+        let errno = e.raw_os_error();
+        let nobody = matches!(errno, Some(libc::ECONNREFUSED) | Some(libc::ENOENT));
+        let left = opts.retry.saturating_sub(start.elapsed());
+        if nobody && !left.is_zero() && !opts.cancel.is_cancelled() {
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+            continue;
+        }
+        // The channel error names the address and the operation once.
         let mut err = OpenError::channel(which, &e);
-        if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+        if errno == Some(libc::ECONNREFUSED) {
             err.message
                 .push_str(" (is `transit recv` listening there?)");
         }
-        err
-    })?;
+        if nobody && !opts.retry.is_zero() {
+            err.message.push_str(&format!(
+                "; tried for {:.1} s (--retry)",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        return Err(err);
+    };
     let _ = ch.set_delay(false);
     Ok(Box::new(ch))
 }
@@ -365,9 +393,9 @@ pub fn open(
         Endpoint::Socket(addr @ SocketAddress::Fd(_)) => {
             Box::new(SocketChannel::from_address(addr).map_err(|e| OpenError::channel(which, &e))?)
         }
-        Endpoint::Socket(addr) => connect_socket(addr, which)?,
+        Endpoint::Socket(addr) => connect_socket(addr, opts, which)?,
         Endpoint::WebSocket(u) => {
-            connect_socket(&SocketAddress::inet(u.host.clone(), u.port), which)?
+            connect_socket(&SocketAddress::inet(u.host.clone(), u.port), opts, which)?
         }
         Endpoint::Exec(cmd) => {
             let mut ch = ExecChannel::spawn(cmd).map_err(|e| OpenError::channel(which, &e))?;

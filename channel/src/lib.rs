@@ -66,3 +66,12 @@ pub use main_loop::{
     BottomHalf, ContextHandle, ControlFlow, IoThread, MainContext, MainLoop, Priority, Source,
     SourceId,
 };
+
+/// The optional cargo features of this crate (`[features]` of its
+/// Cargo.toml), each with whether this build has it: `transit --version`
+/// lists them.
+pub const OPTIONAL_FEATURES: [(&str, bool); 3] = [
+    ("rdma", cfg!(feature = "rdma")),
+    ("tokio", cfg!(feature = "tokio")),
+    ("testing", cfg!(feature = "testing")),
+];

@@ -115,3 +115,101 @@ fn address_mistakes_say_what_was_meant() {
     assert_eq!(r.code(), Some(2), "{}", r.stderr);
     assert!(!r.stderr.contains("exec:COMMAND"), "{}", r.stderr);
 }
+
+/// The hint line of a usage error.
+fn hint_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("transit: try '"))
+        .collect()
+}
+
+/// One style for every usage error, whether the argument parser or
+/// transit found it: one `transit: error:` line, then
+/// `transit: try 'transit SUBCOMMAND --help'`; exit 2, nothing on stdout.
+/// Help and version still print to stdout and exit 0.
+#[test]
+fn parser_and_transit_usage_errors_look_alike() {
+    for (args, want, hint) in [
+        (
+            &["send", "tcp:127.0.0.1:9", "--ram", "1M", "--bogus"][..],
+            "--bogus",
+            "transit send --help",
+        ),
+        (&["send", "tcp:127.0.0.1:9"], "--ram", "transit send --help"),
+        (&["recv"], "<URI>", "transit recv --help"),
+        (
+            &["bench", "--channels", "x"],
+            "--channels",
+            "transit bench --help",
+        ),
+        (&["frobnicate"], "frobnicate", "transit --help"),
+    ] {
+        let r = run(transit(args));
+        assert_eq!(r.code(), Some(2), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout_text());
+        let errs = error_lines(&r.stderr);
+        assert_eq!(errs.len(), 1, "{args:?}: {}", r.stderr);
+        assert!(errs[0].contains(want), "{args:?}: {}", errs[0]);
+        assert_eq!(
+            hint_lines(&r.stderr),
+            [format!("transit: try '{hint}'")],
+            "{args:?}: {}",
+            r.stderr
+        );
+        for l in r.stderr.lines() {
+            assert!(
+                l.starts_with("transit: "),
+                "{args:?}: a line of another style: {l}"
+            );
+        }
+    }
+    for args in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["--version"],
+        &["recv", "-V"],
+    ] {
+        let r = run(transit(args));
+        assert_eq!(r.code(), Some(0), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
+        assert!(!r.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// With --json a usage error the argument parser found is an error object
+/// too, where the summary would have gone.
+#[test]
+fn parser_usage_errors_with_json_print_an_error_object() {
+    let r = run(transit(&["bench", "--json", "--channels", "x"]));
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout_text()));
+    assert_eq!(j["type"], "error", "{j}");
+    assert_eq!(j["role"], "bench", "{j}");
+    assert_eq!(j["error"], "usage", "{j}");
+    assert_eq!(j["exit_code"], 2, "{j}");
+    assert!(j["message"].as_str().unwrap().contains("--channels"), "{j}");
+    assert_eq!(error_lines(&r.stderr).len(), 1, "{}", r.stderr);
+    // The data would have gone to stdout: the object goes to stderr.
+    let r = run(transit(&[
+        "recv",
+        "tcp:127.0.0.1:0",
+        "--output",
+        "-",
+        "--json",
+        "--bogus",
+    ]));
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout_text());
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON on stderr: {}", r.stderr));
+    let j: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        (j["role"].as_str(), j["error"].as_str()),
+        (Some("recv"), Some("usage"))
+    );
+}
