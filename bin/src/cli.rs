@@ -313,6 +313,11 @@ pub struct SendArgs {
     #[arg(long, value_name = "NAME", requires = "tls_creds")]
     pub tls_hostname: Option<String>,
 
+    /// Cap the rate at RATE, one budget for all channels (packet headers included), applied
+    /// evenly: a size per second (200M = 200 MiB/s) or bits as tc writes them (800mbit, 1gbit).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_bandwidth: Option<u64>,
+
     /// While nothing listens at the address yet (connection refused, no socket file), keep
     /// trying for up to SECS seconds, as socat's retry=: start sender and receiver in any order.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_idle_timeout)]
@@ -387,6 +392,41 @@ pub const PAGE_SIZE_DEFAULT: &str = "4K";
 /// `--packet-size` unless given (`crate::DEFAULT_PACKET_PAYLOAD`).
 pub const PACKET_SIZE_DEFAULT: &str = "512K";
 
+/// Parse a rate in bytes per second: a size per second (`200M`, `200MB`,
+/// `200MiB`: units of 1024, as sizes) or bits in units of 1000 as tc and
+/// iperf3 write them (`800mbit`, `1gbit`), each with an optional `/s`.
+/// Zero is refused (no rate at all is not a cap).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let lower = t.to_ascii_lowercase();
+    let decimal = |num: &str, mult: f64| -> Result<u64, String> {
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid rate {s:?}: expected a number with a unit"))?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("invalid rate {s:?}: must be above zero"));
+        }
+        Ok((v * mult).round().max(1.0) as u64)
+    };
+    for (unit, mult) in [
+        ("kbit", 1e3 / 8.0),
+        ("mbit", 1e6 / 8.0),
+        ("gbit", 1e9 / 8.0),
+        ("tbit", 1e12 / 8.0),
+    ] {
+        if let Some(num) = lower.strip_suffix(unit) {
+            return decimal(num, mult);
+        }
+    }
+    let v = parse_size(t).map_err(|e| format!("{e} (a rate: e.g. 200M, 200MB or 1gbit)"))?;
+    if v == 0 {
+        return Err(format!("invalid rate {s:?}: must be above zero"));
+    }
+    Ok(v)
+}
+
 /// Parse `1G`, `512M`, `4096`, `64k`, `1.5G` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -441,6 +481,18 @@ mod tests {
         assert_eq!(parse_idle_timeout("0"), Ok(0.0));
         for bad in ["-1", "nan", "inf", "1e300", "x"] {
             assert!(parse_idle_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_as_sizes_per_second_or_bits() {
+        assert_eq!(parse_rate("200M"), Ok(200 << 20));
+        assert_eq!(parse_rate("200MiB/s"), Ok(200 << 20));
+        assert_eq!(parse_rate("1gbit"), Ok(125_000_000));
+        assert_eq!(parse_rate("800mbit/s"), Ok(100_000_000));
+        assert_eq!(parse_rate("4096"), Ok(4096));
+        for bad in ["0", "0mbit", "-1M", "fast", "1xbit", "nanM"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 

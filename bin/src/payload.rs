@@ -118,6 +118,8 @@ pub struct ChannelSink<'a> {
     ch: &'a mut dyn Channel,
     idle: &'a IdleWatch,
     exited: Option<std::process::ExitStatus>,
+    /// `--max-bandwidth`: the cap and the largest piece written at once.
+    limit: Option<(transit_multifd::rate::RateLimit, usize)>,
 }
 
 impl<'a> ChannelSink<'a> {
@@ -127,7 +129,18 @@ impl<'a> ChannelSink<'a> {
             ch,
             idle,
             exited: None,
+            limit: None,
         }
+    }
+
+    /// Cap the rate at `bytes_per_second` (`--max-bandwidth`), in pieces of
+    /// 25 ms worth of it so the flow stays even.
+    pub fn with_limit(mut self, bytes_per_second: Option<u64>) -> ChannelSink<'a> {
+        self.limit = bytes_per_second.map(|r| {
+            let piece = transit_multifd::rate::packet_limit(COPY_BUF as u32, 512, r) as usize;
+            (transit_multifd::rate::RateLimit::new(r), piece)
+        });
+        self
     }
 
     /// The exit status of a command whose end failed a write (the error
@@ -139,13 +152,20 @@ impl<'a> ChannelSink<'a> {
 
 impl Sink for ChannelSink<'_> {
     fn put(&mut self, buf: &[u8]) -> Result<(), String> {
-        self.idle.waiting(true);
-        let r = chio::write_all(self.ch, buf).map_err(|e| {
-            self.exited = e.exit_status();
-            format!("send: {e}")
-        });
-        self.idle.waiting(false);
-        r
+        let piece = self.limit.as_ref().map_or(buf.len().max(1), |(_, p)| *p);
+        for part in buf.chunks(piece) {
+            if let Some((limit, _)) = &self.limit {
+                limit.take(part.len() as u64, || false);
+            }
+            self.idle.waiting(true);
+            let r = chio::write_all(self.ch, part).map_err(|e| {
+                self.exited = e.exit_status();
+                format!("send: {e}")
+            });
+            self.idle.waiting(false);
+            r?;
+        }
+        Ok(())
     }
 }
 

@@ -486,6 +486,7 @@ fn run_copy(
             verbose: opts.verbosity == Verbosity::Verbose,
             json_interval: opts.json_interval,
             json_to_stderr: opts.json_to_stderr,
+            cap: None,
         },
     );
     let flag = cancelled.clone();
@@ -923,6 +924,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
             verbose: opts.verbosity == Verbosity::Verbose,
             json_interval: opts.json_interval,
             json_to_stderr: to_stderr,
+            cap: None,
         },
     );
     let cancel_abort = abort.clone();

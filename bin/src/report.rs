@@ -103,6 +103,8 @@ pub struct LiveOptions {
     pub json_interval: Option<f64>,
     /// JSON goes to stderr (the data goes to stdout).
     pub json_to_stderr: bool,
+    /// `send --max-bandwidth`, shown next to the rate.
+    pub cap: Option<u64>,
 }
 
 /// Live output sources on a context; removed (and the bar cleared) on drop.
@@ -141,6 +143,8 @@ struct Meter {
     samples: std::collections::VecDeque<(Instant, u64, Vec<u64>)>,
     /// When the bar started.
     start: Option<Instant>,
+    /// The bandwidth cap, shown after the rate.
+    cap: Option<u64>,
 }
 
 impl Meter {
@@ -169,6 +173,9 @@ impl Meter {
         if let Some(r) = rate {
             msg.push_str(", ");
             msg.push_str(&crate::units::rate(r));
+        }
+        if let Some(c) = self.cap {
+            msg.push_str(&format!(" (cap {})", crate::units::rate(c as f64)));
         }
         if total > 0 {
             let left = total.saturating_sub(s.covered) as f64;
@@ -204,7 +211,10 @@ impl Live {
             let role = opts.role;
             let total = opts.total.clone();
             let slot = bar.clone();
-            let mut meter = Meter::default();
+            let mut meter = Meter {
+                cap: opts.cap,
+                ..Meter::default()
+            };
             sources.push(ctx.timeout_add(Duration::from_millis(200), move || {
                 let Some(s) = probe.read() else {
                     return ControlFlow::Continue;
@@ -490,6 +500,9 @@ pub struct Summary {
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// `send --max-bandwidth`, bytes per second (absent without a cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth_bytes_per_second: Option<u64>,
 }
 
 /// The parts of a summary that do not come from [`Stats`].
@@ -591,6 +604,7 @@ impl Summary {
             max_rss_bytes: rss,
             file: info.file,
             sha256: None,
+            max_bandwidth_bytes_per_second: None,
         }
     }
 
@@ -633,6 +647,9 @@ impl Summary {
         }
         if self.passes > 1 {
             s.push_str(&format!(", {} passes", self.passes));
+        }
+        if let Some(c) = self.max_bandwidth_bytes_per_second {
+            s.push_str(&format!(", capped at {}", rate(c as f64)));
         }
         s.push_str(&format!(", CPU {:.0}%", self.cpu.percent));
         if self.verified {

@@ -87,6 +87,11 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     }
     if let Endpoint::File(p) = &endpoint {
         check_target(p).map_err(AppError::Usage)?;
+        if args.max_bandwidth.is_some() {
+            return Err(usage(
+                "--max-bandwidth caps a transfer to a receiver; file: writes locally",
+            ));
+        }
     }
     if matches!(endpoint, Endpoint::Stdio) && !raw {
         return Err(usage(
@@ -165,6 +170,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             handshake_timeout: Some(timeout),
             zero_copy: false,
             idle_timeout: args.common.idle_timeout(),
+            max_bandwidth: args.max_bandwidth,
         },
         transport,
     })
@@ -356,6 +362,7 @@ fn send_multifd(
             verbose: args.common.verbose > 0,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
+            cap: args.max_bandwidth,
         },
     );
     let cancel_abort = abort.clone();
@@ -479,6 +486,7 @@ fn send_multifd(
         &clock,
     );
     summary.sha256 = sha;
+    summary.max_bandwidth_bytes_per_second = args.max_bandwidth;
     finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }
@@ -570,11 +578,13 @@ fn send_raw(
             verbose: args.common.verbose > 0,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
+            cap: args.max_bandwidth,
         },
     );
     let c2 = count.clone();
     let idle_limit = args.common.idle_timeout();
     let mut sha = args.common.checksum.map(|_| checksum::Sha256::new());
+    let max_bandwidth = args.max_bandwidth;
     let (bytes, secs, cpu, sha) = rt.run_task(
         "raw-send",
         move || {
@@ -588,7 +598,7 @@ fn send_raw(
             let t = std::time::Instant::now();
             let cpu = ThreadCpu::start();
             let idle = IdleWatch::start(idle_limit, c2.clone(), ch.shutdown_handle().ok());
-            let mut sink = ChannelSink::new(ch.as_mut(), &idle);
+            let mut sink = ChannelSink::new(ch.as_mut(), &idle).with_limit(max_bandwidth);
             let copied = checksum::through(&mut sink, sha.as_mut(), |sink| {
                 copy_input(input, sink, &c2)
             });
@@ -636,6 +646,7 @@ fn send_raw(
         &clock,
     );
     summary.sha256 = sha;
+    summary.max_bandwidth_bytes_per_second = args.max_bandwidth;
     finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }
@@ -665,6 +676,7 @@ fn send_to_file(
             verbose: false,
             json_interval: args.common.json_interval,
             json_to_stderr: false,
+            cap: None,
         },
     );
     let (bytes, secs, cpu, sha) = rt.run_task(

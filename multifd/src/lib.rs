@@ -107,6 +107,7 @@ pub mod error;
 pub mod image;
 pub mod output;
 pub mod progress;
+pub mod rate;
 mod receiver;
 mod sender;
 mod session;

@@ -73,6 +73,11 @@ pub struct SendConfig {
     /// that dies closes the connection or, on TCP, misses keep-alive
     /// probes. See "Idle timeout" in the [crate docs](crate).
     pub idle_timeout: Option<Duration>,
+    /// Cap the session's rate at this many bytes per second (packet
+    /// headers included), one budget shared by every page channel (see
+    /// [`crate::rate`]); packets are cut to 25 ms worth of the rate so the
+    /// flow stays even. `None` (default): no cap.
+    pub max_bandwidth: Option<u64>,
 }
 
 impl Default for SendConfig {
@@ -86,6 +91,7 @@ impl Default for SendConfig {
             handshake_timeout: Some(Duration::from_secs(30)),
             zero_copy: false,
             idle_timeout: Some(Duration::from_secs(60)),
+            max_bandwidth: None,
         }
     }
 }
@@ -202,7 +208,18 @@ impl Sender {
             layout,
             compression: config.compression,
             verify: config.verify,
-            packet_payload: config.packet_payload,
+            packet_payload: match config.max_bandwidth {
+                // A slow cap gets small packets, evenly spaced.
+                Some(rate) => crate::rate::packet_limit(
+                    config.packet_payload,
+                    match layout {
+                        Layout::Image { .. } => config.page_size,
+                        Layout::Stream => wire::MIN_PACKET_PAYLOAD,
+                    },
+                    rate,
+                ),
+                None => config.packet_payload,
+            },
             data_bytes: image
                 .as_ref()
                 .map_or(0, |i| data_bytes(i, config.page_size)),
@@ -380,6 +397,9 @@ impl Sender {
             watched,
             failure.clone(),
         );
+        let limit = config
+            .max_bandwidth
+            .map(|r| Arc::new(crate::rate::RateLimit::new(r)));
         let mut threads = Vec::with_capacity(n);
         for (i, (ch, ctx)) in pages.into_iter().zip(ctxs).enumerate() {
             let worker = Worker {
@@ -400,6 +420,7 @@ impl Sender {
                 zero: Vec::with_capacity(cap),
                 iov: Vec::with_capacity(cap + 1),
                 activity: activity.clone(),
+                limit: limit.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-send-{i}"))

@@ -141,9 +141,23 @@ pub(super) struct Worker {
     pub(super) iov: Vec<IoSlice<'static>>,
     /// Progress seen by the idle timeout's watchdog.
     pub(super) activity: Arc<Activities>,
+    /// The session's bandwidth cap, shared by every page channel.
+    pub(super) limit: Option<Arc<crate::rate::RateLimit>>,
 }
 
 impl Worker {
+    /// Wait until `bytes` fit the session's bandwidth cap (if any). Time
+    /// spent here is the cap's, not the receiver's: not idle.
+    fn pace(&self, bytes: usize) {
+        if let Some(l) = &self.limit {
+            let a = self.activity.page(self.id);
+            a.set(Wait::Off);
+            l.take(bytes as u64, || self.shared.failure.is_failed());
+            a.tick();
+            a.set(Wait::Mid(Stage::SendPages));
+        }
+    }
+
     pub(super) fn run(mut self) -> Digest {
         let cpu = ThreadCpu::start();
         let shared = self.shared.clone();
@@ -313,6 +327,7 @@ impl Worker {
             iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
         }
         let header_len = self.hdr.len();
+        self.pace(header_len + payload);
         let r = if self.zero_copy {
             // The header buffer is reused for the next packet: it goes with
             // a normal copy, the pages (unchanged until the next flush)
@@ -390,6 +405,7 @@ impl Worker {
             epoch: self.epoch,
         }
         .encode_into(&mut self.hdr);
+        self.pace(self.hdr.len());
         chio::write_all(&mut self.ch, &self.hdr).map_err(|e| self.ctx.io(Stage::SendHeader, e))?;
         self.counters().packet(0, pages, 0, self.hdr.len() as u64);
         Ok(())
@@ -421,6 +437,7 @@ impl Worker {
             zero,
         }
         .encode_into(&mut b[PACKET_HEADER_LEN..]);
+        self.pace(b.len() + payload);
         let mut iov = [IoSlice::new(&b), IoSlice::new(&data[..payload])];
         if let Err((e, written)) = write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty()) {
             let stage = if written < b.len() {
