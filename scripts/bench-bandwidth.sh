@@ -17,7 +17,7 @@
 #   peak/cap   the fastest 100 ms interval of the receiver's
 #              --json-interval 0.1 objects (their data_bytes_per_second),
 #              over the cap: how smooth the flow is (the
-#              limiter allows a 100 ms burst, so up to about 2 in one
+#              limiter allows a 25 ms burst, so up to about 1.25 in one
 #              interval is within its contract; an even flow stays near 1)
 #   whole      the sender's total_seconds (what a user waits for)
 # The script exits 1 if a median rate/cap is outside 0.95-1.05.

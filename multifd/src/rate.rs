@@ -8,7 +8,7 @@
 //! `bytes / rate` per request, and a request may go once `tat - burst` is
 //! reached. So over any window of length `T` at most `rate * (T + burst)`
 //! bytes (plus one packet) leave, however many channels there are, and an
-//! idle period earns no credit beyond `burst` (100 ms). The sender also
+//! idle period earns no credit beyond `burst` ([`BURST`], 25 ms). The sender also
 //! caps its packets at 25 ms worth of the rate, so a slow cap is met by
 //! small packets evenly spaced rather than by bursts of one large packet
 //! per channel.
@@ -23,18 +23,18 @@
 //!
 //! let cap = RateLimit::new(10_000_000); // 10 MB/s
 //! let t0 = Instant::now();
-//! // 4 MB in 64 KB requests: at least 0.4 s minus the 100 ms burst.
+//! // 4 MB in 64 KB requests: at least 0.4 s minus the 25 ms burst.
 //! for _ in 0..64 {
 //!     cap.take(62_500, || false);
 //! }
-//! assert!(t0.elapsed() >= Duration::from_millis(290));
+//! assert!(t0.elapsed() >= Duration::from_millis(365));
 //! ```
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How far ahead of the rate a sender may be (credit of an idle sender).
-pub const BURST: Duration = Duration::from_millis(100);
+pub const BURST: Duration = Duration::from_millis(25);
 
 /// The longest packet, in time at the capped rate: packets are cut to
 /// this so a slow cap gives an even flow (see [`packet_limit`]).
@@ -143,14 +143,14 @@ mod tests {
         let total: u64 = times.iter().map(|(_, n)| n).sum();
         let secs = (end - t0).as_secs_f64();
         let rate = total as f64 / secs;
-        assert!(rate <= 100e6 * (1.0 + (0.1 + 0.003) / secs), "{rate}");
+        assert!(rate <= 100e6 * (1.0 + (0.025 + 0.003) / secs), "{rate}");
         assert!(rate >= 100e6 * 0.97, "{rate}");
-        // Over every 100 ms window: at most 2 x 10 MB (window + burst) plus
-        // a packet.
+        // Over every 100 ms window: at most 10 MB plus the 2.5 MB burst
+        // plus a packet.
         let mut w = t0;
         while w < end {
             let n = sent_between(&times, w, w + Duration::from_millis(100));
-            assert!(n <= 20_000_000 + 260_000, "{n} bytes in a 100 ms window");
+            assert!(n <= 12_500_000 + 260_000, "{n} bytes in a 100 ms window");
             w += Duration::from_millis(10);
         }
     }
@@ -160,12 +160,12 @@ mod tests {
         let cap = RateLimit::new(1_000_000);
         let t0 = Instant::now();
         assert_eq!(cap.schedule(10_000, t0), t0);
-        // Ten idle seconds later, 1 MB at once: only 100 ms of it is free.
+        // Ten idle seconds later, 1 MB at once: only 25 ms of it is free.
         let later = t0 + Duration::from_secs(10);
         let at = cap.schedule(1_000_000, later);
         let wait = at - later;
         assert!(
-            wait >= Duration::from_millis(890) && wait <= Duration::from_millis(910),
+            wait >= Duration::from_millis(970) && wait <= Duration::from_millis(980),
             "{wait:?}"
         );
     }

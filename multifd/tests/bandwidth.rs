@@ -1,5 +1,5 @@
 //! `SendConfig::max_bandwidth`: one budget for all page channels. The
-//! session cannot be faster than the cap (minus the 100 ms burst), the data
+//! session cannot be faster than the cap (minus the 25 ms burst), the data
 //! arrives intact, and slow caps get small packets. Upper bounds of speed
 //! are the benchmark script's business (`scripts/bench-bandwidth.sh`):
 //! timed upper bounds flake on a loaded machine.
@@ -31,7 +31,7 @@ fn an_image_over_4_channels_goes_no_faster_than_the_cap() {
     let took = t0.elapsed();
     let (sent, got) = (sent.unwrap(), got.unwrap());
     assert!(got.image.unwrap().as_slice() == &expected[..]);
-    // 6 MiB at 12 MiB/s is 0.5 s; the burst lets 100 ms go early.
+    // 6 MiB at 12 MiB/s is 0.5 s; the burst lets 25 ms go early.
     assert!(took >= Duration::from_millis(380), "took {took:?}");
     // Packets were cut to 25 ms of the rate: 300 KiB, i.e. 75 pages.
     let most = sent.pages.div_ceil(sent.packets.max(1));

@@ -33,7 +33,7 @@ fn a_capped_framed_session_takes_the_time_the_cap_allows() {
     assert_eq!(recv.finish().code(), Some(0));
     let s = json(&send.stdout);
     assert_eq!(s["max_bandwidth_bytes_per_second"], 8 << 20);
-    // 8 MiB at 8 MiB/s: 1 s, less the 100 ms burst.
+    // 8 MiB at 8 MiB/s: 1 s, less the 25 ms burst.
     assert!(took >= Duration::from_millis(880), "took {took:?}");
     assert!(s["seconds"].as_f64().unwrap() >= 0.85, "{s}");
 }
