@@ -5,7 +5,7 @@
 # passed, 1 otherwise (2: the script could not start).
 #
 #   scripts/run-doc-examples.sh                   # cargo build -p transit, then every file
-#   scripts/run-doc-examples.sh docs/cli.md       # only these files
+#   scripts/run-doc-examples.sh docs/cli.md       # only these files (paths from the repository root)
 #   TRANSIT=target/release/transit scripts/run-doc-examples.sh   # this binary, no build
 #
 # The convention for writing examples is in docs/cli.md, "The examples
@@ -35,7 +35,9 @@
 #   VERBOSE=1           show every block's output, not only a failure's
 set -euo pipefail
 trap 'echo "run-doc-examples.sh: line $LINENO: a command failed (status $?): the script broke" >&2' ERR
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
+if [ -n "${TRANSIT:-}" ]; then TRANSIT=$(realpath -m "$TRANSIT"); fi
+cd "$(dirname "$self")/.."
 
 BLOCK_TIMEOUT=${BLOCK_TIMEOUT:-60}
 NETNS=${NETNS:-auto}
@@ -77,7 +79,7 @@ if [ -z "${RUN_DOC_EXAMPLES_MOUNT_NS:-}" ] && [ "$TMPFS" != 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then mns=(-m); else mns=(-r -m); fi
     if unshare "${mns[@]}" true 2>/dev/null; then
         export RUN_DOC_EXAMPLES_MOUNT_NS=1 TRANSIT="$T"
-        exec unshare "${mns[@]}" bash "$0" "$@"
+        exec unshare "${mns[@]}" bash "$self" "$@"
     fi
 fi
 
@@ -181,7 +183,7 @@ __bg() {
     while [ "$SECONDS" -lt "$deadline" ]; do
         case $cmd in
             *"transit recv"*)
-                if [ -f "$errf" ] && head -n "$(wc -l <"$errf")" "$errf" | grep -q '^transit: listening on '; then return 0; fi ;;
+                if [ -f "$errf" ] && head -n "$(wc -l <"$errf")" "$errf" | grep '^transit: listening on ' >/dev/null; then return 0; fi ;;
             *)
                 if __has_listener "$pid"; then return 0; fi ;;
         esac
