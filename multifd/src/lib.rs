@@ -102,6 +102,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod image;

@@ -470,6 +470,8 @@ impl Run {
                 },
                 cpu: ThreadCpu::default(),
                 activity: run.activity.clone(),
+                zbuf: Vec::new(),
+                unpack: None,
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -762,6 +764,10 @@ struct Reader {
     cpu: ThreadCpu,
     /// Progress seen by the idle timeout's watchdog.
     activity: Arc<Activities>,
+    /// A compressed packet's frame.
+    zbuf: Vec<u8>,
+    /// This channel's zstd context, made at the first compressed packet.
+    unpack: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl Reader {
@@ -906,7 +912,9 @@ impl Reader {
             }
         }
         let normal = h.normal as usize;
-        if let Some(fd) = img.file {
+        if h.flags.contains(PacketFlags::COMPRESSED) {
+            self.recv_compressed_pages(h, img)?;
+        } else if let Some(fd) = img.file {
             self.recv_pages_to_file(h, img, fd)?;
         } else {
             self.recv_pages_to_memory(img, normal)?;
@@ -930,10 +938,16 @@ impl Reader {
                 self.digest.add(zero_hash(o, len as u32));
             }
         }
+        // Data bytes are the pages' (a compressed packet carries fewer on
+        // the wire).
+        let data: u64 = self.offsets[..normal]
+            .iter()
+            .map(|&o| self.session.page_len(o) as u64)
+            .sum();
         self.counters_packet(
             normal as u64,
             u64::from(h.zero),
-            u64::from(h.payload_len),
+            data,
             PACKET_HEADER_LEN + n + h.payload_len as usize,
         );
         self.progress
@@ -968,10 +982,96 @@ impl Reader {
     /// while it is in cache, and `pwrite` each run of contiguous pages to
     /// the file: no page of the file is zero-filled first or mapped.
     fn recv_pages_to_file(&mut self, h: &PacketHeader, img: &ImageShared, fd: RawFd) -> Result<()> {
-        let normal = h.normal as usize;
         let payload = h.payload_len as usize;
         chio::read_all(&mut self.ch, &mut self.buf[..payload])
             .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
+        self.buf_to_file(h.normal as usize, img, fd)
+    }
+
+    /// Read a compressed packet's frame and decompress it: straight into
+    /// a memory destination when its pages are one run, else into this
+    /// channel's buffer, from where the pages are hashed and written.
+    fn recv_compressed_pages(&mut self, h: &PacketHeader, img: &ImageShared) -> Result<()> {
+        let normal = h.normal as usize;
+        let raw: usize = self.offsets[..normal]
+            .iter()
+            .map(|&o| self.session.page_len(o))
+            .sum();
+        self.read_frame(h.payload_len as usize)?;
+        let mut runs = session::runs(&self.offsets[..normal], &self.session);
+        if let (None, Some((start, len)), None) = (img.file, runs.next(), runs.next()) {
+            // SAFETY: decoded offsets are inside the image and every page
+            // of the run was claimed by the caller.
+            let dst = unsafe { img.slice_mut(start, len) };
+            self.unpack_frame(dst)?;
+            if self.session.verify {
+                for &o in &self.offsets[..normal] {
+                    let l = self.session.page_len(o);
+                    let at = (o - start) as usize;
+                    self.digest.add(page_hash(o, &dst[at..at + l]));
+                }
+            }
+            return Ok(());
+        }
+        if self.buf.len() < raw {
+            self.buf.resize(raw, 0);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.unpack_frame(&mut buf[..raw]);
+        self.buf = buf;
+        r?;
+        match img.file {
+            Some(fd) => self.buf_to_file(normal, img, fd),
+            None => {
+                let mut at = 0usize;
+                for (start, len) in session::runs(&self.offsets[..normal], &self.session) {
+                    // SAFETY: as above.
+                    let dst = unsafe { img.slice_mut(start, len) };
+                    dst.copy_from_slice(&self.buf[at..at + len]);
+                    at += len;
+                }
+                if self.session.verify {
+                    let mut pos = 0usize;
+                    for &o in &self.offsets[..normal] {
+                        let l = self.session.page_len(o);
+                        self.digest.add(page_hash(o, &self.buf[pos..pos + l]));
+                        pos += l;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Read a compressed payload of `n` bytes into `zbuf`.
+    fn read_frame(&mut self, n: usize) -> Result<()> {
+        if self.zbuf.len() < n {
+            self.zbuf.resize(n, 0);
+        }
+        chio::read_all(&mut self.ch, &mut self.zbuf[..n])
+            .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
+        self.zbuf.truncate(n);
+        Ok(())
+    }
+
+    /// Decompress `zbuf` into exactly `out`; anything else is the peer's
+    /// protocol violation.
+    fn unpack_frame(&mut self, out: &mut [u8]) -> Result<()> {
+        let expected = out.len();
+        let bad = |why: String| WireError::BadCompressedPayload { expected, why };
+        if self.unpack.is_none() {
+            self.unpack = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| Error::data("make a zstd decompression context", e))?,
+            );
+        }
+        let d = self.unpack.as_mut().expect("made above");
+        crate::compress::decompress_with(d, &self.zbuf, out)
+            .map_err(|why| self.ctx.proto(Stage::RecvPages, bad(why)))
+    }
+
+    /// Hash the packet's pages in `buf` and `pwrite` them, run by run.
+    fn buf_to_file(&mut self, normal: usize, img: &ImageShared, fd: RawFd) -> Result<()> {
         if self.session.verify {
             let mut pos = 0usize;
             for &o in &self.offsets[..normal] {
@@ -1064,11 +1164,17 @@ impl Reader {
         let started = std::time::Instant::now();
         let data = match buf {
             Some(mut b) => {
-                let r = chio::read_all(&mut self.ch, &mut b[..entry.len as usize]);
+                let out = &mut b[..entry.len as usize];
+                let r = if h.flags.contains(PacketFlags::COMPRESSED) {
+                    self.read_frame(h.payload_len as usize)
+                        .and_then(|()| self.unpack_frame(out))
+                } else {
+                    chio::read_all(&mut self.ch, out).map_err(|e| self.ctx.io(Stage::RecvPages, e))
+                };
                 if let Err(err) = r {
                     // Give the buffer back so the pool stays whole.
                     s.release(b);
-                    return Err(self.ctx.io(Stage::RecvPages, err));
+                    return Err(err);
                 }
                 if self.session.verify {
                     self.digest
@@ -1094,7 +1200,7 @@ impl Reader {
         self.counters_packet(
             u64::from(!entry.zero),
             u64::from(entry.zero),
-            u64::from(h.payload_len),
+            if entry.zero { 0 } else { u64::from(entry.len) },
             PACKET_HEADER_LEN + STREAM_ENTRY_LEN + h.payload_len as usize,
         );
         self.progress

@@ -78,6 +78,11 @@ pub struct SendConfig {
     /// [`crate::rate`]); packets are cut to 25 ms worth of the rate so the
     /// flow stays even. `None` (default): no cap.
     pub max_bandwidth: Option<u64>,
+    /// Compress data packets with zstd, always or where it is faster
+    /// ([`Compress`](crate::compress::Compress); default off). The session
+    /// header then announces [`Compression::Zstd`]; the receiver needs no
+    /// setting. Not with [`zero_copy`](Self::zero_copy).
+    pub compress: crate::compress::Compress,
 }
 
 impl Default for SendConfig {
@@ -92,6 +97,7 @@ impl Default for SendConfig {
             zero_copy: false,
             idle_timeout: Some(Duration::from_secs(60)),
             max_bandwidth: None,
+            compress: crate::compress::Compress::Off,
         }
     }
 }
@@ -195,6 +201,11 @@ impl Sender {
         // channels (which may hold the image registered) are dropped, and
         // thereby closed, before the image.
         let mut pages = pages;
+        if config.zero_copy && config.compress.is_on() {
+            return Err(Error::Config(
+                "zero_copy sends pages from the image as they are: it cannot compress them".into(),
+            ));
+        }
         if config.zero_copy && image.is_none() {
             return Err(Error::Config(
                 "zero_copy needs an image session (stream chunks come from reused buffers)".into(),
@@ -206,7 +217,11 @@ impl Sender {
             page_size: config.page_size,
             channels: u32::try_from(pages.len()).unwrap_or(u32::MAX),
             layout,
-            compression: config.compression,
+            compression: if config.compress.is_on() {
+                Compression::Zstd
+            } else {
+                config.compression
+            },
             verify: config.verify,
             packet_payload: match config.max_bandwidth {
                 // A slow cap gets small packets, evenly spaced.
@@ -421,6 +436,7 @@ impl Sender {
                 iov: Vec::with_capacity(cap + 1),
                 activity: activity.clone(),
                 limit: limit.clone(),
+                packer: crate::compress::Packer::new(config.compress),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-send-{i}"))

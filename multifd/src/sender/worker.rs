@@ -143,6 +143,8 @@ pub(super) struct Worker {
     pub(super) activity: Arc<Activities>,
     /// The session's bandwidth cap, shared by every page channel.
     pub(super) limit: Option<Arc<crate::rate::RateLimit>>,
+    /// This channel's compressor (`SendConfig::compress`).
+    pub(super) packer: crate::compress::Packer,
 }
 
 impl Worker {
@@ -305,12 +307,38 @@ impl Worker {
             }
         }
         let payload: usize = self.normal.iter().map(|&o| self.session.page_len(o)).sum();
+        // Compress the packet's pages into one frame (a single run is
+        // read in place, several are gathered first); a frame that does
+        // not shrink is dropped and the pages go raw.
+        let mut frame_len = None;
+        if payload > 0 && self.packer.want() {
+            let mut stage = std::mem::take(&mut self.packer.stage);
+            let mut runs = session::runs(&self.normal, &self.session);
+            let src: &[u8] = match (runs.next(), runs.next()) {
+                // SAFETY: a run of pages inside the image (see above).
+                (Some((start, l)), None) => unsafe { raw.slice(start, l) },
+                _ => {
+                    stage.clear();
+                    for (start, l) in session::runs(&self.normal, &self.session) {
+                        // SAFETY: as above.
+                        stage.extend_from_slice(unsafe { raw.slice(start, l) });
+                    }
+                    &stage
+                }
+            };
+            frame_len = self.packer.compress(src).map(<[u8]>::len);
+            self.packer.stage = stage;
+        }
         let hdr = PacketHeader {
-            flags: PacketFlags::DATA,
+            flags: if frame_len.is_some() {
+                PacketFlags::COMPRESSED
+            } else {
+                PacketFlags::DATA
+            },
             packet_num: self.next_packet_num(),
             normal: self.normal.len() as u32,
             zero: self.zero.len() as u32,
-            payload_len: payload as u32,
+            payload_len: frame_len.unwrap_or(payload) as u32,
             epoch: self.epoch,
         };
         self.hdr.clear();
@@ -321,13 +349,19 @@ impl Worker {
         }
         let mut iov = session::recycle(std::mem::take(&mut self.iov));
         iov.push(IoSlice::new(&self.hdr));
-        // Contiguous normal pages travel as one iovec.
-        for (start, l) in session::runs(&self.normal, &self.session) {
-            // SAFETY: a run of pages inside the image (see above).
-            iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
+        if frame_len.is_some() {
+            iov.push(IoSlice::new(self.packer.frame()));
+        } else {
+            // Contiguous normal pages travel as one iovec.
+            for (start, l) in session::runs(&self.normal, &self.session) {
+                // SAFETY: a run of pages inside the image (see above).
+                iov.push(IoSlice::new(unsafe { raw.slice(start, l) }));
+            }
         }
         let header_len = self.hdr.len();
-        self.pace(header_len + payload);
+        let wire_payload = frame_len.unwrap_or(payload);
+        self.pace(header_len + wire_payload);
+        let write_started = Instant::now();
         let r = if self.zero_copy {
             // The header buffer is reused for the next packet: it goes with
             // a normal copy, the pages (unchanged until the next flush)
@@ -340,7 +374,9 @@ impl Worker {
         } else {
             write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty())
         };
+        let write_took = write_started.elapsed();
         self.iov = session::recycle(iov);
+        self.packer.sent(payload, write_took);
         if let Err((e, written)) = r {
             let stage = if written < header_len {
                 Stage::SendHeader
@@ -371,7 +407,7 @@ impl Worker {
             self.normal.len() as u64,
             self.zero.len() as u64,
             payload as u64,
-            (header_len + payload) as u64,
+            (header_len + wire_payload) as u64,
         );
         Ok(())
     }
@@ -420,10 +456,20 @@ impl Worker {
                 page_hash(offset, data)
             });
         }
-        let payload = if zero { 0 } else { data.len() };
+        let raw_len = if zero { 0 } else { data.len() };
+        let frame_len = if raw_len > 0 && self.packer.want() {
+            self.packer.compress(data).map(<[u8]>::len)
+        } else {
+            None
+        };
+        let payload = frame_len.unwrap_or(raw_len);
         let mut b = [0u8; PACKET_HEADER_LEN + STREAM_ENTRY_LEN];
         PacketHeader {
-            flags: PacketFlags::DATA,
+            flags: if frame_len.is_some() {
+                PacketFlags::COMPRESSED
+            } else {
+                PacketFlags::DATA
+            },
             packet_num: self.next_packet_num(),
             normal: u32::from(!zero),
             zero: u32::from(zero),
@@ -438,8 +484,16 @@ impl Worker {
         }
         .encode_into(&mut b[PACKET_HEADER_LEN..]);
         self.pace(b.len() + payload);
-        let mut iov = [IoSlice::new(&b), IoSlice::new(&data[..payload])];
-        if let Err((e, written)) = write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty()) {
+        let body = if frame_len.is_some() {
+            self.packer.frame()
+        } else {
+            &data[..payload]
+        };
+        let mut iov = [IoSlice::new(&b), IoSlice::new(body)];
+        let write_started = Instant::now();
+        let r = write_tracked(&mut *self.ch, &mut iov, WriteFlags::empty());
+        self.packer.sent(raw_len, write_started.elapsed());
+        if let Err((e, written)) = r {
             let stage = if written < b.len() {
                 Stage::SendHeader
             } else {
@@ -450,7 +504,7 @@ impl Worker {
         self.counters().packet(
             u64::from(!zero),
             u64::from(zero),
-            payload as u64,
+            raw_len as u64,
             (b.len() + payload) as u64,
         );
         Ok(())

@@ -124,8 +124,19 @@ pub enum WireError {
         page_size: u32,
     },
     /// Compression method unknown.
-    #[error("unsupported compression method {0} (this version supports only 0 = none)")]
+    #[error("unsupported compression method {0} (this version knows 0 = none, 1 = zstd)")]
     UnknownCompression(u8),
+    /// A compressed packet in a session that announced no compression.
+    #[error("a compressed packet in a session without compression")]
+    CompressedWithoutCompression,
+    /// A compressed payload that does not decompress to the packet's data.
+    #[error("a compressed payload does not decompress to the {expected} bytes of its data: {why}")]
+    BadCompressedPayload {
+        /// The raw data's length.
+        expected: usize,
+        /// What the decompressor said.
+        why: String,
+    },
     /// Layout byte unknown.
     #[error("unknown layout {0} (0 = image, 1 = stream)")]
     UnknownLayout(u8),

@@ -1,4 +1,4 @@
-//! The multifd wire format, version 3 ([`VERSION`]; see
+//! The multifd wire format, version 4 ([`VERSION`]; see
 //! `docs/wire-protocol.md` for what changed in each version): encoders and
 //! slice-based decoders.
 //!
@@ -47,7 +47,7 @@ pub use error::{hex, SizeLimit, WireError};
 
 /// The protocol version this crate speaks (3: hole ranges,
 /// [`PacketFlags::HOLES`]).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Magic of the session header, first 4 bytes of the main channel (`TRSM`).
 pub const MAIN_MAGIC: u32 = u32::from_be_bytes(*b"TRSM");
 /// Magic of the init packet, first 4 bytes of a page channel (`TRSP`).
@@ -103,14 +103,17 @@ pub enum Layout {
     Stream,
 }
 
-/// Payload compression. Only `None` exists so far (version 3); the field is on
-/// the wire so a later version can add methods, and unknown values are
-/// refused.
+/// Payload compression of the session (byte 41 of the session header).
+/// With `Zstd` a data packet may carry [`PacketFlags::COMPRESSED`]: its
+/// payload is one zstd frame of the packet's data; packets that would not
+/// shrink go raw. Unknown values are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Pages travel raw.
     #[default]
     None,
+    /// Data packets may be zstd frames (version 4).
+    Zstd,
 }
 
 /// The session header: first bytes of the main channel, sender to
@@ -163,6 +166,7 @@ impl SessionHeader {
         b[40] = layout;
         b[41] = match self.compression {
             Compression::None => 0,
+            Compression::Zstd => 1,
         };
         let flags = if self.verify { SESSION_FLAG_VERIFY } else { 0 };
         b[42..44].copy_from_slice(&flags.to_be_bytes());
@@ -280,6 +284,7 @@ pub fn decode_session_header(buf: &[u8]) -> Result<SessionHeader, WireError> {
     };
     let compression = match b[41] {
         0 => Compression::None,
+        1 => Compression::Zstd,
         other => return Err(WireError::UnknownCompression(other)),
     };
     let flags = u16::from_be_bytes([b[42], b[43]]);
@@ -392,7 +397,12 @@ impl PacketFlags {
     /// (offset, length) pair of [`HOLE_ENTRY_LEN`] bytes, no payload. A
     /// range of a million pages costs 16 bytes instead of 8 MB of offsets.
     pub const HOLES: PacketFlags = PacketFlags(4);
-    const KNOWN: u32 = 7;
+    /// A data packet whose payload is one zstd frame of its data (normal
+    /// pages in entry order, or the stream chunk); `payload_len` is the
+    /// frame's length, never more than the raw data's. Only in sessions
+    /// with [`Compression::Zstd`] (version 4).
+    pub const COMPRESSED: PacketFlags = PacketFlags(8);
+    const KNOWN: u32 = 15;
 
     /// The raw bits.
     pub fn bits(self) -> u32 {
@@ -482,7 +492,19 @@ pub fn decode_packet_header(
         }
         return Ok(h);
     }
-    if flags != 0 {
+    let compressed = flags == PacketFlags::COMPRESSED.0;
+    if compressed {
+        if session.compression == Compression::None {
+            return Err(WireError::CompressedWithoutCompression);
+        }
+        if h.normal == 0 || h.payload_len == 0 {
+            return Err(WireError::PayloadMismatch {
+                declared: h.payload_len,
+                expected: 0,
+            });
+        }
+    }
+    if flags != 0 && !compressed {
         let control = flags == PacketFlags::SYNC.0 || flags == PacketFlags::END.0;
         if !control || h.normal != 0 || h.zero != 0 || h.payload_len != 0 {
             return Err(WireError::BadControlPacket { flags });
@@ -547,7 +569,13 @@ pub fn decode_page_offsets(
         }
         out.push(off);
     }
-    if payload != u64::from(hdr.payload_len) {
+    // A compressed packet's frame is never longer than the raw data.
+    let fits = if hdr.flags.contains(PacketFlags::COMPRESSED) {
+        u64::from(hdr.payload_len) <= payload
+    } else {
+        u64::from(hdr.payload_len) == payload
+    };
+    if !fits {
         return Err(WireError::PayloadMismatch {
             declared: hdr.payload_len,
             expected: payload,
@@ -646,7 +674,12 @@ pub fn decode_stream_entry(
         });
     }
     let expected = if e.zero { 0 } else { u64::from(e.len) };
-    if e.len == 0 || e.len > session.packet_payload || u64::from(hdr.payload_len) != expected {
+    let fits = if hdr.flags.contains(PacketFlags::COMPRESSED) {
+        !e.zero && u64::from(hdr.payload_len) <= expected
+    } else {
+        u64::from(hdr.payload_len) == expected
+    };
+    if e.len == 0 || e.len > session.packet_payload || !fits {
         return Err(WireError::PayloadMismatch {
             declared: hdr.payload_len,
             expected,
