@@ -13,7 +13,7 @@ use common::*;
 use transit_multifd::compress::Compress;
 use transit_multifd::image::{Content, SourceImage};
 use transit_multifd::wire::{self, Compression, PacketFlags, PacketHeader, WireError};
-use transit_multifd::{Destination, Error, Payload, Receiver, RecvConfig, SendConfig, Sender};
+use transit_multifd::{Destination, Error, Payload, RecvConfig, SendConfig, Sender};
 
 fn compressible(size: u64, zero_ratio: f64, seed: u64) -> SourceImage {
     let mut s = spec(size, zero_ratio, seed);
