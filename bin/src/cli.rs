@@ -313,6 +313,12 @@ pub struct SendArgs {
     #[arg(long, value_name = "NAME", requires = "tls_creds")]
     pub tls_hostname: Option<String>,
 
+    /// Compress data packets: none, zstd[:LEVEL] (every packet, sent raw when it does not
+    /// shrink), auto[:LEVEL] (each channel compresses only while that is faster on its link and
+    /// core). LEVEL: zstd's, default 1. The receiver needs no option.
+    #[arg(long, value_name = "METHOD", default_value = "none", value_parser = parse_compress)]
+    pub compress: transit_multifd::compress::Compress,
+
     /// Cap the rate at RATE, one budget for all channels (packet headers included), applied
     /// evenly: a size per second (200M = 200 MiB/s) or bits as tc writes them (800mbit, 1gbit).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -391,6 +397,35 @@ pub struct BenchArgs {
 pub const PAGE_SIZE_DEFAULT: &str = "4K";
 /// `--packet-size` unless given (`crate::DEFAULT_PACKET_PAYLOAD`).
 pub const PACKET_SIZE_DEFAULT: &str = "512K";
+
+/// Parse `--compress`: `none`, `zstd`, `zstd:LEVEL`, `auto`, `auto:LEVEL`.
+pub fn parse_compress(s: &str) -> Result<transit_multifd::compress::Compress, String> {
+    use transit_multifd::compress::Compress;
+    let (method, level) = match s.split_once(':') {
+        Some((m, l)) => {
+            let l: i32 = l
+                .parse()
+                .map_err(|_| format!("invalid zstd level {l:?}: a whole number, e.g. 1 or 3"))?;
+            if !(-7..=22).contains(&l) {
+                return Err(format!("zstd level {l} is out of range: -7 to 22"));
+            }
+            (m, Some(l))
+        }
+        None => (s, None),
+    };
+    match (method, level) {
+        ("none", None) => Ok(Compress::Off),
+        ("zstd", l) => Ok(Compress::Zstd {
+            level: l.unwrap_or(1),
+        }),
+        ("auto", l) => Ok(Compress::Auto {
+            level: l.unwrap_or(1),
+        }),
+        _ => Err(format!(
+            "unknown compression {s:?}: none, zstd[:LEVEL] or auto[:LEVEL]"
+        )),
+    }
+}
 
 /// Parse a rate in bytes per second: a size per second (`200M`, `200MB`,
 /// `200MiB`: units of 1024, as sizes) or bits in units of 1000 as tc and
@@ -481,6 +516,18 @@ mod tests {
         assert_eq!(parse_idle_timeout("0"), Ok(0.0));
         for bad in ["-1", "nan", "inf", "1e300", "x"] {
             assert!(parse_idle_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn compression_methods_parse() {
+        use transit_multifd::compress::Compress;
+        assert_eq!(parse_compress("none"), Ok(Compress::Off));
+        assert_eq!(parse_compress("zstd"), Ok(Compress::Zstd { level: 1 }));
+        assert_eq!(parse_compress("zstd:9"), Ok(Compress::Zstd { level: 9 }));
+        assert_eq!(parse_compress("auto:-1"), Ok(Compress::Auto { level: -1 }));
+        for bad in ["gzip", "zstd:", "zstd:99", "none:1", "auto:x", ""] {
+            assert!(parse_compress(bad).is_err(), "{bad}");
         }
     }
 

@@ -993,6 +993,9 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         &clock,
     );
     summary.sha256 = done.sha256;
+    if done.session.compression == transit_multifd::wire::Compression::Zstd {
+        summary.compress = Some("zstd".into());
+    }
     finish_report(&summary, opts.json, to_stderr, opts.verbosity);
     Ok(())
 }

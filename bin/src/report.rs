@@ -503,6 +503,11 @@ pub struct Summary {
     /// `send --max-bandwidth`, bytes per second (absent without a cap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_bytes_per_second: Option<u64>,
+    /// Compression: send `zstd:LEVEL` or `auto:LEVEL`, recv `zstd` when the
+    /// session allowed compressed packets (absent otherwise);
+    /// `wire_bytes` against `bytes` says how much it saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<String>,
 }
 
 /// The parts of a summary that do not come from [`Stats`].
@@ -605,6 +610,7 @@ impl Summary {
             file: info.file,
             sha256: None,
             max_bandwidth_bytes_per_second: None,
+            compress: None,
         }
     }
 
@@ -647,6 +653,13 @@ impl Summary {
         }
         if self.passes > 1 {
             s.push_str(&format!(", {} passes", self.passes));
+        }
+        if let (Some(c), true) = (&self.compress, self.wire_bytes > 0) {
+            s.push_str(&format!(
+                ", {c}: {} on the wire ({:.2}x smaller)",
+                size(self.wire_bytes),
+                self.bytes as f64 / self.wire_bytes as f64
+            ));
         }
         if let Some(c) = self.max_bandwidth_bytes_per_second {
             s.push_str(&format!(", capped at {}", rate(c as f64)));

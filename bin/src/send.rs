@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, SocketAddress};
+use transit_multifd::compress::Compress;
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
 
@@ -60,6 +61,11 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     if c.raw && c.channels.is_some_and(|n| n != 1) {
         return Err(usage("--raw sends on exactly one channel; drop --channels"));
     }
+    if c.raw && args.compress.is_on() {
+        return Err(usage(
+            "--compress needs transit's framing (a transit receiver decompresses): drop --raw",
+        ));
+    }
     let channels = if raw { 1 } else { c.channels.unwrap_or(4) };
     if channels == 0 || channels > wire::MAX_CHANNELS {
         return Err(usage(format!(
@@ -91,6 +97,9 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             return Err(usage(
                 "--max-bandwidth caps a transfer to a receiver; file: writes locally",
             ));
+        }
+        if args.compress.is_on() {
+            return Err(usage("--compress applies to a transfer to a receiver; file: writes the bytes as they are"));
         }
     }
     if matches!(endpoint, Endpoint::Stdio) && !raw {
@@ -171,6 +180,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             zero_copy: false,
             idle_timeout: args.common.idle_timeout(),
             max_bandwidth: args.max_bandwidth,
+            compress: args.compress,
         },
         transport,
     })
@@ -487,6 +497,11 @@ fn send_multifd(
     );
     summary.sha256 = sha;
     summary.max_bandwidth_bytes_per_second = args.max_bandwidth;
+    summary.compress = match args.compress {
+        Compress::Off => None,
+        Compress::Zstd { level } => Some(format!("zstd:{level}")),
+        Compress::Auto { level } => Some(format!("auto:{level}")),
+    };
     finish_report(&summary, args.common.json, false, verbosity(&args.common));
     Ok(())
 }

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Compression over a real-ish link: two network namespaces joined by a
+# veth pair with a token-bucket rate limit on the sender's side, made here
+# and removed at exit (root needed), against unlimited loopback.
+#
+#   scripts/bench-network.sh                   # release build, 1 GiB, 1gbit, 3 rounds
+#   REPS=1 SIZE=256M RATE=1gbit scripts/bench-network.sh
+#   TRANSIT=/path/to/transit scripts/bench-network.sh     # no cargo build
+#
+# Test bed: namespaces tnA (sender, 10.77.0.1) and tnB (receiver,
+# 10.77.0.2), veth vA <-> vB, `tc -n tnA qdisc add dev vA root tbf rate RATE
+# burst 1mb latency 50ms`. Nothing outside these namespaces is a target.
+#
+# Cases, rounds interleaved, whole commands timed from outside (the
+# receiver listens first, not timed; the clock runs from the sender's start
+# until both exited): a SIZE generated image of compressible text
+# (--ram SIZE --compressible --zero-ratio 0) into the receiver's memory,
+# 4 channels, with --compress none | zstd | auto, over the link and over
+# loopback (no limit). The image is generated before connecting on each
+# run; that time is the same in every case.
+#
+# Targets (issue 16), from the medians:
+#   link:     none / zstd >= 2.5 (zstd at least 2.5x faster)
+#   link:     auto within 10% of the better of none and zstd
+#   loopback: auto within 10% of the better of none and zstd
+# The script prints each round, then medians, best and the ratios, and
+# exits 1 if a target is missed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+REPS=${REPS:-3}
+SIZE=${SIZE:-1G}
+RATE=${RATE:-1gbit}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench-network.sh makes network namespaces: run it as root" >&2
+    exit 1
+fi
+need=()
+command -v jq >/dev/null || need+=(jq)
+command -v ip >/dev/null || need+=(iproute2)
+command -v tc >/dev/null || need+=(iproute2)
+if [ "${#need[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -n "${TRANSIT:-}" ]; then
+    T=$(realpath "$TRANSIT")
+else
+    cargo build --release -p transit >&2
+    T=$(realpath target/release/transit)
+fi
+
+work=$(mktemp -d)
+cleanup() {
+    ip netns del tnA 2>/dev/null || true
+    ip netns del tnB 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cleanup
+work=$(mktemp -d)
+
+ip netns add tnA
+ip netns add tnB
+ip link add vA netns tnA type veth peer name vB netns tnB
+ip -n tnA addr add 10.77.0.1/24 dev vA
+ip -n tnB addr add 10.77.0.2/24 dev vB
+ip -n tnA link set vA up
+ip -n tnB link set vB up
+ip -n tnA link set lo up
+ip -n tnB link set lo up
+tc -n tnA qdisc add dev vA root tbf rate "$RATE" burst 1mb latency 50ms
+
+now() { date +%s.%N; }
+
+# run_case NAME WHERE METHOD: WHERE is link or loop.
+run_case() {
+    local name=$1 where=$2 method=$3 addr t0 t1 rpid
+    local rx=() tx=() listen=tcp:127.0.0.1:0
+    if [ "$where" = link ]; then
+        rx=(ip netns exec tnB)
+        tx=(ip netns exec tnA)
+        listen=tcp:10.77.0.2:0
+    fi
+    "${rx[@]}" "$T" recv "$listen" --json >"$work/r.json" 2>"$work/r.err" &
+    rpid=$!
+    addr=$(wait_listen "$work/r.err")
+    t0=$(now)
+    "${tx[@]}" "$T" send "$addr" --ram "$SIZE" --compressible --zero-ratio 0 --channels 4 \
+        --compress "$method" --json >"$work/s.json" 2>"$work/s.err" || {
+        cat "$work/s.err" >&2
+        return 1
+    }
+    wait "$rpid"
+    t1=$(now)
+    if [ "$(jq -r .verified "$work/r.json")" != true ]; then
+        echo "$name: not verified" >&2
+        return 1
+    fi
+    local secs wire bytes
+    secs=$(echo "$t1 - $t0" | bc -l)
+    wire=$(jq .wire_bytes "$work/s.json")
+    bytes=$(jq .bytes "$work/s.json")
+    echo "$secs" >>"$work/$name"
+    printf '  %-14s %7.3f s  wire %6.1f MiB for %6.1f MiB of data\n' "$name" "$secs" \
+        "$(echo "$wire / 1048576" | bc -l)" "$(echo "$bytes / 1048576" | bc -l)"
+}
+
+command -v bc >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bc >/dev/null
+}
+
+echo "compressible $SIZE image, 4 channels, link: veth + tbf $RATE (namespaces tnA -> tnB); loopback: no limit; $REPS rounds"
+cases=(link-none link-zstd link-auto loop-none loop-zstd loop-auto)
+for r in $(seq 1 "$REPS"); do
+    echo "round $r"
+    for c in "${cases[@]}"; do
+        run_case "$c" "${c%%-*}" "${c#*-}"
+    done
+done
+
+echo
+printf '%-12s %10s %10s\n' case "median s" "best s"
+declare -A med
+for c in "${cases[@]}"; do
+    mapfile -t v <"$work/$c"
+    med[$c]=$(median "${v[@]}")
+    b=$(printf '%s\n' "${v[@]}" | sort -g | head -1)
+    printf '%-12s %10.3f %10.3f\n' "$c" "${med[$c]}" "$b"
+done
+
+fail=0
+check() { # label value op target
+    local ok
+    ok=$(awk -v v="$2" -v t="$4" -v op="$3" 'BEGIN { print (op == ">=" ? v >= t : v <= t) ? "PASS" : "FAIL" }')
+    [ "$ok" = PASS ] || fail=1
+    printf '%-52s %7.3f  (target %s %s) %s\n' "$1" "$2" "$3" "$4" "$ok"
+}
+echo
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
+check "link: none / zstd (speed-up of zstd)" "$(echo "${med[link-none]} / ${med[link-zstd]}" | bc -l)" ">=" 2.5
+check "link: auto / better of none and zstd" \
+    "$(echo "${med[link-auto]} / $(min "${med[link-none]}" "${med[link-zstd]}")" | bc -l)" "<=" 1.10
+check "loopback: auto / better of none and zstd" \
+    "$(echo "${med[loop-auto]} / $(min "${med[loop-none]}" "${med[loop-zstd]}")" | bc -l)" "<=" 1.10
+exit "$fail"
