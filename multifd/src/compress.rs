@@ -13,7 +13,9 @@
 //! [`Compress::Auto`] lets each channel measure, on its own link and core,
 //! what a byte costs sent raw (the time its write took) and compressed
 //! (compression plus the write of the frame), as moving averages, and send
-//! each packet the cheaper way. Every [`PROBE_EVERY`]th packet goes the
+//! each packet compressed only when that is clearly cheaper (under
+//! [`PREFER`] of the raw cost: the receiver's decompression is not in the
+//! sender's measurement). Every [`PROBE_EVERY`]th packet goes the
 //! other way, so a link that became faster or slower, or data that became
 //! more or less compressible, is noticed. On a fast link (loopback) writes
 //! are cheaper than compressing, so it sends raw; on a slow one
@@ -63,6 +65,11 @@ impl Compress {
 /// In [`Compress::Auto`], every this many packets one goes the way the
 /// averages do not favour, to keep both estimates current.
 pub const PROBE_EVERY: u64 = 16;
+
+/// In [`Compress::Auto`], compression wins only when a byte costs less
+/// than this fraction of its raw cost (when the costs are close, as on
+/// loopback, raw spares the receiver's CPU the decompression).
+pub const PREFER: f64 = 0.5;
 
 /// Weight of a new measurement in the moving averages.
 const ALPHA: f64 = 0.2;
@@ -134,7 +141,10 @@ impl Packer {
                 let (Some(raw), Some(packed)) = (self.raw_cost, self.packed_cost) else {
                     return self.packed_cost.is_none();
                 };
-                let better = packed < raw;
+                // Compressing must be clearly cheaper: its cost on the
+                // receiver (decompression) and on the other channels'
+                // cores is not in this channel's measurement.
+                let better = packed < raw * PREFER;
                 if self.packets.is_multiple_of(PROBE_EVERY) {
                     !better
                 } else {
