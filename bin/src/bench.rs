@@ -390,6 +390,7 @@ fn null_peer(mut ch: SocketChannel) -> Result<(), String> {
         &mut ch,
         &Record::Accept {
             channels: h.channels,
+            have: false,
         }
         .to_bytes(),
     )

@@ -543,6 +543,7 @@ pub fn raw_stats(bytes: u64, seconds: f64, cpu_seconds: f64) -> Stats {
         peak_buffers: 0,
         zero_copy_flushes: 0,
         zero_copy_copied: 0,
+        kept_pages: 0,
         channels: vec![ChannelStats {
             id: 0,
             bytes,

@@ -590,6 +590,43 @@ impl DestImage {
         })
     }
 
+    /// [`create_file`](Self::create_file) for a delta transfer: the
+    /// temporary file starts as a copy of `old` (the file at the target,
+    /// cut or extended to `size`), and the copy's first bytes are hashed in
+    /// chunks of `chunk_size` meanwhile ([`crate::delta::hash_file`]); the
+    /// hashes are returned with the image, which is not fresh (zero pages
+    /// received are written as zeros).
+    pub fn create_file_from(
+        target: &Path,
+        old: &File,
+        size: u64,
+        mode: Option<u32>,
+        chunk_size: u32,
+    ) -> io::Result<(DestImage, Vec<u64>)> {
+        let len = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let temp = TempOutput::create(target, mode)?;
+        let have = old.metadata()?.len().min(size);
+        let hashes = std::thread::scope(|s| -> io::Result<Vec<u64>> {
+            let copier = s.spawn(|| copy_range(old, temp.file(), have));
+            let hashes = crate::delta::hash_file(old, have, chunk_size);
+            copier
+                .join()
+                .map_err(|_| io::Error::other("the copy thread panicked"))??;
+            hashes
+        })?;
+        temp.file().set_len(size)?;
+        Ok((
+            DestImage {
+                map: Mapping::map(0, 0, 0, -1)?,
+                len,
+                fresh: false,
+                file: Some(temp),
+            },
+            hashes,
+        ))
+    }
+
     /// The bytes of a memory image (empty for a file destination, whose
     /// bytes are in the file).
     pub fn as_slice(&self) -> &[u8] {
@@ -664,6 +701,57 @@ impl DestImage {
             .map(|t| t.target().to_path_buf())
             .unwrap_or_default())
     }
+}
+
+/// Copy the first `len` bytes of `from` into `to` at the same offsets, in
+/// the kernel (`copy_file_range`: a reflink or server-side copy where the
+/// file system offers one), falling back to read and write.
+fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let mut done = 0u64;
+    while done < len {
+        let mut off_in = done as libc::loff_t;
+        let mut off_out = done as libc::loff_t;
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both fds are open for the call; the offsets are ours.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n > 0 {
+            done += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the old file shrank while it was copied",
+            ));
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        ) {
+            return Err(e);
+        }
+        // No in-kernel copy between these files: plain reads and writes.
+        let mut buf = vec![0u8; 1 << 20];
+        while done < len {
+            let l = (len - done).min(buf.len() as u64) as usize;
+            from.read_exact_at(&mut buf[..l], done)?;
+            to.write_all_at(&buf[..l], done)?;
+            done += l as u64;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

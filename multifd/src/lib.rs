@@ -103,6 +103,7 @@
 //! ```
 
 pub mod compress;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod image;

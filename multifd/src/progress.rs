@@ -107,6 +107,7 @@ pub struct Progress {
     peak_buffers: AtomicU64,
     zc_flushes: AtomicU64,
     zc_copied: AtomicU64,
+    kept: AtomicU64,
 }
 
 impl Progress {
@@ -118,6 +119,7 @@ impl Progress {
             peak_buffers: AtomicU64::new(0),
             zc_flushes: AtomicU64::new(0),
             zc_copied: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +138,11 @@ impl Progress {
 
     /// One zero-copy flush of a page channel; `copied` if the transport
     /// reported that its zero-copy writes fell back to copying.
+    /// Count `pages` a delta transfer kept (the receiver had them).
+    pub(crate) fn kept(&self, pages: u64) {
+        self.kept.fetch_add(pages, Relaxed);
+    }
+
     pub(crate) fn zero_copy_flush(&self, copied: bool) {
         self.zc_flushes.fetch_add(1, Relaxed);
         if copied {
@@ -173,6 +180,7 @@ impl Progress {
             peak_buffers: self.peak_buffers.load(Relaxed),
             zero_copy_flushes: self.zc_flushes.load(Relaxed),
             zero_copy_copied: self.zc_copied.load(Relaxed),
+            kept_pages: self.kept.load(Relaxed),
             channels,
         }
     }
@@ -238,6 +246,10 @@ pub struct Stats {
     ///
     /// [`FlushOutcome::Copied`]: transit_channel::FlushOutcome::Copied
     pub zero_copy_copied: u64,
+    /// Pages a delta transfer did not send because the receiver's older
+    /// copy had them ([`crate::delta`]); neither in `pages` nor in
+    /// `zero_pages`.
+    pub kept_pages: u64,
     /// Per channel.
     pub channels: Vec<ChannelStats>,
 }

@@ -286,8 +286,15 @@ pub(crate) fn read_record(
         return Err(e);
     }
     let h = wire::decode_record_header(&hdr).map_err(|e| ctx.proto(stage, e))?;
-    let mut body = [0u8; 8 + wire::MAX_ERROR_MESSAGE];
-    let body = &mut body[..h.len as usize];
+    // Most records are small; a Have record (delta) may be megabytes.
+    let mut small = [0u8; 8 + wire::MAX_ERROR_MESSAGE];
+    let mut large = Vec::new();
+    let body: &mut [u8] = if h.len as usize <= small.len() {
+        &mut small[..h.len as usize]
+    } else {
+        large.resize(h.len as usize, 0);
+        &mut large
+    };
     if !read_exact_deadline(ch, body, deadline, timeout, ctx, stage)? {
         return Err(ctx.io(
             stage,

@@ -274,7 +274,10 @@ fn every_encoder_round_trips() {
     for r in [
         Record::Sync { epoch: 9 },
         Record::End(t),
-        Record::Accept { channels: 3 },
+        Record::Accept {
+            channels: 3,
+            have: false,
+        },
         Record::Verdict {
             status: VerdictStatus::Mismatch,
             totals: t,

@@ -31,6 +31,7 @@ fn a_receiver_that_dies_mid_transfer_fails_the_sender_within_5_s() {
             &mut recv[0],
             &Record::Accept {
                 channels: h.channels,
+                have: false,
             }
             .to_bytes(),
         )

@@ -290,7 +290,11 @@ fn stray(rng: &mut Rng, n: usize) -> Action {
         ),
         6 => act(
             To::Main,
-            Record::Accept { channels: 1 }.to_bytes(),
+            Record::Accept {
+                channels: 1,
+                have: false,
+            }
+            .to_bytes(),
             "stray Accept".into(),
         ),
         7 => {

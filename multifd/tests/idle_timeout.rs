@@ -100,7 +100,11 @@ fn a_receiver_that_stops_reading_fails_the_sender() {
                 let mut init = [0u8; wire::INIT_PACKET_LEN];
                 chio::read_all(ch, &mut init).unwrap();
             }
-            let accept = Record::Accept { channels: 2 }.to_bytes();
+            let accept = Record::Accept {
+                channels: 2,
+                have: false,
+            }
+            .to_bytes();
             chio::write_all(&mut recv[0], &accept).unwrap();
             // Hold every channel open, read nothing.
             let _ = stop_rx.recv();

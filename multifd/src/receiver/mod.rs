@@ -66,6 +66,11 @@ pub struct RecvConfig {
     /// at a barrier for other channels, or for a slow sink, is not idle.
     /// See "Idle timeout" in the [crate docs](crate).
     pub idle_timeout: Option<Duration>,
+    /// Delta transfer ([`crate::delta`]): with a [`Destination::File`]
+    /// whose path holds a regular file already, start the output as a
+    /// copy of it and tell the sender which chunks it has, so only the
+    /// others cross the network (default off).
+    pub delta: bool,
 }
 
 impl Default for RecvConfig {
@@ -76,6 +81,7 @@ impl Default for RecvConfig {
             handshake_timeout: Some(Duration::from_secs(10)),
             max_image_size: None,
             idle_timeout: Some(Duration::from_secs(60)),
+            delta: false,
         }
     }
 }
@@ -517,7 +523,7 @@ impl Receiver {
         if failure.is_failed() {
             return Err(failure.take_error());
         }
-        let target = match prepare(&session, self.dest.take()) {
+        let target = match prepare(&session, self.dest.take(), self.config.delta) {
             Ok(t) => t,
             Err(e) => {
                 let rec = Record::Error {
@@ -528,14 +534,19 @@ impl Receiver {
                 return Err(e);
             }
         };
+        let (target, have) = target;
         write_record(
             &mut main.ch,
             &Record::Accept {
                 channels: session.channels,
+                have: have.is_some(),
             },
             &main.ctx,
             Stage::Handshake,
         )?;
+        if let Some(h) = have {
+            write_record(&mut main.ch, &h, &main.ctx, Stage::Handshake)?;
+        }
         progress.restart();
         let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
         let mut run = Run::start(
@@ -610,8 +621,37 @@ enum Target {
     Stream(Box<dyn Write + Send>),
 }
 
+/// Create or check the destination for the session's layout; with
+/// `delta` and an existing file at a file destination's path, start from
+/// it and return the [`Record::Have`] to send.
+fn prepare(
+    session: &SessionHeader,
+    dest: Option<Destination>,
+    delta: bool,
+) -> Result<(Target, Option<Record>)> {
+    if let (true, Layout::Image { size }, Some(Destination::File { path, mode })) =
+        (delta, session.layout, dest.as_ref())
+    {
+        let old = std::fs::File::open(path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0));
+        if let Some(old) = old {
+            let chunk_size = crate::delta::chunk_size_for(size, session.page_size);
+            let (img, hashes) = DestImage::create_file_from(path, &old, size, *mode, chunk_size)
+                .map_err(|e| {
+                    Error::data(format!("start {} from its older copy", path.display()), e)
+                })?;
+            return Ok((
+                Target::Image(img),
+                Some(Record::Have { chunk_size, hashes }),
+            ));
+        }
+    }
+    prepare_plain(session, dest).map(|t| (t, None))
+}
+
 /// Create or check the destination for the session's layout.
-fn prepare(session: &SessionHeader, dest: Option<Destination>) -> Result<Target> {
+fn prepare_plain(session: &SessionHeader, dest: Option<Destination>) -> Result<Target> {
     let refuse = |m: String| Err(Error::Config(m));
     match (session.layout, dest) {
         (_, None) => refuse("no destination".into()),

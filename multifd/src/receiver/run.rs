@@ -197,6 +197,35 @@ fn for_words(first: u64, count: u64, mut f: impl FnMut(usize, u64)) {
     }
 }
 
+/// `pread` exactly `buf.len()` bytes at `off`.
+fn pread_exact(fd: RawFd, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        // SAFETY: pread writes at most the given length into the live
+        // slice `buf[done..]`.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// `pwrite` all of `buf` at `off`.
 fn pwrite_all(fd: RawFd, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
     while !buf.is_empty() {
@@ -855,7 +884,7 @@ impl Reader {
                 self.barrier.depart(&self.ctx, "END packet");
                 return Ok(());
             }
-            if h.flags.contains(PacketFlags::HOLES) {
+            if h.flags.contains(PacketFlags::HOLES) || h.flags.contains(PacketFlags::KEEP) {
                 let Kind::Image(img) = &self.kind else {
                     return Err(self.ctx.proto(Stage::RecvHeader, WireError::WrongLayout));
                 };
@@ -1043,6 +1072,44 @@ impl Reader {
         }
     }
 
+    /// Fold the `page_hash` of `count` kept pages from `first` on, read
+    /// from the destination (the older copy it started from).
+    fn hash_kept(&mut self, img: &ImageShared, first: u64, count: u64) -> Result<()> {
+        let ps = u64::from(self.session.page_size);
+        let Some(fd) = img.file else {
+            for idx in first..first + count {
+                let o = idx * ps;
+                // SAFETY: a claimed page inside the image.
+                let page = unsafe { img.slice_mut(o, self.session.page_len(o)) };
+                self.digest.add(page_hash(o, page));
+            }
+            return Ok(());
+        };
+        // Read the kept range from the file in pieces of up to 1 MiB.
+        let per = (1u64 << 20).div_ceil(ps).max(1);
+        let mut idx = first;
+        while idx < first + count {
+            let n = per.min(first + count - idx);
+            let start = idx * ps;
+            let end = (start + n * ps).min(self.session.image_size());
+            let l = (end - start) as usize;
+            if self.buf.len() < l {
+                self.buf.resize(l, 0);
+            }
+            pread_exact(fd, &mut self.buf[..l], start)
+                .map_err(|e| Error::data(format!("read the kept pages at offset {start}"), e))?;
+            let mut at = 0usize;
+            for i in idx..idx + n {
+                let o = i * ps;
+                let pl = self.session.page_len(o);
+                self.digest.add(page_hash(o, &self.buf[at..at + pl]));
+                at += pl;
+            }
+            idx += n;
+        }
+        Ok(())
+    }
+
     /// Read a compressed payload of `n` bytes into `zbuf`.
     fn read_frame(&mut self, n: usize) -> Result<()> {
         if self.zbuf.len() < n {
@@ -1093,6 +1160,7 @@ impl Reader {
     /// A HOLES packet: ranges of zero pages. Fresh destination pages are
     /// zero already; pages that received data before are zeroed.
     fn recv_holes(&mut self, h: &PacketHeader, img: &ImageShared) -> Result<()> {
+        let keep = h.flags.contains(PacketFlags::KEEP);
         let started = std::time::Instant::now();
         let n = h.entries_len(&self.session);
         chio::read_all(&mut self.ch, &mut self.entries[..n])
@@ -1118,6 +1186,18 @@ impl Reader {
                 ));
                 break;
             }
+            if keep {
+                // Kept pages stay as the older copy has them; their hashes
+                // go into the digest, to be compared with the sender's.
+                if self.session.verify {
+                    if let Err(e) = self.hash_kept(img, first, count) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                pages += count;
+                continue;
+            }
             let mut zeroed = Ok(());
             img.take_written_range(first, count, |idx| {
                 if zeroed.is_ok() {
@@ -1142,7 +1222,12 @@ impl Reader {
         }
         self.holes = holes;
         result?;
-        self.counters_packet(0, pages, 0, PACKET_HEADER_LEN + n);
+        if keep {
+            self.counters_packet(0, 0, 0, PACKET_HEADER_LEN + n);
+            self.progress.kept(pages);
+        } else {
+            self.counters_packet(0, pages, 0, PACKET_HEADER_LEN + n);
+        }
         self.progress
             .channel(self.id as u32)
             .busy(started, self.cpu);

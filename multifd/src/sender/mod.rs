@@ -131,6 +131,10 @@ pub struct Sender {
     batch: Vec<u64>,
     /// Hole ranges queued for one HOLES packet: (offset, length) pairs,
     /// flattened.
+    /// Delta transfer: the chunks the receiver already has.
+    keep: Option<crate::delta::Keep>,
+    /// Ranges of kept pages for the next KEEP packet.
+    kept: Vec<u64>,
     holes: Vec<u64>,
     next_channel: usize,
     epoch: u32,
@@ -332,15 +336,15 @@ impl Sender {
             }
         }
         let deadline = session::deadline(config.handshake_timeout);
-        match read_record(
+        let have = match read_record(
             &mut main,
             deadline,
             config.handshake_timeout,
             &main_ctx,
             Stage::Handshake,
         )? {
-            Some(Record::Accept { channels }) if channels == session.channels => {}
-            Some(Record::Accept { channels }) => {
+            Some(Record::Accept { channels, have }) if channels == session.channels => have,
+            Some(Record::Accept { channels, .. }) => {
                 return Err(main_ctx.proto(
                     Stage::Handshake,
                     wire::WireError::ChannelCountMismatch {
@@ -369,7 +373,48 @@ impl Sender {
                     },
                 ))
             }
-        }
+        };
+        // Delta: the receiver holds an older copy and says which chunks it
+        // has; those go as KEEP ranges.
+        let keep = match (have, image.as_ref()) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(main_ctx.proto(
+                    Stage::Handshake,
+                    wire::WireError::Unexpected("a have record in a stream session"),
+                ))
+            }
+            (true, Some(img)) => {
+                match read_record(
+                    &mut main,
+                    deadline,
+                    config.handshake_timeout,
+                    &main_ctx,
+                    Stage::Handshake,
+                )? {
+                    Some(Record::Have { chunk_size, hashes })
+                        if chunk_size >= session.page_size
+                            && chunk_size.is_multiple_of(session.page_size) =>
+                    {
+                        Some(crate::delta::Keep::compare(
+                            img.as_slice(),
+                            img.data_extents(),
+                            chunk_size,
+                            &hashes,
+                        ))
+                    }
+                    Some(Record::Error { code, message }) => {
+                        return Err(main_ctx.remote(Stage::Handshake, code, message))
+                    }
+                    _ => {
+                        return Err(main_ctx.proto(
+                            Stage::Handshake,
+                            wire::WireError::Unexpected("no valid have record after the accept"),
+                        ))
+                    }
+                }
+            }
+        };
 
         // Pools: 2 batches per worker + spares for the producer; 2 chunk
         // buffers per worker in stream mode.
@@ -463,6 +508,8 @@ impl Sender {
             raw,
             batch: Vec::with_capacity(cap),
             holes: Vec::with_capacity(2 * cap),
+            keep,
+            kept: Vec::with_capacity(2 * cap),
             next_channel: 0,
             epoch: 0,
             stream_len: 0,
@@ -536,9 +583,10 @@ impl Sender {
             .as_ref()
             .and_then(|i| i.data_extents())
             .map(<[_]>::to_vec);
-        match extents {
-            Some(ext) => self.send_sparse(&ext),
-            None => self.send_pass(0..pages),
+        match (extents, self.keep.is_some()) {
+            (Some(ext), _) => self.send_sparse(&ext),
+            (None, true) => self.send_sparse(&[(0, self.session.image_size())]),
+            (None, false) => self.send_pass(0..pages),
         }
     }
 
@@ -558,7 +606,12 @@ impl Sender {
                 self.queue_hole(next * ps, (first - next) * ps)?;
             }
             for idx in first.max(next)..last {
-                self.batch.push(idx * ps);
+                let off = idx * ps;
+                if self.keep.as_ref().is_some_and(|k| k.has(off)) {
+                    self.queue_kept(off, (size - off).min(ps))?;
+                    continue;
+                }
+                self.batch.push(off);
                 if self.batch.len() == cap {
                     self.flush_batch()?;
                 }
@@ -568,7 +621,35 @@ impl Sender {
         if next < pages {
             self.queue_hole(next * ps, size - next * ps)?;
         }
+        self.flush_kept()?;
+        // Delta applies to the first pass only: later passes send pages.
+        self.keep = None;
         self.sync()
+    }
+
+    /// Add a page the receiver keeps to the next KEEP packet (adjacent
+    /// pages merge into one range).
+    fn queue_kept(&mut self, offset: u64, len: u64) -> Result<()> {
+        let n = self.kept.len();
+        if n >= 2 && self.kept[n - 2] + self.kept[n - 1] == offset {
+            self.kept[n - 1] += len;
+            return Ok(());
+        }
+        if self.kept.len() / 2 == self.session.pages_per_packet() as usize {
+            self.flush_kept()?;
+        }
+        self.kept.extend_from_slice(&[offset, len]);
+        Ok(())
+    }
+
+    /// Hand the queued kept ranges to an idle worker.
+    fn flush_kept(&mut self) -> Result<()> {
+        if self.kept.is_empty() {
+            return Ok(());
+        }
+        let spare = Vec::with_capacity(self.kept.capacity());
+        let full = std::mem::replace(&mut self.kept, spare);
+        self.dispatch(Job::Keep(full))
     }
 
     /// Queue a range of zero pages for the next HOLES packet.

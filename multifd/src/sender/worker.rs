@@ -80,6 +80,8 @@ pub(super) enum Job {
     Pages(Vec<u64>),
     /// Ranges of zero pages, (offset, length) pairs flattened.
     Holes(Vec<u64>),
+    /// Ranges of pages the receiver keeps (delta), pairs flattened.
+    Keep(Vec<u64>),
     Chunk {
         buf: Vec<u8>,
         offset: u64,
@@ -187,7 +189,7 @@ impl Worker {
             // next job (a slow producer or source) does not.
             let stage = match job {
                 Job::Pages(_) | Job::Chunk { .. } => Stage::SendPages,
-                Job::Holes(_) => Stage::SendHeader,
+                Job::Holes(_) | Job::Keep(_) => Stage::SendHeader,
                 Job::Sync | Job::Flush => Stage::Sync,
                 Job::End => Stage::End,
             };
@@ -206,7 +208,7 @@ impl Worker {
                         v.clear();
                         st.free_batches.push(v);
                     }
-                    Job::Holes(_) => {}
+                    Job::Holes(_) | Job::Keep(_) => {}
                     Job::Chunk { buf, .. } => st.free_chunks.push(buf),
                     Job::Sync | Job::End | Job::Flush => {}
                 }
@@ -234,7 +236,8 @@ impl Worker {
     fn process(&mut self, job: &Job) -> Result<()> {
         match job {
             Job::Pages(offsets) => self.send_pages(offsets),
-            Job::Holes(ranges) => self.send_holes(ranges),
+            Job::Holes(ranges) => self.send_ranges(ranges, PacketFlags::HOLES),
+            Job::Keep(ranges) => self.send_ranges(ranges, PacketFlags::KEEP),
             Job::Chunk { buf, offset, len } => self.send_chunk(&buf[..*len], *offset),
             Job::Sync => {
                 // The receiver may apply the pass and the owner may change
@@ -413,7 +416,11 @@ impl Worker {
     }
 
     /// One HOLES packet: ranges of zero pages, never read.
-    fn send_holes(&mut self, ranges: &[u64]) -> Result<()> {
+    /// One HOLES or KEEP packet: ranges of pages that carry no payload.
+    /// Hole pages fold `zero_hash`, kept pages the `page_hash` of the
+    /// image's page (the receiver folds its copy's: they must agree).
+    fn send_ranges(&mut self, ranges: &[u64], flags: PacketFlags) -> Result<()> {
+        let keep = flags == PacketFlags::KEEP;
         let ps = u64::from(self.session.page_size);
         let mut pages = 0u64;
         self.hdr.clear();
@@ -426,14 +433,18 @@ impl Worker {
             if self.session.verify {
                 for idx in off / ps..off / ps + count {
                     let o = idx * ps;
-                    self.digest
-                        .add(zero_hash(o, self.session.page_len(o) as u32));
+                    let l = self.session.page_len(o);
+                    self.digest.add(match (keep, self.raw) {
+                        // SAFETY: kept ranges are pages inside the image.
+                        (true, Some(raw)) => page_hash(o, unsafe { raw.slice(o, l) }),
+                        _ => zero_hash(o, l as u32),
+                    });
                 }
             }
             pages += count;
         }
         PacketHeader {
-            flags: PacketFlags::HOLES,
+            flags,
             packet_num: self.next_packet_num(),
             normal: 0,
             zero: (ranges.len() / 2) as u32,
@@ -443,7 +454,12 @@ impl Worker {
         .encode_into(&mut self.hdr);
         self.pace(self.hdr.len());
         chio::write_all(&mut self.ch, &self.hdr).map_err(|e| self.ctx.io(Stage::SendHeader, e))?;
-        self.counters().packet(0, pages, 0, self.hdr.len() as u64);
+        if keep {
+            self.counters().packet(0, 0, 0, self.hdr.len() as u64);
+            self.progress.kept(pages);
+        } else {
+            self.counters().packet(0, pages, 0, self.hdr.len() as u64);
+        }
         Ok(())
     }
 

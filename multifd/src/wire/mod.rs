@@ -402,7 +402,13 @@ impl PacketFlags {
     /// frame's length, never more than the raw data's. Only in sessions
     /// with [`Compression::Zstd`] (version 4).
     pub const COMPRESSED: PacketFlags = PacketFlags(8);
-    const KNOWN: u32 = 15;
+    /// Image mode, delta transfer: `zero` ranges of pages the receiver
+    /// keeps as it has them (its older copy matched the sender's, per the
+    /// [`Record::Have`] hashes), in the HOLES entry format, no payload.
+    /// Both sides fold each kept page's `page_hash` into the digest, so a
+    /// page the receiver only believed equal fails the verification.
+    pub const KEEP: PacketFlags = PacketFlags(16);
+    const KNOWN: u32 = 31;
 
     /// The raw bits.
     pub fn bits(self) -> u32 {
@@ -446,7 +452,7 @@ impl PacketHeader {
 
     /// Bytes of entries following the fixed header.
     pub fn entries_len(&self, session: &SessionHeader) -> usize {
-        if self.flags.contains(PacketFlags::HOLES) {
+        if self.flags.contains(PacketFlags::HOLES) || self.flags.contains(PacketFlags::KEEP) {
             return self.zero as usize * HOLE_ENTRY_LEN;
         }
         (self.normal as usize + self.zero as usize) * session.entry_len()
@@ -478,7 +484,7 @@ pub fn decode_packet_header(
         payload_len: get_u32(&b[24..]),
         epoch: get_u32(&b[28..]),
     };
-    if flags == PacketFlags::HOLES.0 {
+    if flags == PacketFlags::HOLES.0 || flags == PacketFlags::KEEP.0 {
         let capacity = session.pages_per_packet();
         if session.layout == Layout::Stream {
             return Err(WireError::WrongLayout);
@@ -830,6 +836,21 @@ pub enum Record {
     Accept {
         /// The channel count the receiver accepted.
         channels: u32,
+        /// A [`Record::Have`] follows (the receiver has an older copy of
+        /// the image: delta transfer).
+        have: bool,
+    },
+    /// Receiver -> sender, right after an accept with `have`: hashes of
+    /// the image as the receiver already holds it, one per chunk of
+    /// `chunk_size` bytes from offset 0 ([`crate::digest::page_hash`] of
+    /// the chunk at its offset). The sender sends chunks whose hash
+    /// differs, and KEEP ranges for the others.
+    Have {
+        /// Bytes per chunk: a multiple of the page size.
+        chunk_size: u32,
+        /// One hash per chunk, the last chunk possibly short; chunks past
+        /// the end of the receiver's copy are absent.
+        hashes: Vec<u64>,
     },
     /// Receiver -> sender: answer to the end record, with the receiver's
     /// totals.
@@ -846,6 +867,13 @@ const REC_END: u32 = 2;
 const REC_ERROR: u32 = 3;
 const REC_ACCEPT: u32 = 4;
 const REC_VERDICT: u32 = 5;
+const REC_HAVE: u32 = 6;
+
+/// Most chunk hashes in a [`Record::Have`] (8 MiB of hashes).
+pub const MAX_HAVE_CHUNKS: u32 = 1 << 20;
+
+/// Accept record flag: a Have record follows.
+const ACCEPT_HAVE: u32 = 1;
 
 /// A decoded record header: the kind is known and the body length fits
 /// it.
@@ -886,10 +914,19 @@ impl Record {
                 out.extend_from_slice(&message.as_bytes()[..cut]);
                 REC_ERROR
             }
-            Record::Accept { channels } => {
+            Record::Accept { channels, have } => {
                 out.extend_from_slice(&channels.to_be_bytes());
-                out.extend_from_slice(&[0u8; 4]);
+                let flags = if *have { ACCEPT_HAVE } else { 0 };
+                out.extend_from_slice(&flags.to_be_bytes());
                 REC_ACCEPT
+            }
+            Record::Have { chunk_size, hashes } => {
+                out.extend_from_slice(&chunk_size.to_be_bytes());
+                out.extend_from_slice(&(hashes.len() as u32).to_be_bytes());
+                for h in hashes {
+                    out.extend_from_slice(&h.to_be_bytes());
+                }
+                REC_HAVE
             }
             Record::Verdict { status, totals } => {
                 let s: u32 = match status {
@@ -929,6 +966,7 @@ pub fn decode_record_header(buf: &[u8]) -> Result<RecordHeader, WireError> {
         REC_END => len as usize == TOTALS_LEN,
         REC_VERDICT => len as usize == 8 + TOTALS_LEN,
         REC_ERROR => (8..=8 + MAX_ERROR_MESSAGE).contains(&(len as usize)),
+        REC_HAVE => len >= 8 && (len - 8).is_multiple_of(8) && (len - 8) / 8 <= MAX_HAVE_CHUNKS,
         _ => {
             return Err(WireError::UnknownRecord {
                 kind,
@@ -958,10 +996,29 @@ pub fn decode_record_body(hdr: &RecordHeader, buf: &[u8]) -> Result<Record, Wire
             Ok(Record::Sync { epoch: get_u32(b) })
         }
         REC_ACCEPT => {
-            reserved(&b[4..8], "accept record")?;
+            let flags = get_u32(&b[4..]);
+            if flags & !ACCEPT_HAVE != 0 {
+                return Err(WireError::UnknownFlags {
+                    what: "accept record",
+                    bits: flags & !ACCEPT_HAVE,
+                });
+            }
             Ok(Record::Accept {
                 channels: get_u32(b),
+                have: flags & ACCEPT_HAVE != 0,
             })
+        }
+        REC_HAVE => {
+            let chunk_size = get_u32(b);
+            let count = get_u32(&b[4..]) as usize;
+            if count != (hdr.len as usize - 8) / 8 || chunk_size == 0 {
+                return Err(WireError::BadRecordLength {
+                    kind: hdr.kind,
+                    len: hdr.len,
+                });
+            }
+            let hashes = b[8..8 + 8 * count].chunks_exact(8).map(get_u64).collect();
+            Ok(Record::Have { chunk_size, hashes })
         }
         REC_END => Ok(Record::End(Totals::decode(b))),
         REC_VERDICT => {

@@ -220,7 +220,7 @@ pub fn raw_handshake(main: &mut dyn Channel, pages: &mut [Box<dyn Channel>], h: 
     }
     let rec = read_record(main).expect("accept record");
     assert!(
-        matches!(rec, Record::Accept { channels } if channels == h.channels),
+        matches!(rec, Record::Accept { channels, .. } if channels == h.channels),
         "{rec:?}"
     );
 }
