@@ -359,6 +359,12 @@ pub struct RecvArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
 
+    /// With --output FILE that exists: start from it and receive only what differs (the sender
+    /// sends the chunks whose hashes differ from this copy's; verified end to end as always).
+    /// An absent FILE is received whole.
+    #[arg(long, requires = "output")]
+    pub delta: bool,
+
     /// Options shared with send.
     #[command(flatten)]
     pub common: CommonArgs,

@@ -120,6 +120,8 @@ struct Opts {
     max_size: Option<u64>,
     /// `--checksum sha256`.
     checksum: bool,
+    /// `--delta`.
+    delta: bool,
 }
 
 /// Run `transit recv`.
@@ -153,6 +155,11 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         },
     };
     check_tls_uri(&endpoint, c.tls_creds.is_some())?;
+    if args.delta && (c.raw || !matches!(output, Output::File(_))) {
+        return Err(usage(
+            "--delta starts from the file at --output FILE: it needs a regular output file and transit's framing (not --raw)",
+        ));
+    }
     let stdio = matches!(endpoint, Endpoint::Stdio);
     if stdio && matches!(output, Output::Stdout) {
         return Err(usage(
@@ -191,6 +198,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         mode: c.mode,
         max_size: args.max_size,
         checksum: args.common.checksum.is_some(),
+        delta: args.delta,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -955,6 +963,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         abort,
         inflight,
         max_size: opts.max_size,
+        delta: opts.delta,
         sha: opts.checksum.then(checksum::Shared::new),
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
@@ -1086,6 +1095,8 @@ struct SessionWorker {
     inflight: Arc<AtomicU64>,
     /// --max-size.
     max_size: Option<u64>,
+    /// `--delta`.
+    delta: bool,
     /// `--checksum sha256`: the stream's digest as it is written (images
     /// are hashed once verified).
     sha: Option<checksum::Shared>,
@@ -1337,6 +1348,7 @@ impl SessionWorker {
             handshake_timeout: Some(self.handshake),
             max_image_size,
             idle_timeout: self.idle,
+            delta: self.delta,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());

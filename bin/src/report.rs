@@ -67,7 +67,7 @@ impl Probe {
                 let p = slot.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
                 let s = p.snapshot();
                 Some(Snapshot {
-                    covered: s.bytes + s.zero_pages * unit.load(Ordering::Relaxed),
+                    covered: s.bytes + (s.zero_pages + s.kept_pages) * unit.load(Ordering::Relaxed),
                     bytes: s.bytes,
                     zero_pages: s.zero_pages,
                     channels: s.channels.iter().map(|c| c.bytes).collect(),
@@ -508,6 +508,14 @@ pub struct Summary {
     /// `wire_bytes` against `bytes` says how much it saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compress: Option<String>,
+    /// Delta transfer (`recv --delta`): pages not sent because the
+    /// receiver's older copy had them (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kept_pages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The parts of a summary that do not come from [`Stats`].
@@ -557,7 +565,8 @@ impl Summary {
         let covered = if info.mode == "image" {
             let ps = u64::from(info.page_size);
             // The last page may be partial: cap one pass's worth at the size.
-            ((stats.pages + stats.zero_pages) * ps)
+            // Kept pages (delta) are covered too: they are in place.
+            ((stats.pages + stats.zero_pages + stats.kept_pages) * ps)
                 .min(info.image_bytes * u64::from(info.passes.max(1)))
         } else {
             info.image_bytes
@@ -611,6 +620,7 @@ impl Summary {
             sha256: None,
             max_bandwidth_bytes_per_second: None,
             compress: None,
+            kept_pages: stats.kept_pages,
         }
     }
 
@@ -650,6 +660,12 @@ impl Summary {
         ));
         if self.mode == "image" {
             s.push_str(&format!(", {} zero pages", self.zero_pages));
+        }
+        if self.kept_pages > 0 {
+            s.push_str(&format!(
+                ", {} pages kept (the receiver had them)",
+                self.kept_pages
+            ));
         }
         if self.passes > 1 {
             s.push_str(&format!(", {} passes", self.passes));
