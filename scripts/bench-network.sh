@@ -19,10 +19,19 @@
 # loopback (no limit). The image is generated before connecting on each
 # run; that time is the same in every case.
 #
+# Delta (recv --delta), over the link, rounds interleaved with the above:
+# a SIZE file of random bytes in tmpfs (DELTA_DIR, default /dev/shm) and an
+# older copy with 1% of its 4 KiB pages changed at random places;
+#   full    the file to a receiver whose --output does not exist
+#   delta   the same to a receiver whose --output holds the older copy
+#           (copied there before the clock starts), with --delta
+# both outputs compared with the file (cmp) every round.
+#
 # Targets (issue 16), from the medians:
 #   link:     none / zstd >= 2.5 (zstd at least 2.5x faster)
 #   link:     auto within 10% of the better of none and zstd
 #   loopback: auto within 10% of the better of none and zstd
+#   link:     delta / full <= 0.1
 # The script prints each round, then medians, best and the ratios, and
 # exits 1 if a target is missed.
 set -euo pipefail
@@ -113,14 +122,66 @@ command -v bc >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bc >/dev/null
 }
 
+# delta_case NAME: full or delta.
+delta_case() {
+    local name=$1 out="$ddir/out.img" addr t0 t1 rpid extra=()
+    rm -f "$out"
+    if [ "$name" = delta ]; then
+        cp "$ddir/old.img" "$out"
+        extra=(--delta)
+    fi
+    ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" "${extra[@]}" --json \
+        >"$work/r.json" 2>"$work/r.err" &
+    rpid=$!
+    addr=$(wait_listen "$work/r.err")
+    t0=$(now)
+    ip netns exec tnA "$T" send "$addr" --input "$ddir/new.img" --channels 4 --json \
+        >"$work/s.json" 2>"$work/s.err" || {
+        cat "$work/s.err" >&2
+        return 1
+    }
+    wait "$rpid"
+    t1=$(now)
+    cmp -s "$ddir/new.img" "$out" || {
+        echo "DELTA $name: the output differs from the input" >&2
+        return 1
+    }
+    local secs
+    secs=$(echo "$t1 - $t0" | bc -l)
+    echo "$secs" >>"$work/link-$name"
+    printf '  %-14s %7.3f s  data %7.1f MiB sent, %d pages kept\n' "link-$name" "$secs" \
+        "$(echo "$(jq .bytes "$work/s.json") / 1048576" | bc -l)" "$(jq '.kept_pages // 0' "$work/s.json")"
+    rm -f "$out"
+}
+
+DELTA_DIR=${DELTA_DIR:-/dev/shm}
+ddir=$(mktemp -d -p "$DELTA_DIR")
+trap 'cleanup; rm -rf "$ddir"' EXIT
+head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$ddir/new.img"
+cp "$ddir/new.img" "$ddir/old.img"
+python3 - "$ddir/old.img" <<'PY'
+import os, random, sys
+path = sys.argv[1]
+pages = os.path.getsize(path) // 4096
+random.seed(16)
+with open(path, "r+b") as f:
+    for p in random.sample(range(pages), pages // 100):
+        f.seek(p * 4096)
+        f.write(os.urandom(4096))
+PY
+
 echo "compressible $SIZE image, 4 channels, link: veth + tbf $RATE (namespaces tnA -> tnB); loopback: no limit; $REPS rounds"
+echo "delta: a $SIZE file, the receiver's copy with 1% of its pages changed"
 cases=(link-none link-zstd link-auto loop-none loop-zstd loop-auto)
 for r in $(seq 1 "$REPS"); do
     echo "round $r"
     for c in "${cases[@]}"; do
         run_case "$c" "${c%%-*}" "${c#*-}"
     done
+    delta_case full
+    delta_case delta
 done
+cases+=(link-full link-delta)
 
 echo
 printf '%-12s %10s %10s\n' case "median s" "best s"
@@ -146,4 +207,5 @@ check "link: auto / better of none and zstd" \
     "$(echo "${med[link-auto]} / $(min "${med[link-none]}" "${med[link-zstd]}")" | bc -l)" "<=" 1.10
 check "loopback: auto / better of none and zstd" \
     "$(echo "${med[loop-auto]} / $(min "${med[loop-none]}" "${med[loop-zstd]}")" | bc -l)" "<=" 1.10
+check "link: delta (1% changed) / full send" "$(echo "${med[link-delta]} / ${med[link-full]}" | bc -l)" "<=" 0.10
 exit "$fail"

@@ -89,6 +89,10 @@ pub fn hash_file(file: &File, len: u64, chunk_size: u32) -> io::Result<Vec<u64>>
 pub struct Keep {
     chunk_size: u64,
     same: Vec<bool>,
+    /// The receiver's hashes: with one page per chunk, a kept page's hash
+    /// for the digest is its chunk's (equal to the image's), no second
+    /// read of the page.
+    hashes: Vec<u64>,
 }
 
 impl Keep {
@@ -120,7 +124,18 @@ impl Keep {
         Keep {
             chunk_size: chunk,
             same: parts.into_iter().flatten().collect(),
+            hashes: hashes.to_vec(),
         }
+    }
+
+    /// The `page_hash` of the kept page at `offset` when chunks are
+    /// `page_size` bytes (the compared chunk hash is that very value);
+    /// `None` otherwise.
+    pub fn page_hash(&self, offset: u64, page_size: u32) -> Option<u64> {
+        if self.chunk_size != u64::from(page_size) || !self.has(offset) {
+            return None;
+        }
+        self.hashes.get((offset / self.chunk_size) as usize).copied()
     }
 
     /// True if the page at `offset` lies in a chunk the receiver has.

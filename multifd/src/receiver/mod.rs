@@ -544,9 +544,16 @@ impl Receiver {
             &main.ctx,
             Stage::Handshake,
         )?;
-        if let Some(h) = have {
-            write_record(&mut main.ch, &h, &main.ctx, Stage::Handshake)?;
-        }
+        let have = match have {
+            Some(h) => {
+                write_record(&mut main.ch, &h, &main.ctx, Stage::Handshake)?;
+                match h {
+                    Record::Have { chunk_size, hashes } => Some(Arc::new((chunk_size, hashes))),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         progress.restart();
         let conns: Vec<Conn> = self.pages.drain(..).flatten().collect();
         let mut run = Run::start(
@@ -556,6 +563,7 @@ impl Receiver {
             target,
             conns,
             (main.ctx.clone(), self.config.idle_timeout),
+            have,
         );
         let result = run.serve_main(&mut main);
         run.finish(&mut main, result, commit)

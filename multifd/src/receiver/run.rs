@@ -402,6 +402,7 @@ impl Run {
         target: Target,
         conns: Vec<Conn>,
         idle: (Ctx, Option<std::time::Duration>),
+        have: Option<Arc<(u32, Vec<u64>)>>,
     ) -> Run {
         let n = conns.len();
         let (kind_of, image, stream, sink) = match target {
@@ -501,6 +502,7 @@ impl Run {
                 activity: run.activity.clone(),
                 zbuf: Vec::new(),
                 unpack: None,
+                have: have.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -797,6 +799,9 @@ struct Reader {
     zbuf: Vec<u8>,
     /// This channel's zstd context, made at the first compressed packet.
     unpack: Option<zstd::bulk::Decompressor<'static>>,
+    /// Delta: the chunk size and hashes of the older copy this output
+    /// started from (sent in the Have record).
+    have: Option<Arc<(u32, Vec<u64>)>>,
 }
 
 impl Reader {
@@ -1076,6 +1081,18 @@ impl Reader {
     /// from the destination (the older copy it started from).
     fn hash_kept(&mut self, img: &ImageShared, first: u64, count: u64) -> Result<()> {
         let ps = u64::from(self.session.page_size);
+        // One page per chunk: the page's hash is the chunk hash computed
+        // while the older copy was copied into this output (no re-read).
+        if let Some(h) = self
+            .have
+            .as_ref()
+            .filter(|h| u64::from(h.0) == ps && (first + count) as usize <= h.1.len())
+        {
+            for idx in first..first + count {
+                self.digest.add(h.1[idx as usize]);
+            }
+            return Ok(());
+        }
         let Some(fd) = img.file else {
             for idx in first..first + count {
                 let o = idx * ps;

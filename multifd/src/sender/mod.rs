@@ -132,7 +132,7 @@ pub struct Sender {
     /// Hole ranges queued for one HOLES packet: (offset, length) pairs,
     /// flattened.
     /// Delta transfer: the chunks the receiver already has.
-    keep: Option<crate::delta::Keep>,
+    keep: Option<Arc<crate::delta::Keep>>,
     /// Ranges of kept pages for the next KEEP packet.
     kept: Vec<u64>,
     holes: Vec<u64>,
@@ -460,6 +460,7 @@ impl Sender {
         let limit = config
             .max_bandwidth
             .map(|r| Arc::new(crate::rate::RateLimit::new(r)));
+        let keep = keep.map(Arc::new);
         let mut threads = Vec::with_capacity(n);
         for (i, (ch, ctx)) in pages.into_iter().zip(ctxs).enumerate() {
             let worker = Worker {
@@ -482,6 +483,7 @@ impl Sender {
                 activity: activity.clone(),
                 limit: limit.clone(),
                 packer: crate::compress::Packer::new(config.compress),
+                keep: keep.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-send-{i}"))

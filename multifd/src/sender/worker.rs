@@ -147,6 +147,8 @@ pub(super) struct Worker {
     pub(super) limit: Option<Arc<crate::rate::RateLimit>>,
     /// This channel's compressor (`SendConfig::compress`).
     pub(super) packer: crate::compress::Packer,
+    /// Delta: what the receiver has (kept pages' hashes come from here).
+    pub(super) keep: Option<Arc<crate::delta::Keep>>,
 }
 
 impl Worker {
@@ -434,9 +436,15 @@ impl Worker {
                 for idx in off / ps..off / ps + count {
                     let o = idx * ps;
                     let l = self.session.page_len(o);
-                    self.digest.add(match (keep, self.raw) {
+                    let known = self
+                        .keep
+                        .as_ref()
+                        .filter(|_| keep)
+                        .and_then(|k| k.page_hash(o, self.session.page_size));
+                    self.digest.add(match (keep, known, self.raw) {
+                        (true, Some(h), _) => h,
                         // SAFETY: kept ranges are pages inside the image.
-                        (true, Some(raw)) => page_hash(o, unsafe { raw.slice(o, l) }),
+                        (true, None, Some(raw)) => page_hash(o, unsafe { raw.slice(o, l) }),
                         _ => zero_hash(o, l as u32),
                     });
                 }
