@@ -13,11 +13,10 @@
 #
 # Cases, rounds interleaved, whole commands timed from outside (the
 # receiver listens first, not timed; the clock runs from the sender's start
-# until both exited): a SIZE generated image of compressible text
-# (--ram SIZE --compressible --zero-ratio 0) into the receiver's memory,
-# 4 channels, with --compress none | zstd | auto, over the link and over
-# loopback (no limit). The image is generated before connecting on each
-# run; that time is the same in every case.
+# until both exited): a SIZE file of compressible text in tmpfs (made once
+# by transit send file:F --ram SIZE --compressible --zero-ratio 0) sent with
+# --input into the receiver's memory, 4 channels, with --compress none |
+# zstd | auto, over the link and over loopback (no limit).
 #
 # Delta (recv --delta), over the link, rounds interleaved with the above:
 # a SIZE file of random bytes in tmpfs (DELTA_DIR, default /dev/shm) and an
@@ -98,7 +97,7 @@ run_case() {
     rpid=$!
     addr=$(wait_listen "$work/r.err")
     t0=$(now)
-    "${tx[@]}" "$T" send "$addr" --ram "$SIZE" --compressible --zero-ratio 0 --channels 4 \
+    "${tx[@]}" "$T" send "$addr" --input "$ddir/text.img" --channels 4 \
         --compress "$method" --json >"$work/s.json" 2>"$work/s.err" || {
         cat "$work/s.err" >&2
         return 1
@@ -158,6 +157,7 @@ DELTA_DIR=${DELTA_DIR:-/dev/shm}
 ddir=$(mktemp -d -p "$DELTA_DIR")
 trap 'cleanup; rm -rf "$ddir"' EXIT
 head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$ddir/new.img"
+"$T" send "file:$ddir/text.img" --ram "$SIZE" --compressible --zero-ratio 0 -q
 cp "$ddir/new.img" "$ddir/old.img"
 python3 - "$ddir/old.img" <<'PY'
 import os, random, sys

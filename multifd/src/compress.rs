@@ -64,7 +64,7 @@ impl Compress {
 
 /// In [`Compress::Auto`], every this many packets one goes the way the
 /// averages do not favour, to keep both estimates current.
-pub const PROBE_EVERY: u64 = 32;
+pub const PROBE_EVERY: u64 = 64;
 
 /// In [`Compress::Auto`], compression wins only when a byte costs less
 /// than this fraction of its raw cost (when the costs are close, as on
@@ -254,10 +254,10 @@ mod tests {
         p.sent(1000, Duration::from_micros(10));
         assert!(!p.want());
         // Raw is 10x dearer (a slow link): compress, but probe raw every
-        // 32nd packet.
+        // 64th packet.
         p.sent(1000, Duration::from_micros(200));
         let mut raw = 0;
-        for _ in 0..64 {
+        for _ in 0..128 {
             if !p.want() {
                 raw += 1;
             }
@@ -267,7 +267,7 @@ mod tests {
         for _ in 0..30 {
             p.sent(1000, Duration::from_nanos(100));
         }
-        let compressed = (0..64).filter(|_| p.want()).count();
+        let compressed = (0..128).filter(|_| p.want()).count();
         assert_eq!(compressed, 2);
     }
 }
