@@ -365,6 +365,12 @@ pub struct RecvArgs {
     #[arg(long, requires = "output")]
     pub delta: bool,
 
+    /// Write into .FILE.transit-partial next to --output FILE and keep it if the transfer fails
+    /// or is killed; the next run with --resume picks it up and receives only what it lacks
+    /// (verified end to end), then renames it over FILE. Images only.
+    #[arg(long, requires = "output")]
+    pub resume: bool,
+
     /// Options shared with send.
     #[command(flatten)]
     pub common: CommonArgs,

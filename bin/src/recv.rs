@@ -122,6 +122,8 @@ struct Opts {
     checksum: bool,
     /// `--delta`.
     delta: bool,
+    /// `--resume`.
+    resume: bool,
 }
 
 /// Run `transit recv`.
@@ -158,6 +160,11 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
     if args.delta && (c.raw || !matches!(output, Output::File(_))) {
         return Err(usage(
             "--delta starts from the file at --output FILE: it needs a regular output file and transit's framing (not --raw)",
+        ));
+    }
+    if args.resume && (c.raw || !matches!(output, Output::File(_))) {
+        return Err(usage(
+            "--resume keeps a partial file next to --output FILE: it needs a regular output file and transit's framing (not --raw)",
         ));
     }
     let stdio = matches!(endpoint, Endpoint::Stdio);
@@ -199,6 +206,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         max_size: args.max_size,
         checksum: args.common.checksum.is_some(),
         delta: args.delta,
+        resume: args.resume,
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -964,6 +972,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         inflight,
         max_size: opts.max_size,
         delta: opts.delta,
+        resume: opts.resume,
         sha: opts.checksum.then(checksum::Shared::new),
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
@@ -1097,6 +1106,8 @@ struct SessionWorker {
     max_size: Option<u64>,
     /// `--delta`.
     delta: bool,
+    /// `--resume`.
+    resume: bool,
     /// `--checksum sha256`: the stream's digest as it is written (images
     /// are hashed once verified).
     sha: Option<checksum::Shared>,
@@ -1349,6 +1360,7 @@ impl SessionWorker {
             max_image_size,
             idle_timeout: self.idle,
             delta: self.delta,
+            resume: self.resume,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());

@@ -135,7 +135,9 @@ impl Keep {
         if self.chunk_size != u64::from(page_size) || !self.has(offset) {
             return None;
         }
-        self.hashes.get((offset / self.chunk_size) as usize).copied()
+        self.hashes
+            .get((offset / self.chunk_size) as usize)
+            .copied()
     }
 
     /// True if the page at `offset` lies in a chunk the receiver has.

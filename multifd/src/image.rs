@@ -606,21 +606,60 @@ impl DestImage {
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         let temp = TempOutput::create(target, mode)?;
-        let have = old.metadata()?.len().min(size);
-        let hashes = std::thread::scope(|s| -> io::Result<Vec<u64>> {
-            let copier = s.spawn(|| copy_range(old, temp.file(), have));
-            let hashes = crate::delta::hash_file(old, have, chunk_size);
-            copier
-                .join()
-                .map_err(|_| io::Error::other("the copy thread panicked"))??;
-            hashes
-        })?;
+        let hashes = copy_and_hash(old, &temp, size, chunk_size)?;
         temp.file().set_len(size)?;
         Ok((
             DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
                 fresh: false,
+                file: Some(temp),
+            },
+            hashes,
+        ))
+    }
+
+    /// A file destination that survives failures (`recv --resume`): the
+    /// partial file next to `target` ([`TempOutput::open_partial`]),
+    /// written in place. An interrupted run's partial file is hashed in
+    /// chunks of `chunk_size` (the hashes are returned: a delta against
+    /// it); without one, and with `from_target`, it starts as a copy of
+    /// the file at `target` (a delta against that); else it starts empty
+    /// (no hashes). The partial file is renamed over the target once the
+    /// session is verified, and left in place otherwise.
+    pub fn open_partial(
+        target: &Path,
+        size: u64,
+        mode: Option<u32>,
+        chunk_size: u32,
+        from_target: bool,
+    ) -> io::Result<(DestImage, Option<Vec<u64>>)> {
+        let len = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let (temp, existed) = TempOutput::open_partial(target, mode)?;
+        let held = temp.file().metadata()?.len();
+        let hashes = if existed && held > 0 {
+            Some(crate::delta::hash_file(
+                temp.file(),
+                held.min(size),
+                chunk_size,
+            )?)
+        } else {
+            let old = from_target
+                .then(|| File::open(target).ok())
+                .flatten()
+                .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0));
+            match old {
+                Some(old) => Some(copy_and_hash(&old, &temp, size, chunk_size)?),
+                None => None,
+            }
+        };
+        temp.file().set_len(size)?;
+        Ok((
+            DestImage {
+                map: Mapping::map(0, 0, 0, -1)?,
+                len,
+                fresh: hashes.is_none(),
                 file: Some(temp),
             },
             hashes,
@@ -701,6 +740,25 @@ impl DestImage {
             .map(|t| t.target().to_path_buf())
             .unwrap_or_default())
     }
+}
+
+/// Copy `old` (its first `size` bytes at most) into `temp` while hashing
+/// it in chunks, on every core.
+fn copy_and_hash(
+    old: &File,
+    temp: &TempOutput,
+    size: u64,
+    chunk_size: u32,
+) -> io::Result<Vec<u64>> {
+    let have = old.metadata()?.len().min(size);
+    std::thread::scope(|s| -> io::Result<Vec<u64>> {
+        let copier = s.spawn(|| copy_range(old, temp.file(), have));
+        let hashes = crate::delta::hash_file(old, have, chunk_size);
+        copier
+            .join()
+            .map_err(|_| io::Error::other("the copy thread panicked"))??;
+        hashes
+    })
 }
 
 /// Copy the first `len` bytes of `from` into `to` at the same offsets, in

@@ -193,6 +193,8 @@ pub struct TempOutput {
     tmp: PathBuf,
     target: PathBuf,
     persisted: bool,
+    /// A resumable partial file: left in place when not persisted.
+    keep: bool,
 }
 
 impl TempOutput {
@@ -213,7 +215,54 @@ impl TempOutput {
             tmp,
             target: target.to_path_buf(),
             persisted: false,
+            keep: false,
         };
+        out.set_owner_and_mode(target, mode)?;
+        Ok(out)
+    }
+
+    /// The resumable partial file of `target` ([`partial_path_for`]):
+    /// opened as it is if an interrupted transfer left it (returns true),
+    /// else created empty with the mode [`create`](Self::create) would
+    /// give. It is never removed: a failed or killed transfer leaves it for
+    /// the next run; [`persist`](Self::persist) renames it over the
+    /// target. An exclusive lock (`flock`) keeps two receivers from
+    /// resuming the same file at once.
+    pub fn open_partial(target: &Path, mode: Option<u32>) -> io::Result<(TempOutput, bool)> {
+        let tmp = partial_path_for(target)?;
+        let existed = fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(DEFAULT_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        // SAFETY: flock on our own open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is being resumed by another receiver", tmp.display()),
+            ));
+        }
+        let out = TempOutput {
+            file,
+            tmp,
+            target: target.to_path_buf(),
+            persisted: false,
+            keep: true,
+        };
+        if !existed {
+            out.set_owner_and_mode(target, mode)?;
+        }
+        Ok((out, existed))
+    }
+
+    /// Give the file the existing target's owner (where allowed) and
+    /// `mode`, else the target's mode.
+    fn set_owner_and_mode(&self, target: &Path, mode: Option<u32>) -> io::Result<()> {
+        let out = self;
         // From here `out` unlinks the file if anything fails.
         let existing = fs::metadata(target).ok().filter(|m| m.is_file());
         let fd = out.file.as_raw_fd();
@@ -233,7 +282,7 @@ impl TempOutput {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The temporary file.
@@ -275,10 +324,22 @@ impl TempOutput {
 
 impl Drop for TempOutput {
     fn drop(&mut self) {
-        if !self.persisted {
+        if !self.persisted && !self.keep {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Where `recv --resume` keeps an unfinished output: `.NAME.transit-partial`
+/// next to the target (never the target itself).
+pub fn partial_path_for(target: &Path) -> io::Result<PathBuf> {
+    let name = target
+        .file_name()
+        .ok_or_else(|| invalid(format!("{} has no file name", target.display())))?;
+    let mut p = OsString::from(".");
+    p.push(name);
+    p.push(".transit-partial");
+    Ok(target.with_file_name(p))
 }
 
 fn temp_path_for(target: &Path) -> io::Result<PathBuf> {

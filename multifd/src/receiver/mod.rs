@@ -71,6 +71,12 @@ pub struct RecvConfig {
     /// copy of it and tell the sender which chunks it has, so only the
     /// others cross the network (default off).
     pub delta: bool,
+    /// Resumable output ([`DestImage::open_partial`]): with a
+    /// [`Destination::File`], write into `.NAME.transit-partial` next to
+    /// the target, left in place if the session fails (or the process is
+    /// killed) and resumed by the next run as a delta against what it
+    /// holds; renamed over the target once verified (default off).
+    pub resume: bool,
 }
 
 impl Default for RecvConfig {
@@ -82,6 +88,7 @@ impl Default for RecvConfig {
             max_image_size: None,
             idle_timeout: Some(Duration::from_secs(60)),
             delta: false,
+            resume: false,
         }
     }
 }
@@ -523,7 +530,12 @@ impl Receiver {
         if failure.is_failed() {
             return Err(failure.take_error());
         }
-        let target = match prepare(&session, self.dest.take(), self.config.delta) {
+        let target = match prepare(
+            &session,
+            self.dest.take(),
+            self.config.delta,
+            self.config.resume,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 let rec = Record::Error {
@@ -636,7 +648,19 @@ fn prepare(
     session: &SessionHeader,
     dest: Option<Destination>,
     delta: bool,
+    resume: bool,
 ) -> Result<(Target, Option<Record>)> {
+    if let (true, Layout::Image { size }, Some(Destination::File { path, mode })) =
+        (resume, session.layout, dest.as_ref())
+    {
+        let chunk_size = crate::delta::chunk_size_for(size, session.page_size);
+        let (img, hashes) =
+            DestImage::open_partial(path, size, *mode, chunk_size, delta).map_err(|e| {
+                Error::data(format!("open the partial output of {}", path.display()), e)
+            })?;
+        let have = hashes.map(|hashes| Record::Have { chunk_size, hashes });
+        return Ok((Target::Image(img), have));
+    }
     if let (true, Layout::Image { size }, Some(Destination::File { path, mode })) =
         (delta, session.layout, dest.as_ref())
     {
