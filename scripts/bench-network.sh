@@ -31,6 +31,11 @@
 #   link:     auto within 10% of the better of none and zstd
 #   loopback: auto within 10% of the better of none and zstd
 #   link:     delta / full <= 0.1
+#   link:     resume: the same SIZE file to `recv --resume`, the sender
+#             killed (SIGKILL) after a random 0.5-3 s, again and again until
+#             a run completes; the bytes that left the sender's namespace
+#             over all runs (vA's TX counter: headers and handshakes
+#             included) / the file's bytes <= 1.1, and the file identical
 # The script prints each round, then medians, best and the ratios, and
 # exits 1 if a target is missed.
 set -euo pipefail
@@ -183,6 +188,49 @@ for r in $(seq 1 "$REPS"); do
 done
 cases+=(link-full link-delta)
 
+# The resume case, once after the rounds.
+resume_case() {
+    local out="$ddir/resumed.img" tx0 tx1 runs=0 addr rpid spid done=0
+    rm -f "$out" "$ddir/.resumed.img.transit-partial"
+    tx0=$(ip -n tnA -s -j link show vA | jq '.[0].stats64.tx.bytes')
+    RANDOM=7
+    while [ "$done" = 0 ]; do
+        runs=$((runs + 1))
+        ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" --resume --json \
+            >"$work/r.json" 2>"$work/r.err" &
+        rpid=$!
+        addr=$(wait_listen "$work/r.err")
+        ip netns exec tnA "$T" send "$addr" --input "$ddir/new.img" --channels 4 \
+            >/dev/null 2>&1 &
+        spid=$!
+        local wait_ms=$((500 + RANDOM % 2500)) i
+        for i in $(seq 1 $((wait_ms / 50))); do
+            kill -0 "$spid" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$spid" 2>/dev/null; then
+            kill -9 "$spid"
+            printf '  resume run %d: sender killed after %d ms\n' "$runs" "$wait_ms"
+        fi
+        wait "$spid" 2>/dev/null || true
+        if wait "$rpid"; then
+            done=1
+        fi
+        [ "$runs" -lt 30 ] || { echo "resume: no success in 30 runs" >&2; return 1; }
+    done
+    tx1=$(ip -n tnA -s -j link show vA | jq '.[0].stats64.tx.bytes')
+    cmp -s "$ddir/new.img" "$out" || {
+        echo "RESUME: the output differs from the input" >&2
+        return 1
+    }
+    resume_ratio=$(echo "($tx1 - $tx0) / $(stat -c %s "$ddir/new.img")" | bc -l)
+    printf '  resume: %d runs, %.1f MiB left the sender for a %.1f MiB file\n' "$runs" \
+        "$(echo "($tx1 - $tx0) / 1048576" | bc -l)" "$(echo "$(stat -c %s "$ddir/new.img") / 1048576" | bc -l)"
+    rm -f "$out"
+}
+echo "resume (once)"
+resume_case
+
 echo
 printf '%-12s %10s %10s\n' case "median s" "best s"
 declare -A med
@@ -208,4 +256,5 @@ check "link: auto / better of none and zstd" \
 check "loopback: auto / better of none and zstd" \
     "$(echo "${med[loop-auto]} / $(min "${med[loop-none]}" "${med[loop-zstd]}")" | bc -l)" "<=" 1.10
 check "link: delta (1% changed) / full send" "$(echo "${med[link-delta]} / ${med[link-full]}" | bc -l)" "<=" 0.10
+check "link: resume, bytes sent over all runs / file bytes" "$resume_ratio" "<=" 1.10
 exit "$fail"

@@ -541,6 +541,27 @@ pub struct DestImage {
     len: usize,
     fresh: bool,
     file: Option<TempOutput>,
+    /// Delta: the older copy that kept pages are copied from as their
+    /// KEEP ranges arrive (the output itself starts empty), and what it
+    /// looked like when it was hashed (inode, size, mtime, ctime).
+    base: Option<(File, BaseStamp)>,
+}
+
+/// What an older copy looked like when it was hashed: if it changes
+/// before the output is in place, kept pages may not match their hashes.
+type BaseStamp = (u64, u64, i64, i64, i64, i64);
+
+fn stamp(f: &File) -> io::Result<BaseStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    Ok((
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
 
 impl std::fmt::Debug for DestImage {
@@ -565,6 +586,7 @@ impl DestImage {
             len,
             fresh: true,
             file: None,
+            base: None,
         })
     }
 
@@ -587,18 +609,20 @@ impl DestImage {
             len,
             fresh: true,
             file: Some(temp),
+            base: None,
         })
     }
 
-    /// [`create_file`](Self::create_file) for a delta transfer: the
-    /// temporary file starts as a copy of `old` (the file at the target,
-    /// cut or extended to `size`), and the copy's first bytes are hashed in
-    /// chunks of `chunk_size` meanwhile ([`crate::delta::hash_file`]); the
-    /// hashes are returned with the image, which is not fresh (zero pages
-    /// received are written as zeros).
+    /// [`create_file`](Self::create_file) for a delta transfer against
+    /// `old` (the file at the target): the temporary file starts empty
+    /// (sparse, `size` bytes), `old`'s first bytes are hashed in chunks of
+    /// `chunk_size` on every core (the hashes are returned), and `old` is
+    /// kept as the base that kept ranges are copied from when their KEEP
+    /// packets arrive ([`copy_kept`](Self::copy_kept)), spread over the
+    /// channel threads and overlapped with the transfer.
     pub fn create_file_from(
         target: &Path,
-        old: &File,
+        old: File,
         size: u64,
         mode: Option<u32>,
         chunk_size: u32,
@@ -606,14 +630,17 @@ impl DestImage {
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         let temp = TempOutput::create(target, mode)?;
-        let hashes = copy_and_hash(old, &temp, size, chunk_size)?;
         temp.file().set_len(size)?;
+        let before = stamp(&old)?;
+        let have = before.1.min(size);
+        let hashes = crate::delta::hash_file(&old, have, chunk_size)?;
         Ok((
             DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
-                fresh: false,
+                fresh: true,
                 file: Some(temp),
+                base: Some((old, before)),
             },
             hashes,
         ))
@@ -623,8 +650,9 @@ impl DestImage {
     /// partial file next to `target` ([`TempOutput::open_partial`]),
     /// written in place. An interrupted run's partial file is hashed in
     /// chunks of `chunk_size` (the hashes are returned: a delta against
-    /// it); without one, and with `from_target`, it starts as a copy of
-    /// the file at `target` (a delta against that); else it starts empty
+    /// it, whose kept pages are already in place); without one, and with
+    /// `from_target`, a delta against the file at `target` as in
+    /// [`create_file_from`](Self::create_file_from); else it starts empty
     /// (no hashes). The partial file is renamed over the target once the
     /// session is verified, and left in place otherwise.
     pub fn open_partial(
@@ -638,20 +666,21 @@ impl DestImage {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         let (temp, existed) = TempOutput::open_partial(target, mode)?;
         let held = temp.file().metadata()?.len();
-        let hashes = if existed && held > 0 {
-            Some(crate::delta::hash_file(
-                temp.file(),
-                held.min(size),
-                chunk_size,
-            )?)
+        let (hashes, base, fresh) = if existed && held > 0 {
+            let h = crate::delta::hash_file(temp.file(), held.min(size), chunk_size)?;
+            (Some(h), None, false)
         } else {
             let old = from_target
                 .then(|| File::open(target).ok())
                 .flatten()
                 .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0));
             match old {
-                Some(old) => Some(copy_and_hash(&old, &temp, size, chunk_size)?),
-                None => None,
+                Some(old) => {
+                    let before = stamp(&old)?;
+                    let h = crate::delta::hash_file(&old, before.1.min(size), chunk_size)?;
+                    (Some(h), Some((old, before)), true)
+                }
+                None => (None, None, true),
             }
         };
         temp.file().set_len(size)?;
@@ -659,11 +688,22 @@ impl DestImage {
             DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
-                fresh: hashes.is_none(),
+                fresh,
                 file: Some(temp),
+                base,
             },
             hashes,
         ))
+    }
+
+    /// Delta: copy the kept range `[offset, offset + len)` from the older
+    /// copy into a file destination that started empty (nothing to do
+    /// when the destination is the older copy itself, as when resuming).
+    pub(crate) fn copy_kept(&self, offset: u64, len: u64) -> io::Result<()> {
+        match (&self.base, &self.file) {
+            (Some((base, _)), Some(t)) => copy_range_at(base, t.file(), offset, len),
+            _ => Ok(()),
+        }
     }
 
     /// The bytes of a memory image (empty for a file destination, whose
@@ -727,6 +767,16 @@ impl DestImage {
                 "an anonymous image has no file to persist",
             ));
         };
+        // Delta: kept pages were verified by the hashes of the older copy
+        // taken before the transfer; had it changed since, the copied
+        // pages might not be what was verified.
+        if let Some((base, before)) = &self.base {
+            if stamp(base)? != *before {
+                return Err(io::Error::other(
+                    "the older copy (the file at the output path) changed during the transfer; nothing was replaced",
+                ));
+            }
+        }
         t.persist()
     }
 
@@ -742,36 +792,20 @@ impl DestImage {
     }
 }
 
-/// Copy `old` (its first `size` bytes at most) into `temp` while hashing
-/// it in chunks, on every core.
-fn copy_and_hash(
-    old: &File,
-    temp: &TempOutput,
-    size: u64,
-    chunk_size: u32,
-) -> io::Result<Vec<u64>> {
-    let have = old.metadata()?.len().min(size);
-    std::thread::scope(|s| -> io::Result<Vec<u64>> {
-        let copier = s.spawn(|| copy_range(old, temp.file(), have));
-        let hashes = crate::delta::hash_file(old, have, chunk_size);
-        copier
-            .join()
-            .map_err(|_| io::Error::other("the copy thread panicked"))??;
-        hashes
-    })
-}
-
-/// Copy the first `len` bytes of `from` into `to` at the same offsets, in
+/// Copy `len` bytes at `offset` of `from` into `to` at the same offset, in
 /// the kernel (`copy_file_range`: a reflink or server-side copy where the
-/// file system offers one), falling back to read and write.
-fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
+/// file system offers one), falling back to read and write. A range past
+/// the end of `from` copies what there is (the rest stays zero).
+fn copy_range_at(from: &File, to: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
-    let mut done = 0u64;
-    while done < len {
+    let len = from.metadata()?.len().saturating_sub(offset).min(len);
+    let (start, end) = (offset, offset + len);
+    let mut done = start;
+    while done < end {
         let mut off_in = done as libc::loff_t;
         let mut off_out = done as libc::loff_t;
-        let want = (len - done).min(1 << 30) as usize;
+        let want = (end - done).min(1 << 30) as usize;
         // SAFETY: both fds are open for the call; the offsets are ours.
         let n = unsafe {
             libc::copy_file_range(
@@ -790,7 +824,7 @@ fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the old file shrank while it was copied",
+                "the older copy shrank while it was copied",
             ));
         }
         let e = io::Error::last_os_error();
@@ -802,8 +836,8 @@ fn copy_range(from: &File, to: &File, len: u64) -> io::Result<()> {
         }
         // No in-kernel copy between these files: plain reads and writes.
         let mut buf = vec![0u8; 1 << 20];
-        while done < len {
-            let l = (len - done).min(buf.len() as u64) as usize;
+        while done < end {
+            let l = (end - done).min(buf.len() as u64) as usize;
             from.read_exact_at(&mut buf[..l], done)?;
             to.write_all_at(&buf[..l], done)?;
             done += l as u64;

@@ -124,3 +124,65 @@ fn a_sparse_source_keeps_its_holes_against_an_old_copy_with_data_there() {
     assert!(sent.kept_pages >= 200, "{}", sent.kept_pages);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The kept pages are verified by the hashes of the older copy taken
+/// before the transfer: if that file changes before the output is put in
+/// place, the output is refused and the file at the path left alone.
+#[test]
+fn an_older_copy_that_changes_during_the_transfer_fails_the_session() {
+    use transit_multifd::{Error, Receiver};
+    let dir = scratch("changed");
+    let old = image(4 << 20, 11);
+    let mut new = old.clone();
+    new[100] ^= 1;
+    let (input, out) = (dir.join("new.img"), dir.join("out.img"));
+    std::fs::write(&input, &new).unwrap();
+    std::fs::write(&out, &old).unwrap();
+    let (mut send, recv) = unix_pairs(3);
+    let target = out.clone();
+    let rx = std::thread::spawn(move || {
+        let config = RecvConfig {
+            delta: true,
+            ..RecvConfig::default()
+        };
+        let mut rx = Receiver::new(
+            config,
+            Destination::File {
+                path: target.clone(),
+                mode: None,
+            },
+        );
+        for ch in recv {
+            rx.accept_channel(ch)?;
+        }
+        rx.run_with(|o| {
+            // Someone writes to the file at the output path meanwhile.
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .unwrap();
+            f.write_all_at(b"edited", 8192).unwrap();
+            o.image
+                .as_mut()
+                .unwrap()
+                .persist_in_place()
+                .map_err(|e| Error::data("put the output in place", e))
+        })
+    });
+    let main = send.remove(0);
+    let source = SourceImage::map_file(&input).unwrap();
+    let sent = bounded(60, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Image(source), main, send)?;
+        tx.send_all()?;
+        tx.finish()
+    });
+    let got = rx.join().unwrap();
+    let e = got.expect_err("refused");
+    assert!(e.to_string().contains("changed during the transfer"), "{e}");
+    assert!(sent.is_err(), "the sender is told");
+    // The path still holds the (edited) older copy, not a mix.
+    let now = std::fs::read(&out).unwrap();
+    assert_eq!(&now[8192..8198], b"edited");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -669,7 +669,7 @@ fn prepare(
             .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0));
         if let Some(old) = old {
             let chunk_size = crate::delta::chunk_size_for(size, session.page_size);
-            let (img, hashes) = DestImage::create_file_from(path, &old, size, *mode, chunk_size)
+            let (img, hashes) = DestImage::create_file_from(path, old, size, *mode, chunk_size)
                 .map_err(|e| {
                     Error::data(format!("start {} from its older copy", path.display()), e)
                 })?;

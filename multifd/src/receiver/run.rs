@@ -1204,8 +1204,21 @@ impl Reader {
                 break;
             }
             if keep {
-                // Kept pages stay as the older copy has them; their hashes
-                // go into the digest, to be compared with the sender's.
+                // Kept pages come from the older copy (copied now into an
+                // output that started empty; already there when resuming);
+                // their hashes go into the digest, to be compared with the
+                // sender's.
+                let copied = {
+                    let _one_at_a_time = lock(&img.writing);
+                    img.image.copy_kept(off, len)
+                };
+                if let Err(e) = copied {
+                    result = Err(Error::data(
+                        format!("copy the kept pages at offset {off} from the older copy"),
+                        e,
+                    ));
+                    break;
+                }
                 if self.session.verify {
                     if let Err(e) = self.hash_kept(img, first, count) {
                         result = Err(e);

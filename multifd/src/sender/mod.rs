@@ -632,8 +632,10 @@ impl Sender {
     /// Add a page the receiver keeps to the next KEEP packet (adjacent
     /// pages merge into one range).
     fn queue_kept(&mut self, offset: u64, len: u64) -> Result<()> {
+        // Ranges of at most 4 MiB: the receiver copies each from its older
+        // copy, and many ranges spread that over the channels.
         let n = self.kept.len();
-        if n >= 2 && self.kept[n - 2] + self.kept[n - 1] == offset {
+        if n >= 2 && self.kept[n - 2] + self.kept[n - 1] == offset && self.kept[n - 1] < 4 << 20 {
             self.kept[n - 1] += len;
             return Ok(());
         }
