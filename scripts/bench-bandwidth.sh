@@ -31,21 +31,9 @@ CAP=${CAP:-200}
 
 need=()
 command -v jq >/dev/null || need+=(jq)
-if [ "${#need[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_missing "${need[@]}"
 
-if [ -n "${TRANSIT:-}" ]; then
-    T=$(realpath "$TRANSIT")
-else
-    cargo build --release -p transit >&2
-    T=$(realpath target/release/transit)
-fi
+T=$(transit_binary)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -107,21 +107,9 @@ command -v jq >/dev/null || need+=(jq)
 [ -x /usr/bin/time ] || need+=(time)
 command -v ss >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)
-if [ "${#need[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_missing "${need[@]}"
 
-if [ -n "${TRANSIT:-}" ]; then
-    T=$(realpath "$TRANSIT")
-else
-    cargo build --release -p transit >&2
-    T=$(realpath target/release/transit)
-fi
+T=$(transit_binary)
 
 size_bytes() { # 1G -> bytes (K, M, G, T: binary)
     local n=${1%[KMGTkmgt]} u=${1: -1}

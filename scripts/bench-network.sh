@@ -54,17 +54,10 @@ need=()
 command -v jq >/dev/null || need+=(jq)
 command -v ip >/dev/null || need+=(iproute2)
 command -v tc >/dev/null || need+=(iproute2)
-if [ "${#need[@]}" -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+command -v bc >/dev/null || need+=(bc)
+install_missing "${need[@]}"
 
-if [ -n "${TRANSIT:-}" ]; then
-    T=$(realpath "$TRANSIT")
-else
-    cargo build --release -p transit >&2
-    T=$(realpath target/release/transit)
-fi
+T=$(transit_binary)
 
 work=$(mktemp -d)
 cleanup() {
@@ -120,10 +113,6 @@ run_case() {
     echo "$secs" >>"$work/$name"
     printf '  %-14s %7.3f s  wire %6.1f MiB for %6.1f MiB of data\n' "$name" "$secs" \
         "$(echo "$wire / 1048576" | bc -l)" "$(echo "$bytes / 1048576" | bc -l)"
-}
-
-command -v bc >/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends bc >/dev/null
 }
 
 # delta_case NAME: full or delta.
@@ -203,8 +192,8 @@ resume_case() {
         ip netns exec tnA "$T" send "$addr" --input "$ddir/new.img" --channels 4 \
             >/dev/null 2>&1 &
         spid=$!
-        local wait_ms=$((500 + RANDOM % 2500)) i
-        for i in $(seq 1 $((wait_ms / 50))); do
+        local wait_ms=$((500 + RANDOM % 2500))
+        for _ in $(seq 1 $((wait_ms / 50))); do
             kill -0 "$spid" 2>/dev/null || break
             sleep 0.05
         done

@@ -42,17 +42,9 @@ need=()
 command -v iperf3 >/dev/null || need+=(iperf3)
 [ -x /usr/bin/time ] || need+=(time)
 command -v jq >/dev/null || need+=(jq)
-if [ "${#need[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_missing "${need[@]}"
 
-cargo build --release -p transit >&2
-T=${TRANSIT:-target/release/transit}
+T=$(transit_binary)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 

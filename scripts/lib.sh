@@ -46,3 +46,28 @@ cpu_per_gb() { jq '([.per_channel[].cpu_seconds] | add) / (.bytes / 1e9)' "$1"; 
 # The largest and the median of the arguments.
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{x[NR] = $1} END {print (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2}'; }
+
+# install_missing PKG...: install the Debian packages named (apt-get, as
+# root; otherwise say what is missing and fail). Callers list a package
+# only when its tool is absent, e.g.
+#   need=(); command -v jq >/dev/null || need+=(jq); install_missing "${need[@]}"
+install_missing() {
+    [ "$#" -gt 0 ] || return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing $*: install them (apt-get install $*)" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# transit_binary: print the binary to measure: $TRANSIT if set, else a
+# release build (built now).
+transit_binary() {
+    if [ -n "${TRANSIT:-}" ]; then
+        realpath "$TRANSIT"
+    else
+        cargo build --release -p transit >&2
+        realpath target/release/transit
+    fi
+}

@@ -21,6 +21,17 @@ fn refused(
     hostname: &'static str,
     authz: Option<Authz>,
 ) -> (String, String) {
+    let (c, s) = refused_errors(client, server, hostname, authz);
+    (c.to_string(), s.to_string())
+}
+
+/// [`refused`], with the errors themselves.
+fn refused_errors(
+    client: Arc<TlsCreds>,
+    server: Arc<TlsCreds>,
+    hostname: &'static str,
+    authz: Option<Authz>,
+) -> (Error, Error) {
     let (c, s) = run_pair(
         move |ch| -> Result<(), Error> {
             let mut tls = TlsChannel::client(ch, client, hostname)?;
@@ -35,9 +46,26 @@ fn refused(
             write_all(&mut tls, b"!")
         },
     );
-    let c = c.expect_err("the client should fail").to_string();
-    let s = s.expect_err("the server should fail").to_string();
+    let c = c.expect_err("the client should fail");
+    let s = s.expect_err("the server should fail");
     (c, s)
+}
+
+/// Server credentials whose certificate another CA signed (the server
+/// still trusts ours), in `setup.root/name`.
+fn server_of_another_ca(setup: &Setup, name: &str) -> Arc<TlsCreds> {
+    let other = TestPki::with_name("other CA").expect("CA");
+    let id = other
+        .issue(&IssueParams::server(&["localhost"]))
+        .expect("cert");
+    let dir = setup.root.join(name);
+    setup
+        .pki
+        .write_dir(&dir, Endpoint::Server, None, None)
+        .expect("ca");
+    std::fs::write(dir.join("server-cert.pem"), &id.cert_pem).expect("cert");
+    std::fs::write(dir.join("server-key.pem"), &id.key_pem).expect("key");
+    TlsCreds::from_dir(&dir, Endpoint::Server).expect("creds")
 }
 
 fn assert_has(msg: &str, needle: &str) {
@@ -47,19 +75,8 @@ fn assert_has(msg: &str, needle: &str) {
 #[test]
 fn server_cert_from_another_ca_is_refused() {
     let setup = Setup::new("wrong-ca");
-    let other = TestPki::with_name("other CA").expect("CA");
-    let id = other
-        .issue(&IssueParams::server(&["localhost"]))
-        .expect("cert");
     // The server presents a certificate of another CA (but trusts ours).
-    let dir = setup.root.join("server-other");
-    setup
-        .pki
-        .write_dir(&dir, Endpoint::Server, None, None)
-        .expect("ca");
-    std::fs::write(dir.join("server-cert.pem"), &id.cert_pem).expect("cert");
-    std::fs::write(dir.join("server-key.pem"), &id.key_pem).expect("key");
-    let server = TlsCreds::from_dir(&dir, Endpoint::Server).expect("creds");
+    let server = server_of_another_ca(&setup, "server-other");
     let (c, s) = refused(setup.client_creds(), server, "localhost", None);
     assert_has(&c, "server's certificate is not signed by a CA we trust");
     assert_has(&s, "client refused our certificate");
@@ -322,34 +339,8 @@ fn server_creds_cannot_make_a_client() {
 fn refusals_carry_typed_causes() {
     use transit_channel::Cause;
     let setup = Setup::new("typed-causes");
-    let other = TestPki::with_name("other CA").expect("CA");
-    let id = other
-        .issue(&IssueParams::server(&["localhost"]))
-        .expect("cert");
-    let dir = setup.root.join("server-other-typed");
-    setup
-        .pki
-        .write_dir(&dir, Endpoint::Server, None, None)
-        .expect("ca");
-    std::fs::write(dir.join("server-cert.pem"), &id.cert_pem).expect("cert");
-    std::fs::write(dir.join("server-key.pem"), &id.key_pem).expect("key");
-    let server = TlsCreds::from_dir(&dir, Endpoint::Server).expect("creds");
-    let client = setup.client_creds();
-    let (c, s) = run_pair(
-        move |ch| -> Result<(), Error> {
-            let mut tls = TlsChannel::client(ch, client, "localhost")?;
-            tls.handshake_blocking()?;
-            write_all(&mut tls, b"hello")?;
-            read_all(&mut tls, &mut [0u8; 1])
-        },
-        move |ch| -> Result<(), Error> {
-            let mut tls = TlsChannel::server(ch, server, None)?;
-            tls.handshake_blocking()?;
-            read_all(&mut tls, &mut [0u8; 5])
-        },
-    );
-    let c = c.expect_err("the client should fail");
-    let s = s.expect_err("the server should fail");
+    let server = server_of_another_ca(&setup, "server-other-typed");
+    let (c, s) = refused_errors(setup.client_creds(), server, "localhost", None);
     assert!(
         matches!(
             c.cause(),

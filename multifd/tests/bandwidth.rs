@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,26 +37,13 @@ fn an_image_over_4_channels_goes_no_faster_than_the_cap() {
     assert!(most <= 80, "{most} pages a packet");
 }
 
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_stream_goes_no_faster_than_the_cap() {
     let input: Vec<u8> = (0..6u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let (mut send, recv) = tcp_pairs(3);
-    let sink = Sink::default();
+    let sink = SharedSink::default();
     let out = sink.clone();
     let rx = spawn_receiver(
         recv,

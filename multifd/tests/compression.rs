@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use transit_multifd::compress::Compress;
 use transit_multifd::image::{Content, SourceImage};
@@ -87,25 +84,12 @@ fn into_a_file_and_random_data_goes_raw() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_stream_compresses_and_auto_works_too() {
     let text: Vec<u8> = b"migration stream line, mostly the same\n".repeat(100_000);
     for mode in [Compress::Zstd { level: 3 }, Compress::Auto { level: 1 }] {
         let (mut send, recv) = tcp_pairs(3);
-        let sink = Sink::default();
+        let sink = SharedSink::default();
         let out = sink.clone();
         let rx = spawn_receiver(
             recv,

@@ -331,6 +331,12 @@ pub fn run(cmd: Command) -> Finished {
     Running::spawn(cmd).finish()
 }
 
+/// Parse one JSON document (a `--json` summary on stdout).
+pub fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
 /// Start `transit recv URI ARGS...` and wait for its listening address.
 pub fn start_recv(uri: &str, args: &[&str]) -> (Running, String) {
     let mut c = transit(&["recv", uri]);

@@ -5,11 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use transit_tests::{run, start_recv, transit, Scratch};
-
-fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).expect("JSON")
-}
+use transit_tests::{json, run, start_recv, transit, Scratch};
 
 #[test]
 fn a_capped_framed_session_takes_the_time_the_cap_allows() {

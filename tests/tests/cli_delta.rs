@@ -3,11 +3,7 @@
 //! byte (verified end to end), an absent FILE is received whole, and the
 //! option is refused where there is no file to start from.
 
-use transit_tests::{random_bytes, run, start_recv, transit, Scratch};
-
-fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).expect("JSON")
-}
+use transit_tests::{json, random_bytes, run, start_recv, transit, Scratch};
 
 #[test]
 fn only_the_changed_pages_are_sent() {

@@ -6,14 +6,9 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 
-use transit_tests::{random_bytes, run, start_recv, transit, Scratch};
+use transit_tests::{json, random_bytes, run, start_recv, transit, Scratch};
 
 const MIB: u64 = 1 << 20;
-
-fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
-}
 
 #[test]
 fn a_sparse_file_arrives_sparse_and_identical() {

@@ -648,12 +648,8 @@ impl Sender {
 
     /// Hand the queued kept ranges to an idle worker.
     fn flush_kept(&mut self) -> Result<()> {
-        if self.kept.is_empty() {
-            return Ok(());
-        }
-        let spare = Vec::with_capacity(self.kept.capacity());
-        let full = std::mem::replace(&mut self.kept, spare);
-        self.dispatch(Job::Keep(full))
+        let full = take_ranges(&mut self.kept);
+        full.map_or(Ok(()), |r| self.dispatch(Job::Keep(r)))
     }
 
     /// Queue a range of zero pages for the next HOLES packet.
@@ -667,12 +663,8 @@ impl Sender {
 
     /// Hand the queued hole ranges to an idle worker.
     fn flush_holes(&mut self) -> Result<()> {
-        if self.holes.is_empty() {
-            return Ok(());
-        }
-        let spare = Vec::with_capacity(self.holes.capacity());
-        let full = std::mem::replace(&mut self.holes, spare);
-        self.dispatch(Job::Holes(full))
+        let full = take_ranges(&mut self.holes);
+        full.map_or(Ok(()), |r| self.dispatch(Job::Holes(r)))
     }
 
     /// Send the pages with the given indices (strictly increasing, each
@@ -1029,4 +1021,13 @@ impl Drop for Sender {
             }
         }
     }
+}
+
+/// The queued ranges, if any, leaving an empty queue of the same capacity.
+fn take_ranges(queue: &mut Vec<u64>) -> Option<Vec<u64>> {
+    if queue.is_empty() {
+        return None;
+    }
+    let spare = Vec::with_capacity(queue.capacity());
+    Some(std::mem::replace(queue, spare))
 }

@@ -359,3 +359,17 @@ pub fn stream_header(channels: u32, chunk: u32) -> SessionHeader {
         ..header(channels, 0)
     }
 }
+
+/// A writer destination the test reads back after the receiver is done.
+#[derive(Clone, Default)]
+pub struct SharedSink(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
