@@ -71,3 +71,54 @@ fn delta_needs_an_output_file_and_framing() {
         assert_eq!(r.code(), Some(2), "{args:?}: {}", r.stderr);
     }
 }
+
+/// Delta and compression together, over TLS: kept ranges and compressed
+/// packets in one session, the result identical.
+#[test]
+fn delta_with_compression_over_tls() {
+    let dir = Scratch::new("delta-zstd-tls");
+    let pki = transit_tests::pki::write(dir.path(), transit_tests::pki::Fault::None);
+    let mut old = Vec::new();
+    for i in 0..150_000u32 {
+        old.extend_from_slice(format!("record {i:08}: unchanged text\n").as_bytes());
+    }
+    let mut new = old.clone();
+    for i in 0..8usize {
+        new[i * 400_000 + 5] = b'#';
+    }
+    let (input, out) = (dir.join("new.txt"), dir.join("out.txt"));
+    std::fs::write(&input, &new).unwrap();
+    std::fs::write(&out, &old).unwrap();
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &[
+            "--json",
+            "--delta",
+            "--output",
+            out.to_str().unwrap(),
+            "--tls-creds",
+            pki.server.to_str().unwrap(),
+        ],
+    );
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().unwrap(),
+        "--compress",
+        "zstd",
+        "--tls-creds",
+        pki.client.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "{}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0), "{}", recv.stderr);
+    assert!(std::fs::read(&out).unwrap() == new);
+    let s = json(&send.stdout);
+    assert!(s["kept_pages"].as_u64().unwrap() > 1000, "{s}");
+    assert!(
+        s["wire_bytes"].as_u64().unwrap() < s["bytes"].as_u64().unwrap(),
+        "{s}"
+    );
+}
