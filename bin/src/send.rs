@@ -910,24 +910,8 @@ fn pick_channels(
 /// The error a connected channel reports when read (a TLS alert the peer
 /// sent after our handshake finished), waiting at most half a second.
 fn pending_refusal(ch: &mut dyn Channel) -> Option<String> {
-    if ch.set_blocking(false).is_err() {
-        return None;
-    }
-    let ready = chio::wait_blocking(
-        &ch.watch_source(),
-        Condition::IN,
-        Some(Duration::from_millis(500)),
-    )
-    .ok()?;
-    if ready.is_empty() {
-        return None;
-    }
-    let mut b = [0u8; 1];
-    match ch.readv(
-        &mut [std::io::IoSliceMut::new(&mut b)],
-        None,
-        transit_channel::ReadFlags::empty(),
-    ) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    match chio::read_all_until(ch, &mut [0u8; 1], deadline) {
         Err(e) if e.is_peer_refusal() => Some(e.to_string()),
         _ => None,
     }

@@ -89,6 +89,16 @@ pub enum Error {
         expected: String,
     },
 
+    /// A wait with a deadline ([`crate::io::read_all_until`] and friends)
+    /// ran out.
+    #[error("{channel}: timed out after {:.1} s", waited.as_secs_f64())]
+    TimedOut {
+        /// Name of the channel.
+        channel: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
+
     /// A peer broke the rules of a protocol layer, or a layer failed.
     #[error("{channel}: {message}")]
     Protocol {
@@ -243,6 +253,11 @@ impl Error {
         matches!(self, Error::WouldBlock)
     }
 
+    /// True for [`Error::TimedOut`]: a deadline ran out.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Error::TimedOut { .. })
+    }
+
     /// The raw OS error number, if this is an OS error that has one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
@@ -262,6 +277,7 @@ impl From<Error> for io::Error {
             Error::Os { source, .. } => source.kind(),
             Error::Address { .. } => io::ErrorKind::InvalidInput,
             Error::Protocol { .. } => io::ErrorKind::InvalidData,
+            Error::TimedOut { .. } => io::ErrorKind::TimedOut,
         };
         if let Error::Os { source, .. } = &e {
             if let Some(code) = source.raw_os_error() {

@@ -133,3 +133,33 @@ fn watch_without_fds_times_out() {
     let got = wait_blocking(&ws, Condition::IN, Some(Duration::from_millis(5))).expect("wait");
     assert_eq!(got, Condition::empty());
 }
+
+/// The deadline helpers: a read that gets nothing times out at its
+/// deadline (typed `TimedOut`, whatever the channel's mode, which is
+/// restored), one that gets its bytes returns them, and a clean end of
+/// file before any byte is `Ok(false)` for the `_eof` form.
+#[test]
+fn reads_and_writes_until_a_deadline() {
+    use std::time::{Duration, Instant};
+    use transit_channel::io::{read_all_eof_until, read_all_until, write_all_until};
+    use transit_channel::{Channel, SocketChannel};
+
+    let (mut a, mut b) = SocketChannel::pair().unwrap();
+    assert!(a.is_blocking());
+    let t0 = Instant::now();
+    let e = read_all_until(&mut a, &mut [0u8; 4], t0 + Duration::from_millis(150))
+        .expect_err("nothing to read");
+    assert!(e.is_timed_out(), "{e:?}");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(a.is_blocking(), "the mode is given back");
+
+    let later = Instant::now() + Duration::from_secs(10);
+    write_all_until(&mut b, b"ping", later).unwrap();
+    let mut buf = [0u8; 4];
+    read_all_until(&mut a, &mut buf, later).unwrap();
+    assert_eq!(&buf, b"ping");
+    drop(b);
+    assert!(!read_all_eof_until(&mut a, &mut buf, later).unwrap());
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use transit_channel::{io as chio, Channel, Condition, ReadFlags, Shutdown, ShutdownHandle};
+use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle};
 
 use crate::error::{Ctx, Error, Result, Stage};
 use crate::wire::{self, Record, RECORD_HEADER_LEN};
@@ -211,35 +211,16 @@ pub(crate) fn read_exact_deadline(
     ctx: &Ctx,
     stage: Stage,
 ) -> Result<bool> {
-    if deadline.is_none() {
-        return chio::read_all_eof(ch, buf).map_err(|e| ctx.io(stage, e));
-    }
-    let mut got = 0;
-    while got < buf.len() {
-        wait_readable(ch, deadline, ctx, stage, timeout)?;
-        match ch.readv(
-            &mut [IoSliceMut::new(&mut buf[got..])],
-            None,
-            ReadFlags::empty(),
-        ) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => {
-                return Err(ctx.io(
-                    stage,
-                    transit_channel::Error::UnexpectedEof {
-                        channel: ch.name().to_owned(),
-                        op: "read",
-                        expected: buf.len(),
-                        missing: buf.len() - got,
-                    },
-                ))
+    match deadline {
+        None => chio::read_all_eof(ch, buf).map_err(|e| ctx.io(stage, e)),
+        Some(d) => chio::read_all_eof_until(ch, buf, d).map_err(|e| {
+            if e.is_timed_out() {
+                ctx.timeout(stage, timeout.map_or(0.0, |t| t.as_secs_f64()))
+            } else {
+                ctx.io(stage, e)
             }
-            Ok(n) => got += n,
-            Err(transit_channel::Error::WouldBlock) => {}
-            Err(e) => return Err(ctx.io(stage, e)),
-        }
+        }),
     }
-    Ok(true)
 }
 
 /// Fill every buffer, at most [`IOV_MAX`] per call.

@@ -18,6 +18,115 @@ impl Wait for Block {
     }
 }
 
+/// Wait in `poll(2)` until a deadline; past it, [`Error::TimedOut`].
+struct Until {
+    deadline: Instant,
+    started: Instant,
+    channel: String,
+}
+
+impl Wait for Until {
+    async fn wait(&mut self, ws: &WatchSource, cond: Condition) -> Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let ready = wait_blocking(ws, cond, Some(left))?;
+        if ready.is_empty() {
+            return Err(Error::TimedOut {
+                channel: std::mem::take(&mut self.channel),
+                waited: self.started.elapsed(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Run `f` with `ch` non-blocking (so a wait can honour a deadline), then
+/// give it back its mode.
+fn nonblocking<C: Channel + ?Sized, T>(
+    ch: &mut C,
+    f: impl FnOnce(&mut C, &mut Until) -> Result<T>,
+    deadline: Instant,
+) -> Result<T> {
+    let was = ch.is_blocking();
+    if was {
+        ch.set_blocking(false)?;
+    }
+    let mut until = Until {
+        deadline,
+        started: Instant::now(),
+        channel: ch.name().to_owned(),
+    };
+    let r = f(ch, &mut until);
+    if was {
+        let _ = ch.set_blocking(true);
+    }
+    r
+}
+
+/// [`read_all`] that gives up at `deadline` with [`Error::TimedOut`]
+/// (the channel is non-blocking for the call, whatever its mode).
+pub fn read_all_until(
+    ch: &mut (impl Channel + ?Sized),
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<()> {
+    nonblocking(
+        ch,
+        |ch, w| {
+            run_now(read_loop(
+                w,
+                ch,
+                &mut [IoSliceMut::new(buf)],
+                None,
+                Op::READ_ALL,
+            ))
+            .map(drop)
+        },
+        deadline,
+    )
+}
+
+/// [`read_all_eof`] that gives up at `deadline` with [`Error::TimedOut`].
+pub fn read_all_eof_until(
+    ch: &mut (impl Channel + ?Sized),
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<bool> {
+    nonblocking(
+        ch,
+        |ch, w| {
+            run_now(read_loop(
+                w,
+                ch,
+                &mut [IoSliceMut::new(buf)],
+                None,
+                Op::READ_ALL_EOF,
+            ))
+        },
+        deadline,
+    )
+}
+
+/// [`write_all`] that gives up at `deadline` with [`Error::TimedOut`].
+pub fn write_all_until(
+    ch: &mut (impl Channel + ?Sized),
+    buf: &[u8],
+    deadline: Instant,
+) -> Result<()> {
+    nonblocking(
+        ch,
+        |ch, w| {
+            run_now(write_loop(
+                w,
+                ch,
+                &mut [IoSlice::new(buf)],
+                &[],
+                "write_all",
+            ))
+        },
+        deadline,
+    )
+}
+
 /// Conditions a wait always reports, whatever was asked for.
 const ALWAYS: Condition = Condition::ERR.union(Condition::HUP).union(Condition::NVAL);
 
