@@ -34,7 +34,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use transit_channel::{io as chio, Channel, Condition, ReadFlags, SocketAddress, SocketChannel};
+use transit_channel::{io as chio, Channel, Condition, SocketAddress, SocketChannel};
 
 /// Length of the join preamble.
 pub const PREAMBLE_LEN: usize = 32;
@@ -129,36 +129,22 @@ pub fn write_preamble(
 /// Read a preamble (blocking, bounded by `timeout`).
 pub fn read_preamble(ch: &mut dyn Channel, timeout: Duration) -> Result<Preamble, String> {
     let mut b = [0u8; PREAMBLE_LEN];
-    let deadline = Instant::now() + timeout;
-    let mut got = 0;
-    while got < PREAMBLE_LEN {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
-            .map_err(|e| e.to_string())?;
-        if ready.is_empty() {
-            return Err(format!(
-                "no join preamble on {} within {:.1} s",
-                ch.name(),
-                timeout.as_secs_f64()
-            ));
-        }
-        match ch.readv(
-            &mut [IoSliceMut::new(&mut b[got..])],
-            None,
-            ReadFlags::empty(),
-        ) {
-            Ok(0) => {
-                return Err(format!(
-                    "{} ended before the join preamble ({got} of {PREAMBLE_LEN} bytes)",
-                    ch.name()
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.is_would_block() => {}
-            Err(e) => return Err(e.to_string()),
-        }
+    match chio::read_all_until(ch, &mut b, Instant::now() + timeout) {
+        Ok(()) => decode(&b),
+        Err(e) if e.is_timed_out() => Err(format!(
+            "no join preamble on {} within {:.1} s",
+            ch.name(),
+            timeout.as_secs_f64()
+        )),
+        Err(transit_channel::Error::UnexpectedEof {
+            expected, missing, ..
+        }) => Err(format!(
+            "{} ended before the join preamble ({} of {PREAMBLE_LEN} bytes)",
+            ch.name(),
+            expected - missing
+        )),
+        Err(e) => Err(e.to_string()),
     }
-    decode(&b)
 }
 
 /// The leader's side of the rendezvous: the followers' control

@@ -1052,23 +1052,17 @@ fn read_head(
             Head::More(n) => n,
             Head::Done(p) => return Ok((got, p)),
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ready = chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left))
-            .map_err(|e| e.to_string())?;
-        if ready.is_empty() {
-            return Err(format!(
-                "sent no complete header within {:.1} s",
-                timeout.as_secs_f64()
-            ));
-        }
-        match ch.readv(
-            &mut [IoSliceMut::new(&mut buf[got..want])],
-            None,
-            ReadFlags::empty(),
-        ) {
-            Ok(0) => return Err("closed the connection before sending a header".into()),
-            Ok(n) => got += n,
-            Err(e) if e.is_would_block() => {}
+        match chio::read_all_until(ch, &mut buf[got..want], deadline) {
+            Ok(()) => got = want,
+            Err(e) if e.is_timed_out() => {
+                return Err(format!(
+                    "sent no complete header within {:.1} s",
+                    timeout.as_secs_f64()
+                ))
+            }
+            Err(transit_channel::Error::UnexpectedEof { .. }) => {
+                return Err("closed the connection before sending a header".into())
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
