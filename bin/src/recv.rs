@@ -814,26 +814,8 @@ fn turn_away(mut ch: Box<dyn Channel>, why: &'static str) {
 /// FIN rather than a reset that destroys what we last sent it (a TLS
 /// alert naming the reason).
 fn drain_close(mut ch: Box<dyn Channel>, deadline: Instant) {
-    let _ = ch.set_blocking(false);
     let _ = ch.shutdown(Shutdown::Write);
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
-            Ok(c) if c.is_empty() => break,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-        match ch.readv(&mut [IoSliceMut::new(&mut buf)], None, ReadFlags::empty()) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.is_would_block() => {}
-            Err(_) => break,
-        }
-    }
+    chio::drain_until(ch.as_mut(), deadline, 0, ReadFlags::empty());
     let _ = ch.close();
 }
 

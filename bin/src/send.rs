@@ -779,32 +779,12 @@ fn end_raw(ch: &mut dyn Channel) -> Result<(), AppError> {
     ch.bye().map_err(failed)?;
     let _ = ch.shutdown(Shutdown::Write);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut head = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
-            Ok(c) if c.is_empty() => break,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-        match ch.readv(
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            None,
-            transit_channel::ReadFlags::RELAXED_EOF,
-        ) {
-            Ok(0) => break,
-            Ok(n) => {
-                let keep = n.min(REFUSAL_MAX.saturating_sub(head.len()));
-                head.extend_from_slice(&buf[..keep]);
-            }
-            Err(e) if e.is_would_block() => {}
-            Err(_) => break,
-        }
-    }
+    let head = chio::drain_until(
+        ch,
+        deadline,
+        REFUSAL_MAX,
+        transit_channel::ReadFlags::RELAXED_EOF,
+    );
     if let Some(e) = framed_refusal(&head) {
         let _ = ch.close();
         return Err(e);

@@ -163,3 +163,30 @@ fn reads_and_writes_until_a_deadline() {
     drop(b);
     assert!(!read_all_eof_until(&mut a, &mut buf, later).unwrap());
 }
+
+/// `drain_until`: keeps the first bytes, reads to the peer's end of file,
+/// and stops at the deadline when the peer never closes.
+#[test]
+fn drain_until_keeps_the_head_and_stops_at_eof_or_the_deadline() {
+    use std::time::{Duration, Instant};
+    use transit_channel::io::{drain_until, write_all};
+    use transit_channel::{ReadFlags, SocketChannel};
+
+    let (mut a, mut b) = SocketChannel::pair().unwrap();
+    write_all(&mut b, &[7u8; 100_000]).unwrap();
+    drop(b);
+    let head = drain_until(&mut a, Instant::now() + LONG, 10, ReadFlags::empty());
+    assert_eq!(head, vec![7u8; 10]);
+
+    let (mut a, _b) = SocketChannel::pair().unwrap();
+    let t0 = Instant::now();
+    let head = drain_until(
+        &mut a,
+        t0 + Duration::from_millis(120),
+        10,
+        ReadFlags::empty(),
+    );
+    assert!(head.is_empty());
+    assert!(t0.elapsed() >= Duration::from_millis(120));
+    assert!(t0.elapsed() < LONG);
+}

@@ -62,6 +62,50 @@ fn nonblocking<C: Channel + ?Sized, T>(
     r
 }
 
+/// Read and discard what `ch` sends until it closes, fails or `deadline`
+/// passes, keeping the first `keep` bytes (returned): the draining half
+/// of a graceful close. Closing a socket with unread data makes the
+/// kernel answer with a reset, which can destroy what the peer has not
+/// read yet; draining first lets it see end of file instead. `flags` go to
+/// every read (e.g. [`crate::ReadFlags::RELAXED_EOF`]).
+pub fn drain_until(
+    ch: &mut (impl Channel + ?Sized),
+    deadline: Instant,
+    keep: usize,
+    flags: crate::ReadFlags,
+) -> Vec<u8> {
+    let was = ch.is_blocking();
+    if was && ch.set_blocking(false).is_err() {
+        return Vec::new();
+    }
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
+            Ok(c) if c.is_empty() => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        match ch.readv(&mut [IoSliceMut::new(&mut buf)], None, flags) {
+            Ok(0) => break,
+            Ok(n) => {
+                let take = n.min(keep.saturating_sub(head.len()));
+                head.extend_from_slice(&buf[..take]);
+            }
+            Err(e) if e.is_would_block() => {}
+            Err(_) => break,
+        }
+    }
+    if was {
+        let _ = ch.set_blocking(true);
+    }
+    head
+}
+
 /// [`read_all`] that gives up at `deadline` with [`Error::TimedOut`]
 /// (the channel is non-blocking for the call, whatever its mode).
 pub fn read_all_until(
