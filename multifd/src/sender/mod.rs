@@ -308,129 +308,20 @@ impl Sender {
             }
         }
 
-        // Handshake: header, init packets, then the receiver's answer.
-        chio::write_all(&mut main, &session.encode())
-            .map_err(|e| main_ctx.io(Stage::Handshake, e))?;
-        for (i, ch) in pages.iter_mut().enumerate() {
-            let init = InitPacket {
-                version: wire::VERSION,
-                uuid: session.uuid,
-                channel_id: i as u32,
-            };
-            if let Err(e) = chio::write_all(ch, &init.encode()) {
-                // The receiver may have refused the session and closed
-                // everything: its reason is on the main channel.
-                let reason = read_record(
-                    &mut main,
-                    session::deadline(Some(REASON_WAIT)),
-                    Some(REASON_WAIT),
-                    &main_ctx,
-                    Stage::Handshake,
-                );
-                return Err(match reason {
-                    Ok(Some(Record::Error { code, message })) => {
-                        main_ctx.remote(Stage::Handshake, code, message)
-                    }
-                    _ => ctxs[i].io(Stage::Handshake, e),
-                });
-            }
-        }
-        let deadline = session::deadline(config.handshake_timeout);
-        let have = match read_record(
+        // Handshake: header, init packets, then the receiver's answer (and
+        // a delta's Have record).
+        let keep = handshake(
+            &config,
+            &session,
             &mut main,
-            deadline,
-            config.handshake_timeout,
+            &mut pages,
             &main_ctx,
-            Stage::Handshake,
-        )? {
-            Some(Record::Accept { channels, have }) if channels == session.channels => have,
-            Some(Record::Accept { channels, .. }) => {
-                return Err(main_ctx.proto(
-                    Stage::Handshake,
-                    wire::WireError::ChannelCountMismatch {
-                        found: session.channels,
-                        expected: channels,
-                    },
-                ))
-            }
-            Some(Record::Error { code, message }) => {
-                return Err(main_ctx.remote(Stage::Handshake, code, message))
-            }
-            Some(_) => {
-                return Err(main_ctx.proto(
-                    Stage::Handshake,
-                    wire::WireError::Unexpected("record instead of the accept record"),
-                ))
-            }
-            None => {
-                return Err(main_ctx.io(
-                    Stage::Handshake,
-                    transit_channel::Error::UnexpectedEof {
-                        channel: main.name().to_owned(),
-                        op: "wait for the accept record",
-                        expected: wire::RECORD_HEADER_LEN,
-                        missing: wire::RECORD_HEADER_LEN,
-                    },
-                ))
-            }
-        };
-        // Delta: the receiver holds an older copy and says which chunks it
-        // has; those go as KEEP ranges.
-        let keep = match (have, image.as_ref()) {
-            (false, _) => None,
-            (true, None) => {
-                return Err(main_ctx.proto(
-                    Stage::Handshake,
-                    wire::WireError::Unexpected("a have record in a stream session"),
-                ))
-            }
-            (true, Some(img)) => {
-                match read_record(
-                    &mut main,
-                    deadline,
-                    config.handshake_timeout,
-                    &main_ctx,
-                    Stage::Handshake,
-                )? {
-                    Some(Record::Have { chunk_size, hashes })
-                        if chunk_size >= session.page_size
-                            && chunk_size.is_multiple_of(session.page_size) =>
-                    {
-                        Some(crate::delta::Keep::compare(
-                            img.as_slice(),
-                            img.data_extents(),
-                            chunk_size,
-                            &hashes,
-                        ))
-                    }
-                    Some(Record::Error { code, message }) => {
-                        return Err(main_ctx.remote(Stage::Handshake, code, message))
-                    }
-                    _ => {
-                        return Err(main_ctx.proto(
-                            Stage::Handshake,
-                            wire::WireError::Unexpected("no valid have record after the accept"),
-                        ))
-                    }
-                }
-            }
-        };
+            &ctxs,
+            image.as_ref(),
+        )?;
 
-        // Pools: 2 batches per worker + spares for the producer; 2 chunk
-        // buffers per worker in stream mode.
         let cap = session.pages_per_packet() as usize;
-        let (free_batches, free_chunks) = match layout {
-            Layout::Image { .. } => (
-                (0..2 * n + 2).map(|_| Vec::with_capacity(cap)).collect(),
-                Vec::new(),
-            ),
-            Layout::Stream => (
-                Vec::new(),
-                (0..2 * n)
-                    .map(|_| vec![0u8; session.packet_payload as usize])
-                    .collect(),
-            ),
-        };
+        let (free_batches, free_chunks) = pools(&session, n);
         let chunk_pool = free_chunks.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -1020,6 +911,144 @@ impl Drop for Sender {
                 let _ = t.join();
             }
         }
+    }
+}
+
+/// The handshake: the session header and the init packets out, the
+/// receiver's accept in, and after an accept with `have` its Have record,
+/// compared with the image: what the receiver already has (delta).
+fn handshake(
+    config: &SendConfig,
+    session: &SessionHeader,
+    main: &mut Box<dyn Channel>,
+    pages: &mut [Box<dyn Channel>],
+    main_ctx: &Ctx,
+    ctxs: &[Ctx],
+    image: Option<&SourceImage>,
+) -> Result<Option<crate::delta::Keep>> {
+    chio::write_all(main, &session.encode()).map_err(|e| main_ctx.io(Stage::Handshake, e))?;
+    for (i, ch) in pages.iter_mut().enumerate() {
+        let init = InitPacket {
+            version: wire::VERSION,
+            uuid: session.uuid,
+            channel_id: i as u32,
+        };
+        if let Err(e) = chio::write_all(ch, &init.encode()) {
+            // The receiver may have refused the session and closed
+            // everything: its reason is on the main channel.
+            let reason = read_record(
+                main,
+                session::deadline(Some(REASON_WAIT)),
+                Some(REASON_WAIT),
+                main_ctx,
+                Stage::Handshake,
+            );
+            return Err(match reason {
+                Ok(Some(Record::Error { code, message })) => {
+                    main_ctx.remote(Stage::Handshake, code, message)
+                }
+                _ => ctxs[i].io(Stage::Handshake, e),
+            });
+        }
+    }
+    let deadline = session::deadline(config.handshake_timeout);
+    let have = match read_record(
+        main,
+        deadline,
+        config.handshake_timeout,
+        main_ctx,
+        Stage::Handshake,
+    )? {
+        Some(Record::Accept { channels, have }) if channels == session.channels => have,
+        Some(Record::Accept { channels, .. }) => {
+            return Err(main_ctx.proto(
+                Stage::Handshake,
+                wire::WireError::ChannelCountMismatch {
+                    found: session.channels,
+                    expected: channels,
+                },
+            ))
+        }
+        Some(Record::Error { code, message }) => {
+            return Err(main_ctx.remote(Stage::Handshake, code, message))
+        }
+        Some(_) => {
+            return Err(main_ctx.proto(
+                Stage::Handshake,
+                wire::WireError::Unexpected("record instead of the accept record"),
+            ))
+        }
+        None => {
+            return Err(main_ctx.io(
+                Stage::Handshake,
+                transit_channel::Error::UnexpectedEof {
+                    channel: main.name().to_owned(),
+                    op: "wait for the accept record",
+                    expected: wire::RECORD_HEADER_LEN,
+                    missing: wire::RECORD_HEADER_LEN,
+                },
+            ))
+        }
+    };
+    // Delta: the receiver holds an older copy and says which chunks it
+    // has; those go as KEEP ranges.
+    let keep = match (have, image) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(main_ctx.proto(
+                Stage::Handshake,
+                wire::WireError::Unexpected("a have record in a stream session"),
+            ))
+        }
+        (true, Some(img)) => {
+            match read_record(
+                main,
+                deadline,
+                config.handshake_timeout,
+                main_ctx,
+                Stage::Handshake,
+            )? {
+                Some(Record::Have { chunk_size, hashes })
+                    if chunk_size >= session.page_size
+                        && chunk_size.is_multiple_of(session.page_size) =>
+                {
+                    Some(crate::delta::Keep::compare(
+                        img.as_slice(),
+                        img.data_extents(),
+                        chunk_size,
+                        &hashes,
+                    ))
+                }
+                Some(Record::Error { code, message }) => {
+                    return Err(main_ctx.remote(Stage::Handshake, code, message))
+                }
+                _ => {
+                    return Err(main_ctx.proto(
+                        Stage::Handshake,
+                        wire::WireError::Unexpected("no valid have record after the accept"),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(keep)
+}
+
+/// The producer's buffers for `n` workers: 2 page batches per worker plus
+/// spares (image mode), or 2 chunk buffers per worker (stream mode).
+fn pools(session: &SessionHeader, n: usize) -> (Vec<Vec<u64>>, Vec<Vec<u8>>) {
+    let cap = session.pages_per_packet() as usize;
+    match session.layout {
+        Layout::Image { .. } => (
+            (0..2 * n + 2).map(|_| Vec::with_capacity(cap)).collect(),
+            Vec::new(),
+        ),
+        Layout::Stream => (
+            Vec::new(),
+            (0..2 * n)
+                .map(|_| vec![0u8; session.packet_payload as usize])
+                .collect(),
+        ),
     }
 }
 
