@@ -481,3 +481,49 @@ fn a_block_device_is_written_in_place() {
         assert!(re.success());
     }
 }
+
+/// One page channel into a file: a second thread writes the pages while
+/// the channel reads the next packet. A write that fails there (a full
+/// file system, ENOSPC at `pwrite`) still fails both ends with the reason
+/// and leaves no file.
+#[test]
+fn a_write_that_fails_on_the_writer_thread_fails_both_ends() {
+    let dir = Scratch::new("enospc-1ch");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut mounts = Mounts(Vec::new());
+    assert!(
+        sh(Command::new("mount").args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2m",
+            "tmpfs",
+            mnt.to_str().unwrap()
+        ])),
+        "THIS MACHINE FORBIDS MOUNTS: the test needs root and tmpfs"
+    );
+    mounts.0.push(mnt.clone());
+    let src = dir.join("src.img");
+    std::fs::write(&src, random_bytes(16 << 20, 12)).unwrap();
+    let out = mnt.join("out.img");
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &["--output", out.to_str().unwrap(), "--max-size", "100M"],
+    );
+    let s = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        src.to_str().unwrap(),
+        "--channels",
+        "1",
+    ]));
+    let r = recv.finish();
+    assert_eq!(s.code(), Some(1), "{}", s.stderr);
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert!(s.stderr.contains("No space left"), "{}", s.stderr);
+    assert!(r.stderr.contains("No space left"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -503,6 +503,15 @@ impl Run {
                 zbuf: Vec::new(),
                 unpack: None,
                 have: have.clone(),
+                writer: match (&run.image, session.channels) {
+                    (Some(img), 1) => FileWriter::start(
+                        img.clone(),
+                        session,
+                        run.failure.clone(),
+                        session.packet_payload as usize,
+                    ),
+                    _ => None,
+                },
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-recv-{i}"))
@@ -802,6 +811,125 @@ struct Reader {
     /// Delta: the chunk size and hashes of the older copy this output
     /// started from (sent in the Have record).
     have: Option<Arc<(u32, Vec<u64>)>>,
+    /// A single page channel into a file: a second thread hashes and
+    /// writes each packet while this one reads the next (see
+    /// [`FileWriter`]).
+    writer: Option<FileWriter>,
+}
+
+/// Work for a [`FileWriter`].
+enum WriteJob {
+    /// Hash and write the normal pages `offsets` whose bytes are `buf`.
+    Pages { buf: Vec<u8>, offsets: Vec<u64> },
+    /// Everything before was written: answer with the digest so far.
+    Flush,
+}
+
+/// The second thread of a single page channel writing into a file: the
+/// channel thread reads a packet's payload into one of two buffers and
+/// hands it over, and this thread hashes the pages (while they are in
+/// cache) and `pwrite`s them, so reading from the socket and writing the
+/// file overlap on two cores instead of taking turns on one. With several
+/// page channels every core is busy already, and each channel writes its
+/// own packets.
+struct FileWriter {
+    jobs: std::sync::mpsc::SyncSender<WriteJob>,
+    /// Buffers handed back, and at a flush the digest of what was written.
+    back: std::sync::mpsc::Receiver<std::result::Result<Vec<u8>, Digest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl FileWriter {
+    fn start(
+        img: Arc<ImageShared>,
+        session: SessionHeader,
+        failure: Arc<Failure>,
+        buf_len: usize,
+    ) -> Option<FileWriter> {
+        let fd = img.file?;
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<WriteJob>(1);
+        let (tx_back, back) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("multifd-recv-write".into())
+            .spawn(move || {
+                let mut digest = Digest::default();
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        WriteJob::Flush => {
+                            let _ = tx_back.send(Err(std::mem::take(&mut digest)));
+                        }
+                        WriteJob::Pages { buf, offsets } => {
+                            if session.verify {
+                                let mut pos = 0usize;
+                                for &o in &offsets {
+                                    let l = session.page_len(o);
+                                    digest.add(page_hash(o, &buf[pos..pos + l]));
+                                    pos += l;
+                                }
+                            }
+                            let mut at = 0usize;
+                            for (off, len) in session::runs(&offsets, &session) {
+                                let r = pwrite_all(fd, &buf[at..at + len], off);
+                                if let Err(e) = r {
+                                    failure.fail(
+                                        Error::data(
+                                            format!("write the destination at offset {off}"),
+                                            e,
+                                        ),
+                                        true,
+                                    );
+                                    return;
+                                }
+                                at += len;
+                            }
+                            let _ = tx_back.send(Ok(buf));
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(FileWriter {
+            jobs,
+            back,
+            thread: Some(thread),
+            spare: vec![vec![0u8; buf_len], vec![0u8; buf_len]],
+        })
+    }
+
+    /// A free buffer (waiting for one the writer gives back).
+    fn buffer(&mut self) -> Option<Vec<u8>> {
+        if let Some(b) = self.spare.pop() {
+            return Some(b);
+        }
+        match self.back.recv() {
+            Ok(Ok(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Wait until everything handed over is written; the digest of it.
+    fn flush(&mut self) -> Option<Digest> {
+        self.jobs.send(WriteJob::Flush).ok()?;
+        loop {
+            match self.back.recv() {
+                Ok(Ok(b)) => self.spare.push(b),
+                Ok(Err(d)) => return Some(d),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Closing the job queue ends the thread.
+        let (dead, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.jobs, dead));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Reader {
@@ -871,6 +999,8 @@ impl Reader {
             }
             self.last_packet = Some(h.packet_num);
             if h.flags.contains(PacketFlags::SYNC) {
+                // Every page of the epoch is in the file before the barrier.
+                self.flush_writer()?;
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
                 // Waiting for the other channels is not this one's idling.
                 self.watch(Wait::Off);
@@ -884,6 +1014,7 @@ impl Reader {
                 continue;
             }
             if h.flags.contains(PacketFlags::END) {
+                self.flush_writer()?;
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
                 // A failed departure failed the session with its reason.
                 self.barrier.depart(&self.ctx, "END packet");
@@ -1017,9 +1148,52 @@ impl Reader {
     /// the file: no page of the file is zero-filled first or mapped.
     fn recv_pages_to_file(&mut self, h: &PacketHeader, img: &ImageShared, fd: RawFd) -> Result<()> {
         let payload = h.payload_len as usize;
+        if let Some(w) = self.writer.as_mut() {
+            let Some(mut buf) = w.buffer() else {
+                return Err(self.writer_gone());
+            };
+            let r = chio::read_all(&mut self.ch, &mut buf[..payload]);
+            if let Err(e) = r {
+                return Err(self.ctx.io(Stage::RecvPages, e));
+            }
+            let offsets = self.offsets[..h.normal as usize].to_vec();
+            let job = WriteJob::Pages { buf, offsets };
+            if self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.jobs.send(job).is_err())
+            {
+                return Err(self.writer_gone());
+            }
+            return Ok(());
+        }
         chio::read_all(&mut self.ch, &mut self.buf[..payload])
             .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
         self.buf_to_file(h.normal as usize, img, fd)
+    }
+
+    /// Wait for the file writer (if any) to write everything handed over,
+    /// folding its digest into this channel's.
+    fn flush_writer(&mut self) -> Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        match w.flush() {
+            Some(d) => {
+                self.digest.merge(d);
+                Ok(())
+            }
+            None => Err(self.writer_gone()),
+        }
+    }
+
+    /// The file writer stopped: it failed the session with its reason.
+    fn writer_gone(&self) -> Error {
+        if self.failure.is_failed() {
+            Error::Config("the file writer stopped (see the session's error)".into())
+        } else {
+            Error::Config("the file writer thread ended".into())
+        }
     }
 
     /// Read a compressed packet's frame and decompress it: straight into
