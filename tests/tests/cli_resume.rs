@@ -74,3 +74,42 @@ fn resume_needs_an_output_file_and_framing() {
         assert_eq!(r.code(), Some(2), "{args:?}: {}", r.stderr);
     }
 }
+
+/// `--resume --delta` without a partial file starts from FILE: only what
+/// differs is sent, and FILE is replaced once verified.
+#[test]
+fn resume_with_delta_starts_from_the_file_when_no_partial_file_exists() {
+    let dir = Scratch::new("resume-delta");
+    let old = random_bytes(4 << 20, 41);
+    let mut new = old.clone();
+    new[100_000] ^= 1;
+    new[3_000_000] ^= 1;
+    let input = dir.join("in.img");
+    std::fs::write(&input, &new).unwrap();
+    let out = dir.join("out.img");
+    std::fs::write(&out, &old).unwrap();
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &[
+            "--json",
+            "--resume",
+            "--delta",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "{}", send.stderr);
+    assert_eq!(recv.finish().code(), Some(0));
+    assert!(std::fs::read(&out).unwrap() == new);
+    assert!(!dir.join(".out.img.transit-partial").exists());
+    let s: serde_json::Value = serde_json::from_slice(&send.stdout).unwrap();
+    assert_eq!(s["bytes"], 2 * 4096, "{s}");
+    assert_eq!(s["kept_pages"], 1022, "{s}");
+}
