@@ -433,6 +433,10 @@ fn describe_exit(status: ExitStatus) -> String {
     format!("ended with {status}")
 }
 
+/// How long a write that met a closed stdin (EPIPE) waits for the child's
+/// exit status.
+const EPIPE_REAP_WAIT: Duration = Duration::from_millis(200);
+
 /// A child process' stdin and stdout as one channel; see the
 /// [module documentation](self).
 pub struct CommandChannel {
@@ -695,8 +699,11 @@ impl Channel for CommandChannel {
         check_write_request(self, !fds.is_empty(), flags)?;
         match self.pipes.writev(bufs) {
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
-                // Say why: the child is gone.
-                match self.try_reap()? {
+                // Say why: the child closed its stdin, almost always
+                // because it is exiting; give it a moment to be reaped so
+                // the error carries its exit status (a child that closed
+                // stdin and goes on gets the plain broken pipe).
+                match self.wait_exit(EPIPE_REAP_WAIT)? {
                     Some(s) => Err(Error::layer(
                         &self.pipes.name,
                         format_args!(

@@ -336,8 +336,8 @@ fn a_missing_command_is_named_as_not_found() {
 }
 
 /// A command's end is typed: its exit status travels in the error
-/// (`Error::exit_status`), from close and from a read at end of file, so
-/// callers never read the text.
+/// (`Error::exit_status`), from close, from a read at end of file and from
+/// a write to a command that exited, so callers never read the text.
 #[test]
 fn a_commands_exit_status_is_in_the_error() {
     let mut ch = CommandChannel::spawn_shell("cat >/dev/null; exit 3").expect("spawn");
@@ -356,4 +356,18 @@ fn a_commands_exit_status_is_in_the_error() {
     let e = ch.close().expect_err("must fail");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(e.exit_status().and_then(|s| s.signal()), Some(9), "{e:?}");
+
+    // A write that meets the closed stdin of a command that exits carries
+    // its status too (the write waits a moment for the exit), every time.
+    for _ in 0..20 {
+        let mut ch = CommandChannel::spawn_shell("exit 3").expect("spawn");
+        let start = Instant::now();
+        let e = loop {
+            match io::write_all(&mut ch, &[0u8; 65536]) {
+                Ok(()) if start.elapsed() < BOUND => continue,
+                other => break other.expect_err("writes must fail"),
+            }
+        };
+        assert_eq!(e.exit_status().and_then(|s| s.code()), Some(3), "{e:?}");
+    }
 }
