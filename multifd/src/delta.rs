@@ -111,7 +111,7 @@ impl Keep {
         image: &[u8],
         extents: Option<&[(u64, u64)]>,
         chunk_size: u32,
-        hashes: &[u64],
+        hashes: Vec<u64>,
     ) -> Keep {
         let chunk = u64::from(chunk_size);
         let len = image.len() as u64;
@@ -132,7 +132,7 @@ impl Keep {
         Keep {
             chunk_size: chunk,
             same: parts.into_iter().flatten().collect(),
-            hashes: hashes.to_vec(),
+            hashes,
         }
     }
 
@@ -187,17 +187,17 @@ mod tests {
         let hashes = hash_file(&File::open(&p).unwrap(), old.len() as u64, 4096).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(hashes.len(), 16);
-        let k = Keep::compare(&new, None, 4096, &hashes);
+        let k = Keep::compare(&new, None, 4096, hashes.clone());
         let kept: Vec<usize> = (0..16).filter(|&i| k.has(i as u64 * 4096)).collect();
         assert_eq!(kept.len(), 14);
         assert!(!k.has(4096) && !k.has(9 * 4096));
         // A longer image: chunks past the receiver's copy are not kept.
         let mut longer = new.clone();
         longer.extend_from_slice(&[1u8; 8192]);
-        let k = Keep::compare(&longer, None, 4096, &hashes);
+        let k = Keep::compare(&longer, None, 4096, hashes.clone());
         assert!(!k.has(16 * 4096) && !k.has(17 * 4096));
         // Holes are never kept.
-        let k = Keep::compare(&new, Some(&[(0, 8192)]), 4096, &hashes);
+        let k = Keep::compare(&new, Some(&[(0, 8192)]), 4096, hashes);
         assert!(k.has(0) && !k.has(2 * 4096));
     }
 }

@@ -118,6 +118,25 @@ fn an_image_into_a_closed_stdout_fails_the_sender() {
 /// Unmounts (lazily) and detaches on drop, whatever the test did.
 struct Mounts(Vec<PathBuf>);
 
+impl Mounts {
+    /// Mount a tmpfs with `opts` at `at` (unmounted on drop); the test
+    /// fails, loudly, where the machine forbids it.
+    fn tmpfs(&mut self, at: &Path, opts: &str) {
+        assert!(
+            sh(Command::new("mount").args([
+                "-t",
+                "tmpfs",
+                "-o",
+                opts,
+                "tmpfs",
+                at.to_str().unwrap()
+            ])),
+            "THIS MACHINE FORBIDS MOUNTS: the test needs root and tmpfs"
+        );
+        self.0.push(at.to_path_buf());
+    }
+}
+
 impl Drop for Mounts {
     fn drop(&mut self) {
         for m in self.0.iter().rev() {
@@ -393,18 +412,7 @@ fn an_unwritable_output_directory_is_refused_before_listening() {
     let ro = dir.join("ro");
     std::fs::create_dir_all(&ro).unwrap();
     let mut mounts = Mounts(Vec::new());
-    assert!(
-        sh(Command::new("mount").args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "ro,size=1m",
-            "tmpfs",
-            ro.to_str().unwrap()
-        ])),
-        "THIS MACHINE FORBIDS MOUNTS: the test needs root and tmpfs"
-    );
-    mounts.0.push(ro.clone());
+    mounts.tmpfs(&ro, "ro,size=1m");
     let out = ro.join("out.img");
     let r = transit_tests::Running::spawn(transit(&[
         "recv",
@@ -492,18 +500,7 @@ fn a_write_that_fails_on_the_writer_thread_fails_both_ends() {
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut mounts = Mounts(Vec::new());
-    assert!(
-        sh(Command::new("mount").args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=2m",
-            "tmpfs",
-            mnt.to_str().unwrap()
-        ])),
-        "THIS MACHINE FORBIDS MOUNTS: the test needs root and tmpfs"
-    );
-    mounts.0.push(mnt.clone());
+    mounts.tmpfs(&mnt, "size=2m");
     let src = dir.join("src.img");
     std::fs::write(&src, random_bytes(16 << 20, 12)).unwrap();
     let out = mnt.join("out.img");

@@ -1104,11 +1104,15 @@ impl Reader {
             }
         }
         // Data bytes are the pages' (a compressed packet carries fewer on
-        // the wire).
-        let data: u64 = self.offsets[..normal]
-            .iter()
-            .map(|&o| self.session.page_len(o) as u64)
-            .sum();
+        // the wire; a raw one exactly its payload, checked when decoded).
+        let data: u64 = if h.flags.contains(PacketFlags::COMPRESSED) {
+            self.offsets[..normal]
+                .iter()
+                .map(|&o| self.session.page_len(o) as u64)
+                .sum()
+        } else {
+            u64::from(h.payload_len)
+        };
         self.counters_packet(
             normal as u64,
             u64::from(h.zero),

@@ -1016,7 +1016,7 @@ fn handshake(
                         img.as_slice(),
                         img.data_extents(),
                         chunk_size,
-                        &hashes,
+                        hashes,
                     ))
                 }
                 Some(Record::Error { code, message }) => {
