@@ -205,6 +205,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_idle_timeout)]
     pub idle_timeout: f64,
 
+    /// A page channel whose connection is lost mid-transfer (reset, or stalled past
+    /// --idle-timeout) is replaced: send connects it again and resends what recv had not
+    /// applied; recv waits for it. SECS bounds how long one channel may stay lost (at most the
+    /// idle timeout); 0 turns it off (a lost channel fails the transfer). Over tcp:, unix:,
+    /// vsock:, ws:// and wss:// (exec:, fd:, stdio: and rdma: cannot connect again); the main
+    /// channel's loss still ends the transfer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_idle_timeout)]
+    pub reconnect: f64,
+
     /// TLS credentials: a directory in QEMU's layout (ca-cert.pem, optional ca-crl.pem,
     /// client-cert.pem + client-key.pem on send, server-cert.pem + server-key.pem on recv).
     /// Every channel runs its own TLS session; the peer's certificate must be signed by the CA.
@@ -246,6 +255,16 @@ impl CommonArgs {
     /// `--idle-timeout` for the library: `None` when off.
     pub fn idle_timeout(&self) -> Option<std::time::Duration> {
         (self.idle_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(self.idle_timeout))
+    }
+
+    /// `--reconnect` for the library: how long a lost page channel may
+    /// stay lost (never longer than the idle timeout); `None` when off.
+    pub fn reconnect_window(&self) -> Option<std::time::Duration> {
+        let secs = match self.idle_timeout() {
+            Some(idle) => self.reconnect.min(idle.as_secs_f64()),
+            None => self.reconnect,
+        };
+        (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs))
     }
 }
 

@@ -124,6 +124,8 @@ struct Opts {
     delta: bool,
     /// `--resume`.
     resume: bool,
+    /// `--reconnect` (`None`: off).
+    reconnect: Option<Duration>,
 }
 
 /// Run `transit recv`.
@@ -207,6 +209,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         checksum: args.common.checksum.is_some(),
         delta: args.delta,
         resume: args.resume,
+        reconnect: args.common.reconnect_window(),
     };
     let rt = Runtime::new()?;
     let addr = match endpoint {
@@ -955,6 +958,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
         max_size: opts.max_size,
         delta: opts.delta,
         resume: opts.resume,
+        reconnect: opts.reconnect,
         sha: opts.checksum.then(checksum::Shared::new),
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
@@ -1084,6 +1088,8 @@ struct SessionWorker {
     delta: bool,
     /// `--resume`.
     resume: bool,
+    /// `--reconnect`: how long a lost page channel may stay lost.
+    reconnect: Option<Duration>,
     /// `--checksum sha256`: the stream's digest as it is written (images
     /// are hashed once verified).
     sha: Option<checksum::Shared>,
@@ -1174,16 +1180,24 @@ impl SessionWorker {
         };
         let Session { rx, temp, peer } = s;
         let output = self.output.clone();
-        // While the session runs, whoever else connects is told why it is
-        // refused (a second sender would otherwise wait for an accept
-        // record until its timeout).
+        // While the session runs, a lost page channel's new connection
+        // rejoins it (`--reconnect`), and whoever else connects is told
+        // why it is refused (a second sender would otherwise wait for an
+        // accept record until its timeout).
         let queue = self.queue;
+        let rejoin = rx.rejoin_handle();
         let _ = std::thread::Builder::new()
             .name("recv-busy".into())
             .spawn(move || {
                 while let Ok(msg) = queue.recv() {
                     let (ch, peer) = match msg {
                         Msg::Conn(ch, peer) => (ch, peer),
+                        Msg::Admitted(a) if matches!(a.kind, Peeked::Page) => {
+                            if let Err(e) = rejoin.offer(a.ch) {
+                                warn(&format!("rejected a connection from {}: {e}", a.peer));
+                            }
+                            continue;
+                        }
                         Msg::Admitted(a) => (a.ch, a.peer),
                         _ => continue,
                     };
@@ -1337,6 +1351,7 @@ impl SessionWorker {
             idle_timeout: self.idle,
             delta: self.delta,
             resume: self.resume,
+            reconnect_wait: self.reconnect,
         };
         let rx = Receiver::new(config, dest);
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());

@@ -512,6 +512,10 @@ pub struct Summary {
     /// receiver's older copy had them (absent when none).
     #[serde(skip_serializing_if = "is_zero")]
     pub kept_pages: u64,
+    /// Page channel connections lost and replaced (`--reconnect`); what
+    /// they had not delivered went again (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reconnects: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -621,6 +625,7 @@ impl Summary {
             max_bandwidth_bytes_per_second: None,
             compress: None,
             kept_pages: stats.kept_pages,
+            reconnects: stats.reconnects,
         }
     }
 
@@ -665,6 +670,13 @@ impl Summary {
             s.push_str(&format!(
                 ", {} pages kept (the receiver had them)",
                 self.kept_pages
+            ));
+        }
+        if self.reconnects > 0 {
+            s.push_str(&format!(
+                ", {} lost channel connection{} replaced",
+                self.reconnects,
+                if self.reconnects == 1 { "" } else { "s" }
             ));
         }
         if self.passes > 1 {

@@ -14,7 +14,9 @@ use std::time::Duration;
 use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, SocketAddress};
 use transit_multifd::compress::Compress;
 use transit_multifd::progress::ThreadCpu;
-use transit_multifd::{wire, AbortHandle, ChannelStats, Payload, SendConfig, Sender, Stats};
+use transit_multifd::{
+    wire, AbortHandle, ChannelStats, Payload, Reconnect, SendConfig, Sender, Stats,
+};
 
 use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
@@ -181,6 +183,9 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
             idle_timeout: args.common.idle_timeout(),
             max_bandwidth: args.max_bandwidth,
             compress: args.compress,
+            // Set once the endpoint is known to connect again (see
+            // `reconnect`).
+            reconnect: None,
         },
         transport,
     })
@@ -296,6 +301,41 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
     }
 }
 
+/// How a lost page channel connects again (`--reconnect`): the same
+/// endpoint and layers (TLS, websocket) as at the start, without
+/// `--retry`'s waiting (the library backs off itself). `None` for
+/// transports that cannot connect again (`exec:`, `fd:`, `stdio:`,
+/// `rdma:`) or with `--reconnect 0`.
+fn reconnect(
+    ep: &Endpoint,
+    opts: &TransportOpts,
+    count: u32,
+    window: Option<Duration>,
+) -> Option<Reconnect> {
+    let window = window?;
+    match ep {
+        Endpoint::Socket(SocketAddress::Fd(_)) => return None,
+        Endpoint::Socket(_) | Endpoint::WebSocket(_) => {}
+        _ => return None,
+    }
+    let (ep, mut opts) = (ep.clone(), opts.clone());
+    opts.retry = Duration::ZERO;
+    Some(Reconnect::new(
+        window,
+        Arc::new(move |id: u32| {
+            let which = format!("page channel {id}");
+            transport::open(&ep, &opts, id + 1, count, &which).map_err(|e| {
+                let source = if e.refused {
+                    std::io::Error::from_raw_os_error(libc::ECONNREFUSED)
+                } else {
+                    std::io::Error::other(e.message.clone())
+                };
+                transit_channel::Error::os(&which, format!("reconnect ({})", e.message), source)
+            })
+        }),
+    ))
+}
+
 fn send_multifd(
     rt: &Runtime,
     plan: &Plan,
@@ -387,7 +427,8 @@ fn send_multifd(
             }
         }
     };
-    let config = plan.config.clone();
+    let mut config = plan.config.clone();
+    config.reconnect = reconnect(&ep, &plan.transport, n + 1, args.common.reconnect_window());
     let (passes, ratio, seed) = (plan.passes, args.dirty_ratio, args.seed);
     let work_slot = slot.clone();
     let work_abort = abort.clone();
@@ -544,6 +585,7 @@ pub fn raw_stats(bytes: u64, seconds: f64, cpu_seconds: f64) -> Stats {
         zero_copy_flushes: 0,
         zero_copy_copied: 0,
         kept_pages: 0,
+        reconnects: 0,
         channels: vec![ChannelStats {
             id: 0,
             bytes,

@@ -52,6 +52,9 @@ pub struct OpenError {
     pub message: String,
     /// What kind of failure it was.
     pub kind: OpenFailure,
+    /// Nobody listens at the address, or the peer's TLS refused us: trying
+    /// again will not help.
+    pub refused: bool,
 }
 
 /// The kinds of [`OpenError`], from the most telling to the least.
@@ -89,6 +92,7 @@ impl OpenError {
         OpenError {
             message: e.to_string(),
             kind,
+            refused: e.is_nobody_listening() || e.is_peer_refusal(),
         }
     }
 
@@ -97,6 +101,7 @@ impl OpenError {
         OpenError {
             message: message.into(),
             kind,
+            refused: false,
         }
     }
 }

@@ -227,6 +227,22 @@ impl Error {
         }
     }
 
+    /// True when a connect found nobody listening at the address: refused
+    /// (`ECONNREFUSED`), or a UNIX socket path that is gone (`ENOENT`).
+    /// A peer that was there and has ended looks like this; a network that
+    /// is down does not (it times out or is unreachable).
+    pub fn is_nobody_listening(&self) -> bool {
+        match self {
+            Error::Os { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ECONNREFUSED | libc::ENOENT)
+                ) || source.kind() == io::ErrorKind::ConnectionRefused
+            }
+            _ => false,
+        }
+    }
+
     /// True when the peer refused us and said so: a TLS alert it sent.
     pub fn is_peer_refusal(&self) -> bool {
         matches!(

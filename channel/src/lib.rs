@@ -24,7 +24,8 @@
 //!
 //! Feature `testing` (off by default) adds what tests of code built on this
 //! crate use: `ScriptedChannel` (a channel that plays a script of reads,
-//! writes and errors) and `tls::generate` (a throw-away CA issuing test
+//! writes and errors), `fault::FailAfter` (a channel that breaks or hangs
+//! after N bytes, as a lost connection would) and `tls::generate` (a throw-away CA issuing test
 //! certificates, with rcgen). Feature `tokio`: tokio interop (see `tls`).
 
 pub mod address;
@@ -33,6 +34,8 @@ pub mod channel;
 pub mod command;
 pub mod dns;
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod fault;
 pub mod file;
 pub mod io;
 pub mod main_loop;

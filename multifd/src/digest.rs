@@ -95,6 +95,13 @@ impl Digest {
         self.add(other.0)
     }
 
+    /// Take back a contribution folded in before (a packet sent again
+    /// over a new connection is counted once).
+    #[inline]
+    pub fn unmerge(&mut self, other: Digest) {
+        self.0 = self.0.wrapping_sub(other.0);
+    }
+
     /// The value.
     pub fn value(self) -> u64 {
         self.0

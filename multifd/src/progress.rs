@@ -76,6 +76,16 @@ impl ChannelCounters {
         self.packets.fetch_add(1, Relaxed);
     }
 
+    /// Take back what [`packet`](Self::packet) counted for a packet that
+    /// goes again over a new connection (its wire bytes stay: they did
+    /// cross the wire).
+    pub(crate) fn unpacket(&self, pages: u64, zero: u64, payload: u64) {
+        self.pages.fetch_sub(pages, Relaxed);
+        self.zero_pages.fetch_sub(zero, Relaxed);
+        self.bytes.fetch_sub(payload, Relaxed);
+        self.packets.fetch_sub(1, Relaxed);
+    }
+
     /// A job that began at `since` is done; `cpu` is the thread's clock,
     /// started when the thread began serving the channel.
     pub(crate) fn busy(&self, since: Instant, cpu: ThreadCpu) {
@@ -108,6 +118,7 @@ pub struct Progress {
     zc_flushes: AtomicU64,
     zc_copied: AtomicU64,
     kept: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 impl Progress {
@@ -120,6 +131,7 @@ impl Progress {
             zc_flushes: AtomicU64::new(0),
             zc_copied: AtomicU64::new(0),
             kept: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
         }
     }
 
@@ -141,6 +153,16 @@ impl Progress {
     /// Count `pages` a delta transfer kept (the receiver had them).
     pub(crate) fn kept(&self, pages: u64) {
         self.kept.fetch_add(pages, Relaxed);
+    }
+
+    /// Take back kept pages counted for a packet sent again.
+    pub(crate) fn unkept(&self, pages: u64) {
+        self.kept.fetch_sub(pages, Relaxed);
+    }
+
+    /// A page channel's connection was lost and replaced.
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn zero_copy_flush(&self, copied: bool) {
@@ -181,6 +203,7 @@ impl Progress {
             zero_copy_flushes: self.zc_flushes.load(Relaxed),
             zero_copy_copied: self.zc_copied.load(Relaxed),
             kept_pages: self.kept.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
             channels,
         }
     }
@@ -250,6 +273,10 @@ pub struct Stats {
     /// copy had them ([`crate::delta`]); neither in `pages` nor in
     /// `zero_pages`.
     pub kept_pages: u64,
+    /// Page channel connections lost and replaced during the session
+    /// (see `SendConfig::reconnect`); the packets they had not delivered
+    /// were sent again and are counted once.
+    pub reconnects: u64,
     /// Per channel.
     pub channels: Vec<ChannelStats>,
 }

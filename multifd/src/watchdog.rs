@@ -147,13 +147,14 @@ impl Watchdog {
         acts: Arc<Activities>,
         ctxs: Vec<Ctx>,
         failure: Arc<Failure>,
+        on_stall: Option<OnStall>,
     ) -> Option<Watchdog> {
         let limit = limit.filter(|l| !l.is_zero())?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("multifd-watchdog".into())
-            .spawn(move || watch(limit, &acts, &ctxs, &failure, &flag))
+            .spawn(move || watch(limit, &acts, &ctxs, &failure, &flag, on_stall))
             // Without the thread the session runs as with no limit.
             .ok()?;
         Some(Watchdog {
@@ -178,12 +179,18 @@ impl Drop for Watchdog {
     }
 }
 
+/// Called with a page channel stalled mid-packet and the timeout error:
+/// true if it cut that channel's connection to replace it (see
+/// [`crate::rejoin`]), so the session goes on.
+pub(crate) type OnStall = Arc<dyn Fn(usize, crate::Error) -> bool + Send + Sync>;
+
 fn watch(
     limit: Duration,
     acts: &Activities,
     ctxs: &[Ctx],
     failure: &Failure,
     stop: &(Mutex<bool>, Condvar),
+    on_stall: Option<OnStall>,
 ) {
     let period = (limit / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let start = Instant::now();
@@ -229,6 +236,14 @@ fn watch(
                 _ => None,
             })
         };
+        if let (Some((i, stage)), Some(hook)) = (mid, on_stall.as_ref()) {
+            let e = ctxs[i].timeout(stage, limit.as_secs_f64());
+            if i + 1 < last.len() && hook(i, e) {
+                // Cut for a new connection: a fresh start for its clock.
+                last[i].2 = now;
+                continue;
+            }
+        }
         if let Some((i, stage)) = mid.or_else(next) {
             drop(stopped);
             let e = ctxs[i].timeout(stage, limit.as_secs_f64());
@@ -267,7 +282,7 @@ mod tests {
         acts.page(1).set(Wait::Mid(Stage::RecvHeader));
         acts.main().set(Wait::Next(Stage::Sync));
         let limit = Duration::from_millis(100);
-        let _w = Watchdog::start(Some(limit), acts.clone(), ctxs, failure.clone());
+        let _w = Watchdog::start(Some(limit), acts.clone(), ctxs, failure.clone(), None);
         let started = Instant::now();
         while !failure.is_failed() && started.elapsed() < Duration::from_secs(5) {
             acts.page(0).tick();

@@ -79,6 +79,13 @@ fn decode(target: &str, data: &[u8]) -> bool {
             wire::decode_record(data).is_ok() || split
         }
         "connection_magic" => wire::classify(data).is_ok(),
+        "page_reply" => match wire::decode_page_reply(data) {
+            Ok(r) => {
+                assert_eq!(wire::decode_page_reply(&r.encode()), Ok(r));
+                true
+            }
+            Err(_) => false,
+        },
         // "Decodes": the answer is decided (framed or raw), and more bytes
         // never change it.
         "framed_start" => match wire::framed_start(data) {
@@ -233,6 +240,11 @@ fn stream_entry_decoder_survives_mutations() {
     run_target("stream_entry");
 }
 
+#[test]
+fn page_reply_decoder_survives_mutations() {
+    run_target("page_reply");
+}
+
 /// Every corpus directory is a fuzz target this file runs: a new corpus
 /// cannot be added without being tested.
 #[test]
@@ -250,6 +262,7 @@ fn every_corpus_is_run() {
             "framed_start",
             "init_packet",
             "packet",
+            "page_reply",
             "record",
             "session_header",
             "stream_entry"

@@ -36,6 +36,7 @@ use transit_channel::{io as chio, Channel, Features, ReadFlags};
 use crate::error::{ChannelId, Ctx, Error, Result, Stage};
 use crate::image::DestImage;
 use crate::progress::{Progress, Stats};
+use crate::rejoin::{Rejoin, Rejoins};
 use crate::session::{self, read_exact_deadline, write_record, AbortHandle, Failure};
 use crate::wire::{
     self, ConnectionKind, ErrorCode, InitPacket, Layout, Record, SessionHeader, SizeLimit,
@@ -77,6 +78,11 @@ pub struct RecvConfig {
     /// killed) and resumed by the next run as a delta against what it
     /// holds; renamed over the target once verified (default off).
     pub resume: bool,
+    /// Take back a lost page channel: its thread waits this long for the
+    /// sender's new connection, offered through
+    /// [`Receiver::rejoin_handle`] (see [`crate::rejoin`]). `None`
+    /// (default): a lost page channel fails the session.
+    pub reconnect_wait: Option<Duration>,
 }
 
 impl Default for RecvConfig {
@@ -89,6 +95,7 @@ impl Default for RecvConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             delta: false,
             resume: false,
+            reconnect_wait: None,
         }
     }
 }
@@ -180,6 +187,8 @@ pub struct Receiver {
     failure: Arc<Failure>,
     fatal: Option<(Ctx, WireError)>,
     progress: Option<Arc<Progress>>,
+    /// Lost page channels coming back ([`Receiver::rejoin_handle`]).
+    rejoins: Arc<Rejoins>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -205,6 +214,7 @@ impl Receiver {
             failure: Arc::new(Failure::default()),
             fatal: None,
             progress: None,
+            rejoins: Rejoins::new(),
         }
     }
 
@@ -216,6 +226,16 @@ impl Receiver {
     /// Live counters, once the main channel arrived.
     pub fn progress(&self) -> Option<Arc<Progress>> {
         self.progress.clone()
+    }
+
+    /// A handle that takes the new connections of lost page channels
+    /// while the session runs ([`crate::rejoin`]); with
+    /// [`RecvConfig::reconnect_wait`] unset it refuses them all.
+    pub fn rejoin_handle(&self) -> Rejoin {
+        Rejoin {
+            inner: self.rejoins.clone(),
+            timeout: self.config.handshake_timeout,
+        }
     }
 
     /// A handle that aborts the session from any thread.
@@ -574,11 +594,20 @@ impl Receiver {
             failure,
             target,
             conns,
-            (main.ctx.clone(), self.config.idle_timeout),
-            have,
+            run::RunOptions {
+                idle: (main.ctx.clone(), self.config.idle_timeout),
+                have,
+                rejoin: self
+                    .config
+                    .reconnect_wait
+                    .filter(|w| !w.is_zero())
+                    .map(|w| (self.rejoins.clone(), w)),
+            },
         );
         let result = run.serve_main(&mut main);
-        run.finish(&mut main, result, commit)
+        let out = run.finish(&mut main, result, commit);
+        self.rejoins.close();
+        out
     }
 }
 

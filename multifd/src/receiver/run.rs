@@ -17,6 +17,7 @@ use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
 use crate::image::DestImage;
 use crate::progress::{Progress, ThreadCpu};
+use crate::rejoin::{Cuts, Rejoins};
 use crate::session::{self, lock, read_record, write_record, Failure, Wake};
 use crate::watchdog::{Activities, Wait, Watchdog};
 use crate::wire::{
@@ -90,6 +91,13 @@ impl ImageShared {
     fn claim(&self, idx: u64) -> bool {
         let bit = 1u64 << (idx % 64);
         self.claimed[(idx / 64) as usize].fetch_or(bit, Relaxed) & bit == 0
+    }
+
+    /// Give back a claim of this epoch (a packet cut short by a lost
+    /// connection: it comes again over the new one).
+    fn unclaim(&self, idx: u64) {
+        let bit = 1u64 << (idx % 64);
+        self.claimed[(idx / 64) as usize].fetch_and(!bit, Relaxed);
     }
 
     /// Close an epoch: fold its claims into the coverage and clear them.
@@ -391,20 +399,38 @@ pub(super) struct Run {
     _watchdog: Option<Watchdog>,
 }
 
+/// How a run goes beyond its channels and destination.
+pub(super) struct RunOptions {
+    /// The main channel, and the idle timeout over it and the page
+    /// channels.
+    pub(super) idle: (Ctx, Option<std::time::Duration>),
+    /// Delta: the chunk size and hashes of the older copy (the Have
+    /// record).
+    pub(super) have: Option<Arc<(u32, Vec<u64>)>>,
+    /// Where lost page channels come back, and how long each may stay
+    /// lost.
+    pub(super) rejoin: Option<(Arc<Rejoins>, std::time::Duration)>,
+}
+
 impl Run {
     /// Start the channel threads (and the stream writer, and the idle
-    /// timeout's watchdog with `idle`'s limit over the page channels and
-    /// the main channel `idle.0`).
+    /// timeout's watchdog).
     pub(super) fn start(
         session: SessionHeader,
         progress: Arc<Progress>,
         failure: Arc<Failure>,
         target: Target,
         conns: Vec<Conn>,
-        idle: (Ctx, Option<std::time::Duration>),
-        have: Option<Arc<(u32, Vec<u64>)>>,
+        opts: RunOptions,
     ) -> Run {
+        let RunOptions { idle, have, rejoin } = opts;
         let n = conns.len();
+        let handles: Vec<_> = conns.iter().map(|c| c.ch.shutdown_handle().ok()).collect();
+        let cuts = Cuts::new(handles.clone());
+        if let Some((r, _)) = &rejoin {
+            r.open(session, handles);
+            failure.add_waker(r.clone());
+        }
         let (kind_of, image, stream, sink) = match target {
             Target::Image(img) => {
                 let shared = Arc::new(ImageShared::new(img, &session));
@@ -447,7 +473,15 @@ impl Run {
         let ctxs: Vec<Ctx> = conns.iter().map(|c| c.ctx.clone()).collect();
         let mut watched = ctxs.clone();
         watched.push(idle.0);
-        let watchdog = Watchdog::start(idle.1, activity.clone(), watched, failure.clone());
+        // Taking rejoins, a page channel stalled mid-packet is cut and
+        // waits for the sender's new connection instead of failing the
+        // session.
+        let on_stall: Option<crate::watchdog::OnStall> = rejoin.as_ref().map(|_| {
+            let cuts = cuts.clone();
+            Arc::new(move |i: usize, e: Error| cuts.cut(i, e)) as crate::watchdog::OnStall
+        });
+        let watchdog =
+            Watchdog::start(idle.1, activity.clone(), watched, failure.clone(), on_stall);
         let mut run = Run {
             session,
             progress,
@@ -489,6 +523,9 @@ impl Run {
                 kind,
                 epoch: 0,
                 last_packet: None,
+                applied: None,
+                rejoin: rejoin.clone(),
+                cuts: cuts.clone(),
                 digest: Digest::default(),
                 entries: vec![0u8; cap * session.entry_len().max(wire::HOLE_ENTRY_LEN)],
                 offsets: Vec::with_capacity(cap),
@@ -792,6 +829,13 @@ struct Reader {
     kind: Kind,
     epoch: u32,
     last_packet: Option<u64>,
+    /// The last packet applied in full (what a rejoin resumes after).
+    applied: Option<u64>,
+    /// Where a replacement connection comes from, and how long to wait
+    /// for one; `None`: a lost connection fails the session.
+    rejoin: Option<(Arc<Rejoins>, std::time::Duration)>,
+    /// The idle timeout's cuts (why this channel was cut, if it was).
+    cuts: Arc<Cuts>,
     digest: Digest,
     entries: Vec<u8>,
     offsets: Vec<u64>,
@@ -935,7 +979,16 @@ impl Drop for FileWriter {
 impl Reader {
     fn run(mut self) -> (Digest, Box<dyn Channel>) {
         self.cpu = ThreadCpu::start();
-        let r = self.serve();
+        let r = loop {
+            match self.serve() {
+                Err(e) if self.can_rejoin(&e) => {
+                    if let Err(e) = self.await_rejoin(e) {
+                        break Err(e);
+                    }
+                }
+                r => break r,
+            }
+        };
         self.watch(Wait::Off);
         if let Err(e) = r {
             // A channel that broke may be the peer giving up: let its
@@ -998,10 +1051,12 @@ impl Reader {
                 ));
             }
             self.last_packet = Some(h.packet_num);
+            let ack = h.flags.contains(PacketFlags::ACK);
             if h.flags.contains(PacketFlags::SYNC) {
                 // Every page of the epoch is in the file before the barrier.
                 self.flush_writer()?;
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                self.applied(h.packet_num, ack)?;
                 // Waiting for the other channels is not this one's idling.
                 self.watch(Wait::Off);
                 if let Kind::Stream(s) = &self.kind {
@@ -1015,7 +1070,15 @@ impl Reader {
             }
             if h.flags.contains(PacketFlags::END) {
                 self.flush_writer()?;
+                self.applied = Some(h.packet_num);
+                if let Some((r, _)) = &self.rejoin {
+                    // A rejoin after this learns it from there.
+                    r.ended(self.id, self.applied);
+                }
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
+                // If this acknowledgement is lost, the sender's rejoin
+                // learns from the record above that END was applied.
+                let _ = self.applied(h.packet_num, ack);
                 // A failed departure failed the session with its reason.
                 self.barrier.depart(&self.ctx, "END packet");
                 return Ok(());
@@ -1026,6 +1089,7 @@ impl Reader {
                 };
                 let img = img.clone();
                 self.recv_holes(&h, &img)?;
+                self.applied(h.packet_num, ack)?;
                 continue;
             }
             match &self.kind {
@@ -1040,7 +1104,56 @@ impl Reader {
                     }
                 }
             }
+            self.applied(h.packet_num, ack)?;
         }
+    }
+
+    /// A failure this channel may survive: its connection failed (not the
+    /// peer's protocol), the session runs, and rejoins are taken.
+    fn can_rejoin(&self, e: &Error) -> bool {
+        self.rejoin.is_some() && !self.failure.is_failed() && matches!(e, Error::Channel { .. })
+    }
+
+    /// The connection is lost: wait for the sender's new one, tell it the
+    /// last packet applied, and go on there. The error is `lost` (or the
+    /// idle timeout's, if it cut the connection) when none comes in time.
+    fn await_rejoin(&mut self, lost: Error) -> Result<()> {
+        let lost = self.cuts.take(self.id).unwrap_or(lost);
+        let Some((rejoins, wait)) = self.rejoin.clone() else {
+            return Err(lost);
+        };
+        self.watch(Wait::Off);
+        let _ = self.ch.shutdown(transit_channel::Shutdown::Both);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let Some(mut ch) = rejoins.wait_for(self.id, deadline, &self.failure) else {
+                return Err(lost);
+            };
+            let reply = wire::PageReply::Resume(self.applied).encode();
+            if chio::write_all(&mut ch, &reply).is_err() {
+                // That one is gone too: wait for the next.
+                continue;
+            }
+            if let Ok(h) = ch.shutdown_handle() {
+                self.failure.add_page_handle(h.clone());
+                self.cuts.set(self.id, h);
+            }
+            self.ch = ch;
+            self.last_packet = self.applied;
+            self.progress.reconnected();
+            return Ok(());
+        }
+    }
+
+    /// Packet `num` is applied in full: remember it, and acknowledge it if
+    /// the sender asked.
+    fn applied(&mut self, num: u64, ack: bool) -> Result<()> {
+        self.applied = Some(num);
+        if ack {
+            chio::write_all(&mut self.ch, &wire::PageReply::Ack(num).encode())
+                .map_err(|e| self.ctx.io(Stage::RecvHeader, e))?;
+        }
+        Ok(())
     }
 
     /// Progress, and what this channel waits for from now on.
@@ -1077,12 +1190,20 @@ impl Reader {
             }
         }
         let normal = h.normal as usize;
-        if h.flags.contains(PacketFlags::COMPRESSED) {
-            self.recv_compressed_pages(h, img)?;
+        let got = if h.flags.contains(PacketFlags::COMPRESSED) {
+            self.recv_compressed_pages(h, img)
         } else if let Some(fd) = img.file {
-            self.recv_pages_to_file(h, img, fd)?;
+            self.recv_pages_to_file(h, img, fd)
         } else {
-            self.recv_pages_to_memory(img, normal)?;
+            self.recv_pages_to_memory(img, normal)
+        };
+        if let Err(e) = got {
+            // Cut short: the packet comes again whole if the channel
+            // rejoins (pages already written get the same bytes again).
+            for &off in &self.offsets {
+                img.unclaim(off >> shift);
+            }
+            return Err(e);
         }
         if !img.set_written(self.offsets[..normal].iter().map(|&o| o >> shift)) {
             return Err(self.ctx.proto(
@@ -1158,6 +1279,9 @@ impl Reader {
             };
             let r = chio::read_all(&mut self.ch, &mut buf[..payload]);
             if let Err(e) = r {
+                if let Some(w) = self.writer.as_mut() {
+                    w.spare.push(buf);
+                }
                 return Err(self.ctx.io(Stage::RecvPages, e));
             }
             let offsets = self.offsets[..h.normal as usize].to_vec();

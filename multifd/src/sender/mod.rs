@@ -83,6 +83,14 @@ pub struct SendConfig {
     /// header then announces [`Compression::Zstd`]; the receiver needs no
     /// setting. Not with [`zero_copy`](Self::zero_copy).
     pub compress: crate::compress::Compress,
+    /// Survive the loss of a page channel's connection: open a new one
+    /// with this and send again what the receiver had not applied (see
+    /// [`crate::rejoin`]; the receiver needs
+    /// [`RecvConfig::reconnect_wait`](crate::RecvConfig::reconnect_wait)).
+    /// Each worker then keeps its packets until acknowledged, and asks for
+    /// acknowledgements on the page channel (wire version 5). `None`
+    /// (default): a lost channel fails the session.
+    pub reconnect: Option<crate::rejoin::Reconnect>,
 }
 
 impl Default for SendConfig {
@@ -98,6 +106,7 @@ impl Default for SendConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             max_bandwidth: None,
             compress: crate::compress::Compress::Off,
+            reconnect: None,
         }
     }
 }
@@ -321,7 +330,7 @@ impl Sender {
         )?;
 
         let cap = session.pages_per_packet() as usize;
-        let (free_batches, free_chunks) = pools(&session, n);
+        let (free_batches, free_chunks) = pools(&session, n, config.reconnect.is_some());
         let chunk_pool = free_chunks.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -342,11 +351,20 @@ impl Sender {
         let activity = Activities::new(n);
         let mut watched = ctxs.clone();
         watched.push(main_ctx.clone());
+        let cuts =
+            crate::rejoin::Cuts::new(pages.iter().map(|c| c.shutdown_handle().ok()).collect());
+        // With reconnection, a page channel stalled mid-packet is cut and
+        // replaced instead of failing the session.
+        let on_stall: Option<crate::watchdog::OnStall> = config.reconnect.as_ref().map(|_| {
+            let cuts = cuts.clone();
+            Arc::new(move |i: usize, e: Error| cuts.cut(i, e)) as crate::watchdog::OnStall
+        });
         let watchdog = Watchdog::start(
             config.idle_timeout,
             activity.clone(),
             watched,
             failure.clone(),
+            on_stall,
         );
         let limit = config
             .max_bandwidth
@@ -375,6 +393,14 @@ impl Sender {
                 limit: limit.clone(),
                 packer: crate::compress::Packer::new(config.compress),
                 keep: keep.clone(),
+                reconnect: config.reconnect.clone(),
+                held: std::collections::VecDeque::new(),
+                pending_ack: None,
+                since_ack: 0,
+                ack_bytes: crate::rejoin::ack_bytes(&session),
+                lost_since: None,
+                freed: Vec::new(),
+                cuts: cuts.clone(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("multifd-send-{i}"))
@@ -932,6 +958,7 @@ fn handshake(
             version: wire::VERSION,
             uuid: session.uuid,
             channel_id: i as u32,
+            rejoin: false,
         };
         if let Err(e) = chio::write_all(ch, &init.encode()) {
             // The receiver may have refused the session and closed
@@ -1035,8 +1062,16 @@ fn handshake(
 }
 
 /// The producer's buffers for `n` workers: 2 page batches per worker plus
-/// spares (image mode), or 2 chunk buffers per worker (stream mode).
-fn pools(session: &SessionHeader, n: usize) -> (Vec<Vec<u64>>, Vec<Vec<u8>>) {
+/// spares (image mode), or 2 chunk buffers per worker (stream mode), and
+/// with reconnection the chunks a worker may hold until acknowledged
+/// ([`crate::rejoin::stream_held`]; page batches held are replaced by new
+/// ones as needed).
+fn pools(session: &SessionHeader, n: usize, held: bool) -> (Vec<Vec<u64>>, Vec<Vec<u8>>) {
+    let per = 2 + if held {
+        crate::rejoin::stream_held(session)
+    } else {
+        0
+    };
     let cap = session.pages_per_packet() as usize;
     match session.layout {
         Layout::Image { .. } => (
@@ -1045,7 +1080,7 @@ fn pools(session: &SessionHeader, n: usize) -> (Vec<Vec<u64>>, Vec<Vec<u8>>) {
         ),
         Layout::Stream => (
             Vec::new(),
-            (0..2 * n)
+            (0..per * n)
                 .map(|_| vec![0u8; session.packet_payload as usize])
                 .collect(),
         ),

@@ -14,7 +14,8 @@ use crate::progress::{ChannelCounters, Progress, ThreadCpu};
 use crate::session::{self, lock, Failure, Wake, IOV_MAX};
 use crate::watchdog::{Activities, Wait};
 use crate::wire::{
-    PacketFlags, PacketHeader, SessionHeader, StreamEntry, PACKET_HEADER_LEN, STREAM_ENTRY_LEN,
+    self, PacketFlags, PacketHeader, SessionHeader, StreamEntry, PACKET_HEADER_LEN,
+    STREAM_ENTRY_LEN,
 };
 use crate::zero::is_zero;
 
@@ -149,6 +150,44 @@ pub(super) struct Worker {
     pub(super) packer: crate::compress::Packer,
     /// Delta: what the receiver has (kept pages' hashes come from here).
     pub(super) keep: Option<Arc<crate::delta::Keep>>,
+    /// How to replace this channel's connection if it is lost; `None`:
+    /// a lost connection fails the session (and nothing is held).
+    pub(super) reconnect: Option<crate::rejoin::Reconnect>,
+    /// Packets sent and not yet acknowledged, oldest first.
+    pub(super) held: std::collections::VecDeque<Held>,
+    /// The packet whose acknowledgement is awaited.
+    pub(super) pending_ack: Option<u64>,
+    /// Data bytes sent since the last acknowledgement request.
+    pub(super) since_ack: u64,
+    /// Request an acknowledgement every this many data bytes.
+    pub(super) ack_bytes: u64,
+    /// When the connection was lost, until the receiver acknowledged
+    /// something on a new one.
+    pub(super) lost_since: Option<Instant>,
+    /// Buffers to give back to the producer's pools.
+    pub(super) freed: Vec<Job>,
+    /// Set by the idle timeout: this channel's connection was cut for
+    /// stalling (the error to report if it cannot be replaced).
+    pub(super) cuts: Arc<crate::rejoin::Cuts>,
+}
+
+/// A packet kept until the receiver acknowledges it, with what sending
+/// it counted (taken back if it goes again).
+pub(super) struct Held {
+    num: u64,
+    epoch: u32,
+    job: Job,
+    counted: Option<Counted>,
+}
+
+/// What one packet added to the worker's digest and counters.
+#[derive(Default, Clone, Copy)]
+struct Counted {
+    digest: Digest,
+    pages: u64,
+    zero: u64,
+    payload: u64,
+    kept: u64,
 }
 
 impl Worker {
@@ -198,21 +237,22 @@ impl Worker {
             let activity = self.activity.clone();
             let activity = activity.page(self.id);
             activity.set(Wait::Mid(stage));
-            let result = self.process(&job);
+            let result = self.process(job);
             activity.tick();
             activity.set(Wait::Off);
             self.counters().busy(started, cpu);
             {
                 let mut st = lock(&shared.state);
                 st.busy[self.id] = false;
-                match job {
-                    Job::Pages(mut v) => {
-                        v.clear();
-                        st.free_batches.push(v);
+                for j in self.freed.drain(..) {
+                    match j {
+                        Job::Pages(mut v) => {
+                            v.clear();
+                            st.free_batches.push(v);
+                        }
+                        Job::Chunk { buf, .. } => st.free_chunks.push(buf),
+                        _ => {}
                     }
-                    Job::Holes(_) | Job::Keep(_) => {}
-                    Job::Chunk { buf, .. } => st.free_chunks.push(buf),
-                    Job::Sync | Job::End | Job::Flush => {}
                 }
             }
             shared.idle.notify_all();
@@ -235,29 +275,265 @@ impl Worker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn process(&mut self, job: &Job) -> Result<()> {
+    fn process(&mut self, job: Job) -> Result<()> {
+        let (sync, end) = (matches!(job, Job::Sync), matches!(job, Job::End));
         match job {
-            Job::Pages(offsets) => self.send_pages(offsets),
-            Job::Holes(ranges) => self.send_ranges(ranges, PacketFlags::HOLES),
-            Job::Keep(ranges) => self.send_ranges(ranges, PacketFlags::KEEP),
-            Job::Chunk { buf, offset, len } => self.send_chunk(&buf[..*len], *offset),
-            Job::Sync => {
-                // The receiver may apply the pass and the owner may change
-                // the image after the barrier: nothing may be in flight.
-                self.flush_zero_copy(Stage::Sync)?;
-                self.send_control(PacketFlags::SYNC, Stage::Sync)?;
-                self.epoch += 1;
-                Ok(())
+            Job::Flush => return self.flush_zero_copy(Stage::Sync),
+            // The receiver may apply the pass and the owner may change the
+            // image after the barrier: nothing may be in flight.
+            Job::Sync => self.flush_zero_copy(Stage::Sync)?,
+            Job::End => self.flush_zero_copy(Stage::End)?,
+            _ => {}
+        }
+        let mut held = Held {
+            num: self.next_packet_num(),
+            epoch: self.epoch,
+            job,
+            counted: None,
+        };
+        let mut r = self.send_held(&mut held);
+        if self.reconnect.is_some() {
+            self.held.push_back(held);
+        } else {
+            self.freed.push(held.job);
+        }
+        if end {
+            r = r.and_then(|()| self.await_acks());
+        }
+        while let Err(e) = r {
+            if !self.can_recover(&e) {
+                return Err(e);
             }
-            Job::Flush => self.flush_zero_copy(Stage::Sync),
-            Job::End => {
-                self.flush_zero_copy(Stage::End)?;
-                self.send_control(PacketFlags::END, Stage::End)?;
-                // A layered transport ends its stream cleanly (TLS
-                // close_notify), so the peer can tell the end from a cut.
-                self.ch.bye().map_err(|e| self.ctx.io(Stage::End, e))
+            // No new connection: final. A new one that fails too: again.
+            r = self.recover(e)?;
+            if end {
+                r = r.and_then(|()| self.await_acks());
             }
         }
+        if sync {
+            self.epoch += 1;
+        }
+        if end {
+            // A layered transport ends its stream cleanly (TLS
+            // close_notify), so the peer can tell the end from a cut.
+            let bye = self.ch.bye().map_err(|e| self.ctx.io(Stage::End, e));
+            // With acknowledgements the receiver has confirmed the END
+            // already: a connection lost now loses nothing.
+            if self.reconnect.is_none() {
+                bye?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send (or send again) one held packet with its number and epoch,
+    /// asking for an acknowledgement when a window of data went since
+    /// the last request (and always for END). What it counts is added to
+    /// the worker's digest and counters, and remembered in `held`.
+    fn send_held(&mut self, held: &mut Held) -> Result<()> {
+        let (num, epoch) = (held.num, held.epoch);
+        let ack = self.reconnect.is_some() && {
+            let bytes = match &held.job {
+                Job::Pages(v) => v.len() as u64 * u64::from(self.session.page_size),
+                Job::Chunk { len, .. } => *len as u64,
+                _ => 0,
+            };
+            self.since_ack += bytes;
+            self.since_ack >= self.ack_bytes || matches!(held.job, Job::End)
+        };
+        if ack {
+            // One request in flight: its answer first (so at most two
+            // windows are held).
+            self.read_acks()?;
+            self.since_ack = 0;
+        }
+        let counted = match &held.job {
+            Job::Pages(offsets) => self.send_pages(offsets, num, epoch, ack)?,
+            Job::Holes(ranges) => self.send_ranges(ranges, PacketFlags::HOLES, num, epoch, ack)?,
+            Job::Keep(ranges) => self.send_ranges(ranges, PacketFlags::KEEP, num, epoch, ack)?,
+            Job::Chunk { buf, offset, len } => {
+                self.send_chunk(&buf[..*len], *offset, num, epoch, ack)?
+            }
+            Job::Sync => self.send_control(PacketFlags::SYNC, Stage::Sync, num, epoch, ack)?,
+            Job::End => self.send_control(PacketFlags::END, Stage::End, num, epoch, ack)?,
+            Job::Flush => Counted::default(),
+        };
+        self.digest.merge(counted.digest);
+        held.counted = Some(counted);
+        if ack {
+            self.pending_ack = Some(num);
+        }
+        Ok(())
+    }
+
+    /// Read the acknowledgement awaited (if any) and let go of every
+    /// packet it covers.
+    fn read_acks(&mut self) -> Result<()> {
+        let Some(want) = self.pending_ack else {
+            return Ok(());
+        };
+        match crate::rejoin::read_reply(&mut *self.ch, None, &self.ctx, Stage::Sync)? {
+            wire::PageReply::Ack(n) if n == want => {}
+            other => {
+                return Err(self.ctx.proto(
+                    Stage::Sync,
+                    wire::WireError::Unexpected(if matches!(other, wire::PageReply::Ack(_)) {
+                        "an acknowledgement of another packet"
+                    } else {
+                        "a page reply other than an acknowledgement"
+                    }),
+                ))
+            }
+        }
+        self.pending_ack = None;
+        self.lost_since = None;
+        while self.held.front().is_some_and(|h| h.num <= want) {
+            if let Some(h) = self.held.pop_front() {
+                self.freed.push(h.job);
+            }
+        }
+        Ok(())
+    }
+
+    /// END was sent: wait until the receiver acknowledged everything.
+    fn await_acks(&mut self) -> Result<()> {
+        self.read_acks()
+    }
+
+    /// A failure this worker may survive by reconnecting: the connection
+    /// failed (not the peer's protocol), the session still runs, and a
+    /// new connection is allowed.
+    fn can_recover(&self, e: &Error) -> bool {
+        self.reconnect.is_some()
+            && !self.shared.failure.is_failed()
+            && matches!(e, Error::Channel { .. })
+    }
+
+    /// Replace the lost connection and send again, in order, every held
+    /// packet the receiver did not apply. The outer error is final (no new
+    /// connection); the inner one is the new connection failing as well.
+    fn recover(&mut self, lost: Error) -> Result<Result<()>> {
+        let lost = self.cuts.take(self.id).unwrap_or(lost);
+        let applied = self.reconnect_channel(lost)?;
+        self.pending_ack = None;
+        self.since_ack = 0;
+        while self
+            .held
+            .front()
+            .is_some_and(|h| applied.is_some_and(|a| h.num <= a))
+        {
+            if let Some(h) = self.held.pop_front() {
+                self.freed.push(h.job);
+            }
+        }
+        self.progress.reconnected();
+        let mut again = std::mem::take(&mut self.held);
+        let mut r = Ok(());
+        for h in again.iter_mut() {
+            if let Some(c) = h.counted.take() {
+                self.uncount(c);
+            }
+            if r.is_ok() {
+                r = self.send_held(h);
+            }
+        }
+        self.held = again;
+        Ok(r)
+    }
+
+    /// Take back what a packet counted when it was first sent.
+    fn uncount(&mut self, c: Counted) {
+        self.digest.unmerge(c.digest);
+        self.counters().unpacket(c.pages, c.zero, c.payload);
+        if c.kept > 0 {
+            self.progress.unkept(c.kept);
+        }
+    }
+
+    /// Open a new connection for this channel (until the window since the
+    /// loss closes), say it rejoins, and learn the last packet the
+    /// receiver applied. The error is `lost` when no new connection
+    /// could be made, or the receiver refused it.
+    fn reconnect_channel(&mut self, lost: Error) -> Result<Option<u64>> {
+        let Some(rc) = self.reconnect.clone() else {
+            return Err(lost);
+        };
+        let since = *self.lost_since.get_or_insert_with(Instant::now);
+        let deadline = since + rc.window;
+        let _ = self.ch.shutdown(transit_channel::Shutdown::Both);
+        let acts = self.activity.clone();
+        let a = acts.page(self.id);
+        a.set(Wait::Off);
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            if self.shared.failure.is_failed() || Instant::now() >= deadline {
+                return Err(lost);
+            }
+            match (rc.connect)(self.id as u32) {
+                Ok(ch) => match self.rejoin_on(ch, deadline) {
+                    Ok(Some(applied)) => {
+                        a.tick();
+                        return Ok(applied);
+                    }
+                    // Refused: the session is over at the receiver.
+                    Ok(None) => return Err(lost),
+                    Err(_) => {}
+                },
+                Err(e) if e.is_nobody_listening() || e.is_peer_refusal() => return Err(lost),
+                Err(_) => {}
+            }
+            // Back off (woken early if the session fails).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let st = lock(&self.shared.state);
+            if !self.shared.failure.is_failed() {
+                let _ = self.shared.work[self.id].wait_timeout(st, backoff.min(left));
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+
+    /// Send the rejoin init packet on `ch` and read the answer by
+    /// `deadline`: `Some(applied)` (and `ch` becomes this worker's
+    /// connection), `None` if refused.
+    fn rejoin_on(
+        &mut self,
+        mut ch: Box<dyn Channel>,
+        deadline: Instant,
+    ) -> Result<Option<Option<u64>>> {
+        ch.set_blocking(true)
+            .map_err(|e| self.ctx.io(Stage::Handshake, e))?;
+        let init = wire::InitPacket {
+            version: wire::VERSION,
+            uuid: self.session.uuid,
+            channel_id: self.id as u32,
+            rejoin: true,
+        };
+        chio::write_all(&mut ch, &init.encode()).map_err(|e| self.ctx.io(Stage::Handshake, e))?;
+        let reply =
+            crate::rejoin::read_reply(&mut *ch, Some(deadline), &self.ctx, Stage::Handshake)?;
+        let applied = match reply {
+            wire::PageReply::Resume(a) => a,
+            wire::PageReply::Refused => return Ok(None),
+            wire::PageReply::Ack(_) => {
+                return Err(self.ctx.proto(
+                    Stage::Handshake,
+                    wire::WireError::Unexpected("an acknowledgement instead of a resume point"),
+                ))
+            }
+        };
+        let name = format!("multifd-send-{} {}", self.id, ch.name());
+        ch.set_name(name);
+        if let (true, Some(r)) = (self.zero_copy, self.raw) {
+            // SAFETY: as for the first connection (see `Sender::new`): the
+            // image outlives every worker's channel.
+            let _ = unsafe { ch.register_region(r.slice(0, r.len)) };
+        }
+        if let Ok(h) = ch.shutdown_handle() {
+            self.shared.failure.add_page_handle(h.clone());
+            self.cuts.set(self.id, h);
+        }
+        self.ch = ch;
+        Ok(Some(applied))
     }
 
     /// Zero-copy mode: wait for the channel's zero-copy writes and count
@@ -274,23 +550,31 @@ impl Worker {
         Ok(())
     }
 
-    fn send_control(&mut self, flags: PacketFlags, stage: Stage) -> Result<()> {
+    fn send_control(
+        &mut self,
+        flags: PacketFlags,
+        stage: Stage,
+        num: u64,
+        epoch: u32,
+        ack: bool,
+    ) -> Result<Counted> {
         let mut b = [0u8; PACKET_HEADER_LEN];
         PacketHeader {
-            flags,
-            packet_num: self.next_packet_num(),
+            flags: flags.with_ack(ack),
+            packet_num: num,
             normal: 0,
             zero: 0,
             payload_len: 0,
-            epoch: self.epoch,
+            epoch,
         }
         .encode_into(&mut b);
         chio::write_all(&mut self.ch, &b).map_err(|e| self.ctx.io(stage, e))?;
         self.counters().packet(0, 0, 0, PACKET_HEADER_LEN as u64);
-        Ok(())
+        Ok(Counted::default())
     }
 
-    fn send_pages(&mut self, offsets: &[u64]) -> Result<()> {
+    fn send_pages(&mut self, offsets: &[u64], num: u64, epoch: u32, ack: bool) -> Result<Counted> {
+        let mut d = Digest::default();
         let Some(raw) = self.raw else {
             return Err(Error::Config("pages in a stream session".into()));
         };
@@ -305,7 +589,7 @@ impl Worker {
             if is_zero(page) {
                 self.zero.push(off);
                 if verify {
-                    self.digest.add(zero_hash(off, len as u32));
+                    d.add(zero_hash(off, len as u32));
                 }
             } else {
                 self.normal.push(off);
@@ -339,12 +623,13 @@ impl Worker {
                 PacketFlags::COMPRESSED
             } else {
                 PacketFlags::DATA
-            },
-            packet_num: self.next_packet_num(),
+            }
+            .with_ack(ack),
+            packet_num: num,
             normal: self.normal.len() as u32,
             zero: self.zero.len() as u32,
             payload_len: frame_len.unwrap_or(payload) as u32,
-            epoch: self.epoch,
+            epoch,
         };
         self.hdr.clear();
         self.hdr.resize(PACKET_HEADER_LEN, 0);
@@ -399,7 +684,7 @@ impl Worker {
                 // SAFETY: as above; the image is unchanged while the job
                 // is held, zero copy or not.
                 let page = unsafe { raw.slice(o, self.session.page_len(o)) };
-                self.digest.add(page_hash(o, page));
+                d.add(page_hash(o, page));
             }
         }
         if self.release {
@@ -414,15 +699,29 @@ impl Worker {
             payload as u64,
             (header_len + wire_payload) as u64,
         );
-        Ok(())
+        Ok(Counted {
+            digest: d,
+            pages: self.normal.len() as u64,
+            zero: self.zero.len() as u64,
+            payload: payload as u64,
+            kept: 0,
+        })
     }
 
     /// One HOLES packet: ranges of zero pages, never read.
     /// One HOLES or KEEP packet: ranges of pages that carry no payload.
     /// Hole pages fold `zero_hash`, kept pages the `page_hash` of the
     /// image's page (the receiver folds its copy's: they must agree).
-    fn send_ranges(&mut self, ranges: &[u64], flags: PacketFlags) -> Result<()> {
+    fn send_ranges(
+        &mut self,
+        ranges: &[u64],
+        flags: PacketFlags,
+        num: u64,
+        epoch: u32,
+        ack: bool,
+    ) -> Result<Counted> {
         let keep = flags == PacketFlags::KEEP;
+        let mut d = Digest::default();
         let ps = u64::from(self.session.page_size);
         let mut pages = 0u64;
         self.hdr.clear();
@@ -441,7 +740,7 @@ impl Worker {
                         .as_ref()
                         .filter(|_| keep)
                         .and_then(|k| k.page_hash(o, self.session.page_size));
-                    self.digest.add(match (keep, known, self.raw) {
+                    d.add(match (keep, known, self.raw) {
                         (true, Some(h), _) => h,
                         // SAFETY: kept ranges are pages inside the image.
                         (true, None, Some(raw)) => page_hash(o, unsafe { raw.slice(o, l) }),
@@ -452,12 +751,12 @@ impl Worker {
             pages += count;
         }
         PacketHeader {
-            flags,
-            packet_num: self.next_packet_num(),
+            flags: flags.with_ack(ack),
+            packet_num: num,
             normal: 0,
             zero: (ranges.len() / 2) as u32,
             payload_len: 0,
-            epoch: self.epoch,
+            epoch,
         }
         .encode_into(&mut self.hdr);
         self.pace(self.hdr.len());
@@ -468,13 +767,26 @@ impl Worker {
         } else {
             self.counters().packet(0, pages, 0, self.hdr.len() as u64);
         }
-        Ok(())
+        Ok(Counted {
+            digest: d,
+            zero: if keep { 0 } else { pages },
+            kept: if keep { pages } else { 0 },
+            ..Counted::default()
+        })
     }
 
-    fn send_chunk(&mut self, data: &[u8], offset: u64) -> Result<()> {
+    fn send_chunk(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        num: u64,
+        epoch: u32,
+        ack: bool,
+    ) -> Result<Counted> {
         let zero = is_zero(data);
+        let mut d = Digest::default();
         if self.session.verify {
-            self.digest.add(if zero {
+            d.add(if zero {
                 zero_hash(offset, data.len() as u32)
             } else {
                 page_hash(offset, data)
@@ -493,12 +805,13 @@ impl Worker {
                 PacketFlags::COMPRESSED
             } else {
                 PacketFlags::DATA
-            },
-            packet_num: self.next_packet_num(),
+            }
+            .with_ack(ack),
+            packet_num: num,
             normal: u32::from(!zero),
             zero: u32::from(zero),
             payload_len: payload as u32,
-            epoch: self.epoch,
+            epoch,
         }
         .encode_into(&mut b);
         StreamEntry {
@@ -531,7 +844,13 @@ impl Worker {
             raw_len as u64,
             (b.len() + payload) as u64,
         );
-        Ok(())
+        Ok(Counted {
+            digest: d,
+            pages: u64::from(!zero),
+            zero: u64::from(zero),
+            payload: raw_len as u64,
+            kept: 0,
+        })
     }
 }
 

@@ -45,9 +45,10 @@ mod error;
 
 pub use error::{hex, SizeLimit, WireError};
 
-/// The protocol version this crate speaks (3: hole ranges,
-/// [`PacketFlags::HOLES`]).
-pub const VERSION: u32 = 4;
+/// The protocol version this crate speaks (5: a lost page channel rejoins
+/// its session, [`InitPacket::rejoin`], [`PacketFlags::ACK`] and
+/// [`PageReply`]).
+pub const VERSION: u32 = 5;
 /// Magic of the session header, first 4 bytes of the main channel (`TRSM`).
 pub const MAIN_MAGIC: u32 = u32::from_be_bytes(*b"TRSM");
 /// Magic of the init packet, first 4 bytes of a page channel (`TRSP`).
@@ -70,6 +71,10 @@ pub const STREAM_ENTRY_LEN: usize = 16;
 /// Length of one hole range of a [`PacketFlags::HOLES`] packet (offset,
 /// length).
 pub const HOLE_ENTRY_LEN: usize = 16;
+/// Length of an encoded [`PageReply`].
+pub const PAGE_REPLY_LEN: usize = 16;
+/// Magic of a [`PageReply`] (`TRAK`).
+pub const REPLY_MAGIC: u32 = u32::from_be_bytes(*b"TRAK");
 /// Length of encoded [`Totals`].
 pub const TOTALS_LEN: usize = 48;
 
@@ -323,7 +328,14 @@ pub struct InitPacket {
     pub uuid: [u8; 16],
     /// This channel's id, `0..channels`.
     pub channel_id: u32,
+    /// A new connection for a page channel of a running session whose
+    /// connection was lost (flag bit 0 of bytes 28..32): the receiver
+    /// answers with [`PageReply::Resume`] (or [`PageReply::Refused`]) and
+    /// the sender goes on from the first packet it did not apply.
+    pub rejoin: bool,
 }
+
+const INIT_FLAG_REJOIN: u32 = 1;
 
 impl InitPacket {
     /// Encode to the 32-byte wire form.
@@ -333,6 +345,7 @@ impl InitPacket {
         put_u32(&mut b[4..], self.version);
         b[8..24].copy_from_slice(&self.uuid);
         put_u32(&mut b[24..], self.channel_id);
+        put_u32(&mut b[28..], if self.rejoin { INIT_FLAG_REJOIN } else { 0 });
         b
     }
 
@@ -367,9 +380,11 @@ pub fn decode_init_packet(buf: &[u8]) -> Result<InitPacket, WireError> {
             supported: VERSION,
         });
     }
-    if get_u32(&b[28..]) != 0 {
-        return Err(WireError::ReservedNotZero {
+    let flags = get_u32(&b[28..]);
+    if flags & !INIT_FLAG_REJOIN != 0 {
+        return Err(WireError::UnknownFlags {
             what: "init packet",
+            bits: flags & !INIT_FLAG_REJOIN,
         });
     }
     let mut uuid = [0u8; 16];
@@ -378,6 +393,7 @@ pub fn decode_init_packet(buf: &[u8]) -> Result<InitPacket, WireError> {
         version,
         uuid,
         channel_id: get_u32(&b[24..]),
+        rejoin: flags & INIT_FLAG_REJOIN != 0,
     })
 }
 
@@ -408,7 +424,13 @@ impl PacketFlags {
     /// Both sides fold each kept page's `page_hash` into the digest, so a
     /// page the receiver only believed equal fails the verification.
     pub const KEEP: PacketFlags = PacketFlags(16);
-    const KNOWN: u32 = 31;
+    /// Acknowledge: once the receiver has applied this packet (and every
+    /// one before it on the channel) it writes a [`PageReply::Ack`] with
+    /// its number back on the same channel. May be set on any packet; the
+    /// sender keeps what it sent until acknowledged, to send it again
+    /// over a new connection if this one is lost (version 5).
+    pub const ACK: PacketFlags = PacketFlags(32);
+    const KNOWN: u32 = 63;
 
     /// The raw bits.
     pub fn bits(self) -> u32 {
@@ -418,6 +440,64 @@ impl PacketFlags {
     /// True if every bit of `other` is set.
     pub fn contains(self, other: PacketFlags) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// These flags with [`ACK`](Self::ACK) set (or cleared).
+    pub fn with_ack(self, ack: bool) -> PacketFlags {
+        if ack {
+            PacketFlags(self.0 | Self::ACK.0)
+        } else {
+            PacketFlags(self.0 & !Self::ACK.0)
+        }
+    }
+}
+
+/// What a receiver writes back on a page channel (16 bytes: magic `TRAK`,
+/// kind, a has-number byte, 2 zero bytes, a packet number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageReply {
+    /// Every packet of this channel up to this number is applied (the
+    /// answer to a packet with [`PacketFlags::ACK`]).
+    Ack(u64),
+    /// The answer to a rejoining channel's init packet: the number of the
+    /// last packet applied on this channel (`None`: none yet). The
+    /// sender sends again, in order, every packet after it.
+    Resume(Option<u64>),
+    /// The rejoin is refused (the session is over or failed, or this
+    /// receiver takes no rejoins).
+    Refused,
+}
+
+impl PageReply {
+    /// Encode to the 16-byte wire form.
+    pub fn encode(&self) -> [u8; PAGE_REPLY_LEN] {
+        let mut b = [0u8; PAGE_REPLY_LEN];
+        put_u32(&mut b[0..], REPLY_MAGIC);
+        let (kind, num) = match *self {
+            PageReply::Ack(n) => (1, Some(n)),
+            PageReply::Resume(n) => (2, n),
+            PageReply::Refused => (3, None),
+        };
+        b[4] = kind;
+        b[5] = u8::from(num.is_some());
+        put_u64(&mut b[8..], num.unwrap_or(0));
+        b
+    }
+}
+
+/// Decode a [`PageReply`] from the first [`PAGE_REPLY_LEN`] bytes of `buf`.
+pub fn decode_page_reply(buf: &[u8]) -> Result<PageReply, WireError> {
+    let b = need(buf, PAGE_REPLY_LEN, "page reply")?;
+    check_magic(b, REPLY_MAGIC, "page reply")?;
+    if b[6] != 0 || b[7] != 0 || b[5] > 1 {
+        return Err(WireError::ReservedNotZero { what: "page reply" });
+    }
+    let num = (b[5] == 1).then(|| get_u64(&b[8..]));
+    match (b[4], num) {
+        (1, Some(n)) => Ok(PageReply::Ack(n)),
+        (2, n) => Ok(PageReply::Resume(n)),
+        (3, None) => Ok(PageReply::Refused),
+        _ => Err(WireError::Unexpected("page reply of an unknown kind")),
     }
 }
 
@@ -469,15 +549,17 @@ pub fn decode_packet_header(
 ) -> Result<PacketHeader, WireError> {
     let b = need(buf, PACKET_HEADER_LEN, "packet header")?;
     check_magic(b, PACKET_MAGIC, "packet header")?;
-    let flags = get_u32(&b[4..]);
-    if flags & !PacketFlags::KNOWN != 0 {
+    let all = get_u32(&b[4..]);
+    if all & !PacketFlags::KNOWN != 0 {
         return Err(WireError::UnknownFlags {
             what: "packet header",
-            bits: flags & !PacketFlags::KNOWN,
+            bits: all & !PacketFlags::KNOWN,
         });
     }
+    // ACK goes with any packet; the checks below are of the rest.
+    let flags = all & !PacketFlags::ACK.0;
     let h = PacketHeader {
-        flags: PacketFlags(flags),
+        flags: PacketFlags(all),
         packet_num: get_u64(&b[8..]),
         normal: get_u32(&b[16..]),
         zero: get_u32(&b[20..]),

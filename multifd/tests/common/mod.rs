@@ -207,6 +207,7 @@ pub fn init(h: &SessionHeader, id: u32) -> [u8; wire::INIT_PACKET_LEN] {
         version: wire::VERSION,
         uuid: h.uuid,
         channel_id: id,
+        rejoin: false,
     }
     .encode()
 }
