@@ -26,11 +26,22 @@
 #           (copied there before the clock starts), with --delta
 # both outputs compared with the file (cmp) every round.
 #
+# Lost channel (send/recv --reconnect), over the link, rounds interleaved:
+#   lost    the same random file as `full` (to a new --output), one page
+#           connection killed with `ss -K` in the sender's namespace 1 s
+#           after the start; both ends must report a reconnect and the
+#           output must equal the file. The bytes that left the sender's
+#           namespace (vA TX) are recorded too.
+# And on loopback `loop-noack`: as loop-none, with --reconnect 0 on both
+# ends (no acknowledgements kept or read): what reconnection costs.
+#
 # Targets (issue 16), from the medians:
 #   link:     none / zstd >= 2.5 (zstd at least 2.5x faster)
 #   link:     auto within 10% of the better of none and zstd
 #   loopback: auto within 10% of the better of none and zstd
 #   link:     delta / full <= 0.1
+#   link:     lost / full <= 1.25, and its vA TX bytes / file <= 1.1
+#   loopback: none / noack <= 1.05 (acknowledgements cost little)
 #   link:     resume: the same SIZE file to `recv --resume`, the sender
 #             killed (SIGKILL) after a random 0.5-3 s, again and again until
 #             a run completes; the bytes that left the sender's namespace
@@ -85,17 +96,21 @@ now() { date +%s.%N; }
 # run_case NAME WHERE METHOD: WHERE is link or loop.
 run_case() {
     local name=$1 where=$2 method=$3 addr t0 t1 rpid
-    local rx=() tx=() listen=tcp:127.0.0.1:0
+    local rx=() tx=() listen=tcp:127.0.0.1:0 opt=()
+    if [ "$method" = noack ]; then
+        method=none
+        opt=(--reconnect 0)
+    fi
     if [ "$where" = link ]; then
         rx=(ip netns exec tnB)
         tx=(ip netns exec tnA)
         listen=tcp:10.77.0.2:0
     fi
-    "${rx[@]}" "$T" recv "$listen" --json >"$work/r.json" 2>"$work/r.err" &
+    "${rx[@]}" "$T" recv "$listen" "${opt[@]}" --json >"$work/r.json" 2>"$work/r.err" &
     rpid=$!
     addr=$(wait_listen "$work/r.err")
     t0=$(now)
-    "${tx[@]}" "$T" send "$addr" --input "$ddir/text.img" --channels 4 \
+    "${tx[@]}" "$T" send "$addr" --input "$ddir/text.img" --channels 4 "${opt[@]}" \
         --compress "$method" --json >"$work/s.json" 2>"$work/s.err" || {
         cat "$work/s.err" >&2
         return 1
@@ -147,6 +162,50 @@ delta_case() {
     rm -f "$out"
 }
 
+# lost_case: the random file over the link, one page connection killed.
+lost_case() {
+    local out="$ddir/lost.img" addr port t0 t1 rpid spid tx0 tx1 sport conns
+    rm -f "$out"
+    ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" --json \
+        >"$work/r.json" 2>"$work/r.err" &
+    rpid=$!
+    addr=$(wait_listen "$work/r.err")
+    port=${addr##*:}
+    tx0=$(ip -n tnA -s -j link show vA | jq '.[0].stats64.tx.bytes')
+    t0=$(now)
+    ip netns exec tnA "$T" send "$addr" --input "$ddir/new.img" --channels 4 --json \
+        >"$work/s.json" 2>"$work/s.err" &
+    spid=$!
+    sleep 1
+    # A page connection: the one with the most bytes queued to send (the
+    # main channel has next to nothing queued while pages flow).
+    conns=$(ip netns exec tnA ss -tnH state established "( dport = :$port )")
+    sport=$(echo "$conns" | sort -k2,2nr | head -1 | awk '{print $3}' | sed 's/.*://')
+    [ -n "$sport" ] || { echo "lost: no page connection to kill" >&2; return 1; }
+    ip netns exec tnA ss -K state established "( dport = :$port and sport = :$sport )" >/dev/null
+    wait "$spid" || { cat "$work/s.err" >&2; return 1; }
+    wait "$rpid" || { cat "$work/r.err" >&2; return 1; }
+    t1=$(now)
+    tx1=$(ip -n tnA -s -j link show vA | jq '.[0].stats64.tx.bytes')
+    cmp -s "$ddir/new.img" "$out" || {
+        echo "LOST: the output differs from the input" >&2
+        return 1
+    }
+    local sr rr secs
+    sr=$(jq '.reconnects // 0' "$work/s.json")
+    rr=$(jq '.reconnects // 0' "$work/r.json")
+    if [ "$sr" -lt 1 ] || [ "$rr" -lt 1 ]; then
+        echo "LOST: no reconnect reported (send $sr, recv $rr)" >&2
+        return 1
+    fi
+    secs=$(echo "$t1 - $t0" | bc -l)
+    echo "$secs" >>"$work/link-lost"
+    echo "$(echo "($tx1 - $tx0) / $(stat -c %s "$ddir/new.img")" | bc -l)" >>"$work/lost-tx"
+    printf '  %-14s %7.3f s  %d reconnect(s), %.1f MiB left the sender\n' "link-lost" "$secs" \
+        "$sr" "$(echo "($tx1 - $tx0) / 1048576" | bc -l)"
+    rm -f "$out"
+}
+
 DELTA_DIR=${DELTA_DIR:-/dev/shm}
 ddir=$(mktemp -d -p "$DELTA_DIR")
 trap 'cleanup; rm -rf "$ddir"' EXIT
@@ -166,7 +225,7 @@ PY
 
 echo "compressible $SIZE image, 4 channels, link: veth + tbf $RATE (namespaces tnA -> tnB); loopback: no limit; $REPS rounds"
 echo "delta: a $SIZE file, the receiver's copy with 1% of its pages changed"
-cases=(link-none link-zstd link-auto loop-none loop-zstd loop-auto)
+cases=(link-none link-zstd link-auto loop-none loop-zstd loop-auto loop-noack)
 for r in $(seq 1 "$REPS"); do
     echo "round $r"
     for c in "${cases[@]}"; do
@@ -174,8 +233,9 @@ for r in $(seq 1 "$REPS"); do
     done
     delta_case full
     delta_case delta
+    lost_case
 done
-cases+=(link-full link-delta)
+cases+=(link-full link-delta link-lost)
 
 # The resume case, once after the rounds.
 resume_case() {
@@ -246,4 +306,8 @@ check "loopback: auto / better of none and zstd" \
     "$(echo "${med[loop-auto]} / $(min "${med[loop-none]}" "${med[loop-zstd]}")" | bc -l)" "<=" 1.10
 check "link: delta (1% changed) / full send" "$(echo "${med[link-delta]} / ${med[link-full]}" | bc -l)" "<=" 0.10
 check "link: resume, bytes sent over all runs / file bytes" "$resume_ratio" "<=" 1.10
+mapfile -t v <"$work/lost-tx"
+check "link: lost channel / full send (time)" "$(echo "${med[link-lost]} / ${med[link-full]}" | bc -l)" "<=" 1.25
+check "link: lost channel, bytes sent / file bytes" "$(median "${v[@]}")" "<=" 1.10
+check "loopback: none / noack (cost of reconnection)" "$(echo "${med[loop-none]} / ${med[loop-noack]}" | bc -l)" "<=" 1.05
 exit "$fail"

@@ -61,10 +61,22 @@
 //! stream source that produces nothing for the limit looks like a stalled
 //! sender: raise the limit for such sources.
 //!
+//! Lost page channels ([`rejoin`], [`SendConfig::reconnect`],
+//! [`RecvConfig::reconnect_wait`], off by default): a page channel whose
+//! connection fails (or stalls past the idle timeout: the watchdog then
+//! cuts it instead of failing the session) gets a new connection from the
+//! caller's [`Reconnect`] function; the receiver, handed it through a
+//! [`Rejoin`] handle, says which packet it applied last, and the sender
+//! sends the rest again from what it kept (every packet until the
+//! receiver acknowledged it, on the page channel). The main channel's loss
+//! still ends the session.
+//!
+//! Other modules: [`rate`] (the bandwidth cap), [`compress`] (zstd per
+//! packet), [`delta`] (sending only what the receiver lacks).
+//!
 //! Limits: images must fit in the address space (`usize`); the source must
 //! not change during a pass (between passes it may, through
-//! [`Sender::image_mut`]); compression is reserved on the wire but only
-//! `none` exists.
+//! [`Sender::image_mut`]).
 //!
 //! # Example
 //!

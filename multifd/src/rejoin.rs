@@ -18,7 +18,7 @@
 //!   file mid-session, or the idle timeout finding it stalled mid-packet),
 //!   the worker calls the [`Reconnect`] function for that channel id (again
 //!   and again, backing off, for at most [`Reconnect::window`]), sends an
-//!   [`InitPacket`] with `rejoin` set, and reads a [`PageReply::Resume`]
+//!   [`InitPacket`](crate::wire::InitPacket) with `rejoin` set, and reads a [`PageReply::Resume`]
 //!   naming the last packet the receiver applied on that channel. It then
 //!   sends every held packet after it again, in order, with the same
 //!   packet number and epoch, and goes on. What the first sending counted
@@ -99,13 +99,16 @@ impl std::fmt::Debug for Reconnect {
 }
 
 /// Data a sender worker sends between two acknowledgement requests: 32 MiB
-/// for images (the held packets are page lists, cheap to keep), 4 MiB for
-/// streams (the held packets are chunk buffers). Over one channel, at most
-/// two of these are in flight unacknowledged.
+/// for images (the held packets are page lists, cheap to keep); for
+/// streams (the held packets are chunk buffers) 16 MiB shared by the
+/// channels, at most 4 MiB and at least one chunk each. Over one channel,
+/// at most two of these are in flight unacknowledged.
 pub fn ack_bytes(session: &SessionHeader) -> u64 {
     match session.layout {
         wire::Layout::Image { .. } => 32 << 20,
-        wire::Layout::Stream => 4 << 20,
+        wire::Layout::Stream => ((16u64 << 20) / u64::from(session.channels.max(1)))
+            .min(4 << 20)
+            .max(u64::from(session.packet_payload)),
     }
 }
 

@@ -71,19 +71,19 @@ fn an_http_request_is_refused_and_named() {
 fn wrong_version_is_refused_and_the_sender_is_told() {
     let mut rx = receiver();
     let mut bytes = header(1, 8192).encode();
-    // Version 3 (no compressed packets) is no longer spoken.
-    bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
+    // Version 4 (no rejoining channels) is no longer spoken.
+    bytes[4..8].copy_from_slice(&4u32.to_be_bytes());
     let (r, mut peer) = accept_bytes(&mut rx, &bytes);
     let e = r.unwrap_err();
     assert!(matches!(
         wire_err(&e),
         WireError::Version {
-            found: 3,
-            supported: 4
+            found: 4,
+            supported: 5
         }
     ));
     match read_record(&mut *peer) {
-        Some(Record::Error { message, .. }) => assert!(message.contains("version 3"), "{message}"),
+        Some(Record::Error { message, .. }) => assert!(message.contains("version 4"), "{message}"),
         other => panic!("{other:?}"),
     }
 }

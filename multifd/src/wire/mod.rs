@@ -1,4 +1,4 @@
-//! The multifd wire format, version 4 ([`VERSION`]; see
+//! The multifd wire format, version 5 ([`VERSION`]; see
 //! `docs/wire-protocol.md` for what changed in each version): encoders and
 //! slice-based decoders.
 //!
