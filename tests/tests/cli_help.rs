@@ -117,6 +117,17 @@ fn defaults_are_shown_and_each_subcommand_words_its_own_options() {
 }
 
 #[test]
+fn reconnect_is_in_send_and_recv_help_with_its_default_and_its_off_switch() {
+    for sub in ["send", "recv"] {
+        let text = help(&[sub], 100);
+        let reconnect = option_help(&text, "--reconnect");
+        assert!(reconnect.contains("[default: 30]"), "{sub}: {reconnect}");
+        assert!(reconnect.contains("0 turns it off"), "{sub}: {reconnect}");
+        assert!(reconnect.contains("--idle-timeout"), "{sub}: {reconnect}");
+    }
+}
+
+#[test]
 fn bench_channels_accept_what_help_shows_and_help_lists_the_transports() {
     let bench = help(&["bench"], 100);
     let channels = option_help(&bench, "--channels");
