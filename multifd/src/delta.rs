@@ -64,6 +64,19 @@ fn in_parallel<T: Send>(n: usize, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T
 /// Hash the first `len` bytes of `file` in chunks of `chunk_size` (the
 /// last one short), on every core.
 pub fn hash_file(file: &File, len: u64, chunk_size: u32) -> io::Result<Vec<u64>> {
+    hash_file_into(file, len, chunk_size, None)
+}
+
+/// [`hash_file`], also writing what it read into `copy` at the same
+/// offsets (blocks of zeros are skipped, so holes stay holes in a `copy`
+/// that starts sparse): one read of the older copy serves both the hashes
+/// and the new output.
+pub fn hash_file_into(
+    file: &File,
+    len: u64,
+    chunk_size: u32,
+    copy: Option<&File>,
+) -> io::Result<Vec<u64>> {
     let chunk = u64::from(chunk_size);
     let n = len.div_ceil(chunk) as usize;
     // Read in blocks of whole chunks (about 1 MiB): one pread per block,
@@ -80,6 +93,11 @@ pub fn hash_file(file: &File, len: u64, chunk_size: u32) -> io::Result<Vec<u64>>
             file.read_exact_at(&mut buf[..l], off)?;
             for (j, piece) in buf[..l].chunks(chunk_size as usize).enumerate() {
                 out.push(chunk_hash(off + j as u64 * chunk, piece));
+            }
+            if let Some(c) = copy {
+                if !crate::zero::is_zero(&buf[..l]) {
+                    c.write_all_at(&buf[..l], off)?;
+                }
             }
             i += k;
         }

@@ -545,6 +545,9 @@ pub struct DestImage {
     /// KEEP ranges arrive (the output itself starts empty), and what it
     /// looked like when it was hashed (inode, size, mtime, ctime).
     base: Option<(File, BaseStamp)>,
+    /// The output holds the older copy already (cloned or copied while it
+    /// was hashed): kept ranges need no copy.
+    kept_in_place: bool,
 }
 
 /// What an older copy looked like when it was hashed: if it changes
@@ -587,6 +590,7 @@ impl DestImage {
             fresh: true,
             file: None,
             base: None,
+            kept_in_place: false,
         })
     }
 
@@ -610,16 +614,19 @@ impl DestImage {
             fresh: true,
             file: Some(temp),
             base: None,
+            kept_in_place: false,
         })
     }
 
     /// [`create_file`](Self::create_file) for a delta transfer against
-    /// `old` (the file at the target): the temporary file starts empty
-    /// (sparse, `size` bytes), `old`'s first bytes are hashed in chunks of
-    /// `chunk_size` on every core (the hashes are returned), and `old` is
-    /// kept as the base that kept ranges are copied from when their KEEP
-    /// packets arrive ([`copy_kept`](Self::copy_kept)), spread over the
-    /// channel threads and overlapped with the transfer.
+    /// `old` (the file at the target): the temporary file starts as a
+    /// copy of `old` (a clone where the file system shares blocks, else
+    /// written while `old` is read to be hashed, in one pass on every
+    /// core, its zero blocks left as holes), cut or extended to `size`.
+    /// The hashes of `old`'s chunks of `chunk_size` are returned; kept
+    /// pages are then in place, and pages that differ are overwritten as
+    /// they arrive. `old` is kept to check at the commit that it did not
+    /// change meanwhile.
     pub fn create_file_from(
         target: &Path,
         old: File,
@@ -630,17 +637,23 @@ impl DestImage {
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
         let temp = TempOutput::create(target, mode)?;
-        temp.file().set_len(size)?;
         let before = stamp(&old)?;
         let have = before.1.min(size);
-        let hashes = crate::delta::hash_file(&old, have, chunk_size)?;
+        let hashes = if clone_file(&old, temp.file()) {
+            crate::delta::hash_file(&old, have, chunk_size)?
+        } else {
+            temp.file().set_len(have)?;
+            crate::delta::hash_file_into(&old, have, chunk_size, Some(temp.file()))?
+        };
+        temp.file().set_len(size)?;
         Ok((
             DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
-                fresh: true,
+                fresh: false,
                 file: Some(temp),
                 base: Some((old, before)),
+                kept_in_place: true,
             },
             hashes,
         ))
@@ -691,6 +704,7 @@ impl DestImage {
                 fresh,
                 file: Some(temp),
                 base,
+                kept_in_place: false,
             },
             hashes,
         ))
@@ -700,6 +714,9 @@ impl DestImage {
     /// copy into a file destination that started empty (nothing to do
     /// when the destination is the older copy itself, as when resuming).
     pub(crate) fn copy_kept(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.kept_in_place {
+            return Ok(());
+        }
         match (&self.base, &self.file) {
             (Some((base, _)), Some(t)) => copy_range_at(base, t.file(), offset, len),
             _ => Ok(()),
@@ -790,6 +807,16 @@ impl DestImage {
             .map(|t| t.target().to_path_buf())
             .unwrap_or_default())
     }
+}
+
+/// Make `to` (empty) share `from`'s blocks (`FICLONE`: btrfs, XFS and
+/// others); false where the file system cannot (tmpfs, ext4), and `to` is
+/// left empty.
+fn clone_file(from: &File, to: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are
+    // open for the call and no memory is passed.
+    unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) == 0 }
 }
 
 /// Copy `len` bytes at `offset` of `from` into `to` at the same offset, in

@@ -125,6 +125,36 @@ fn a_sparse_source_keeps_its_holes_against_an_old_copy_with_data_there() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The output starts as a copy of the older one made while it is hashed:
+/// that copy must not fill the older copy's holes (a 256 MiB sparse image
+/// with 2 MiB of data arrives in a few MiB of blocks, identical).
+#[test]
+fn a_sparse_older_copy_stays_sparse_in_the_output() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = scratch("sparse-old");
+    let input = dir.join("new.img");
+    let out = dir.join("out.img");
+    let data = image(2 << 20, 10);
+    for p in [&input, &out] {
+        let f = std::fs::File::create(p).unwrap();
+        f.set_len(256 << 20).unwrap();
+        f.write_all_at(&data, 100 << 20).unwrap();
+    }
+    // One changed page in the data.
+    std::fs::File::options()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .write_all_at(&[7u8; 4096], (100 << 20) + 8192)
+        .unwrap();
+    let sent = delta_send(&input, &out);
+    assert!(sent.kept_pages >= 500, "{}", sent.kept_pages);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&input).unwrap());
+    let used = std::fs::metadata(&out).unwrap().blocks() * 512;
+    assert!(used < 16 << 20, "{used} bytes allocated for 2 MiB of data");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The kept pages are verified by the hashes of the older copy taken
 /// before the transfer: if that file changes before the output is put in
 /// place, the output is refused and the file at the path left alone.

@@ -1530,15 +1530,29 @@ impl Reader {
                 pages += count;
                 continue;
             }
+            // Pages that held data are zeroed a run at a time (one hole
+            // punched per run, not per page).
             let mut zeroed = Ok(());
-            img.take_written_range(first, count, |idx| {
+            let mut run: Option<(u64, u64)> = None;
+            let flush = |r: (u64, u64), zeroed: &mut Result<()>| {
                 if zeroed.is_ok() {
-                    let o = idx * ps;
-                    zeroed = img
-                        .zero(o, self.session.page_len(o))
+                    let (o, end) = (r.0 * ps, (r.1 * ps).min(self.session.image_size()));
+                    *zeroed = img
+                        .zero(o, (end - o) as usize)
                         .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e));
                 }
+            };
+            img.take_written_range(first, count, |idx| match run {
+                Some((a, b)) if b == idx => run = Some((a, b + 1)),
+                _ => {
+                    if let Some(r) = run.replace((idx, idx + 1)) {
+                        flush(r, &mut zeroed);
+                    }
+                }
             });
+            if let Some(r) = run {
+                flush(r, &mut zeroed);
+            }
             if let Err(e) = zeroed {
                 result = Err(e);
                 break;
