@@ -182,7 +182,7 @@ lost_case() {
     conns=$(ip netns exec tnA ss -tnH state established "( dport = :$port )")
     sport=$(echo "$conns" | sort -k2,2nr | head -1 | awk '{print $3}' | sed 's/.*://')
     [ -n "$sport" ] || { echo "lost: no page connection to kill" >&2; return 1; }
-    ip netns exec tnA ss -K state established "( dport = :$port and sport = :$sport )" >/dev/null
+    ip netns exec tnA ss -K state established "( dport = :$port and sport = :$sport )" >/dev/null 2>&1
     wait "$spid" || { cat "$work/s.err" >&2; return 1; }
     wait "$rpid" || { cat "$work/r.err" >&2; return 1; }
     t1=$(now)
