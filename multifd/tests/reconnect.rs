@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bounded, spec, unix_pairs, Chans};
+use common::{bounded, spec, unix_pairs, Chans, SharedSink};
 use transit_channel::fault::FailAfter;
 use transit_channel::{Channel, SocketChannel};
 use transit_multifd::{
@@ -334,17 +334,4 @@ fn a_receiver_that_takes_no_rejoins_refuses_at_once() {
     assert!(made >= 1);
     // Refused, not retried until the 10 s window closed.
     assert!(started.elapsed() < Duration::from_secs(8));
-}
-
-/// A writer that appends to shared bytes.
-struct SharedSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for SharedSink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

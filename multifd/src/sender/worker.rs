@@ -472,7 +472,9 @@ impl Worker {
             match (rc.connect)(self.id as u32) {
                 Ok(ch) => match self.rejoin_on(ch, deadline) {
                     Ok(Some(applied)) => {
+                        // Sending again is watched as any packet is.
                         a.tick();
+                        a.set(Wait::Mid(Stage::SendPages));
                         return Ok(applied);
                     }
                     // Refused: the session is over at the receiver.
