@@ -297,3 +297,33 @@ fn a_bad_header_field_is_refused() {
         WireError::UnknownCompression(7)
     ));
 }
+
+/// A sender whose main channel is gone before the session header (the
+/// peer closed it) says why on its page channels: a peer holding one of
+/// them (a `--raw` receiver taking plain bytes) reads an Error record, not
+/// an end of file it could take for an empty transfer.
+#[test]
+fn a_sender_that_cannot_start_says_so_on_its_page_channels() {
+    let (mut send, recv) = unix_pairs(3);
+    let mut recv = recv.into_iter();
+    drop(recv.next()); // the main channel's peer: gone
+    let mut page_peers: Vec<Box<dyn Channel>> = recv.collect();
+    let main = send.remove(0);
+    let source = transit_multifd::SourceImage::generate(&spec(1 << 20, 0.5, 1)).unwrap();
+    let r = transit_multifd::Sender::new(
+        transit_multifd::SendConfig::default(),
+        transit_multifd::Payload::Image(source),
+        main,
+        send,
+    );
+    assert!(r.is_err());
+    drop(r);
+    for p in &mut page_peers {
+        match read_record(&mut **p) {
+            Some(Record::Error { message, .. }) => {
+                assert!(message.contains("gave up"), "{message}")
+            }
+            other => panic!("expected an error record, got {other:?}"),
+        }
+    }
+}

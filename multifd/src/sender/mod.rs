@@ -940,6 +940,22 @@ impl Drop for Sender {
     }
 }
 
+/// Say why on page channels that carried nothing yet, when the handshake
+/// fails before their init packet: a peer that took one of them (a
+/// `--raw` receiver reading plain bytes) then fails naming it, instead of
+/// taking their end for an empty transfer. Best effort, never blocking.
+fn give_up(pages: &mut [Box<dyn Channel>], e: &Error) {
+    let rec = Record::Error {
+        code: wire::ErrorCode::Aborted,
+        message: format!("the sender gave up: {e}"),
+    }
+    .to_bytes();
+    for ch in pages {
+        let _ = ch.set_blocking(false);
+        let _ = chio::write_all(ch, &rec);
+    }
+}
+
 /// The handshake: the session header and the init packets out, the
 /// receiver's accept in, and after an accept with `have` its Have record,
 /// compared with the image: what the receiver already has (delta).
@@ -952,7 +968,11 @@ fn handshake(
     ctxs: &[Ctx],
     image: Option<&SourceImage>,
 ) -> Result<Option<crate::delta::Keep>> {
-    chio::write_all(main, &session.encode()).map_err(|e| main_ctx.io(Stage::Handshake, e))?;
+    if let Err(e) = chio::write_all(main, &session.encode()) {
+        let e = main_ctx.io(Stage::Handshake, e);
+        give_up(pages, &e);
+        return Err(e);
+    }
     for (i, ch) in pages.iter_mut().enumerate() {
         let init = InitPacket {
             version: wire::VERSION,
@@ -970,12 +990,14 @@ fn handshake(
                 main_ctx,
                 Stage::Handshake,
             );
-            return Err(match reason {
+            let e = match reason {
                 Ok(Some(Record::Error { code, message })) => {
                     main_ctx.remote(Stage::Handshake, code, message)
                 }
                 _ => ctxs[i].io(Stage::Handshake, e),
-            });
+            };
+            give_up(&mut pages[i + 1..], &e);
+            return Err(e);
         }
     }
     let deadline = session::deadline(config.handshake_timeout);
