@@ -193,8 +193,16 @@ impl Rejoins {
 
     /// Channel `id`'s thread ended after applying packet `applied`.
     pub(crate) fn ended(&self, id: usize, applied: Option<u64>) {
-        if let Some(e) = lock(&self.st).ended.get_mut(id) {
+        let mut st = lock(&self.st);
+        if let Some(e) = st.ended.get_mut(id) {
             *e = Some(applied);
+        }
+        // A rejoin queued before the END was read (from what the old
+        // connection had buffered) is answered here: its thread is gone.
+        if let Some(mut ch) = st.waiting.get_mut(id).and_then(Option::take) {
+            drop(st);
+            let _ = chio::write_all(&mut ch, &PageReply::Resume(applied).encode());
+            let _ = ch.bye();
         }
     }
 

@@ -1056,7 +1056,10 @@ impl Reader {
                 // Every page of the epoch is in the file before the barrier.
                 self.flush_writer()?;
                 self.counters_packet(0, 0, 0, PACKET_HEADER_LEN);
-                self.applied(h.packet_num, ack)?;
+                // Applied once read (a rejoin does not get it again); its
+                // acknowledgement, if asked, after the barrier, so a
+                // failed write leaves this channel in the next epoch.
+                self.applied = Some(h.packet_num);
                 // Waiting for the other channels is not this one's idling.
                 self.watch(Wait::Off);
                 if let Kind::Stream(s) = &self.kind {
@@ -1066,6 +1069,7 @@ impl Reader {
                     return Ok(());
                 }
                 self.epoch += 1;
+                self.applied(h.packet_num, ack)?;
                 continue;
             }
             if h.flags.contains(PacketFlags::END) {
@@ -1200,6 +1204,14 @@ impl Reader {
         if let Err(e) = got {
             // Cut short: the packet comes again whole if the channel
             // rejoins (pages already written get the same bytes again).
+            if img.file.is_none() && !h.flags.contains(PacketFlags::COMPRESSED) {
+                // Part of the payload went straight into the image: undo
+                // it, or a page that is a zero entry when the packet comes
+                // again (written bit clear) would keep those bytes.
+                for (start, l) in session::runs(&self.offsets[..normal], &self.session) {
+                    let _ = img.zero(start, l);
+                }
+            }
             for &off in &self.offsets {
                 img.unclaim(off >> shift);
             }

@@ -399,6 +399,7 @@ impl Sender {
                 since_ack: 0,
                 ack_bytes: crate::rejoin::ack_bytes(&session),
                 lost_since: None,
+                unacked_reconnects: 0,
                 freed: Vec::new(),
                 cuts: cuts.clone(),
             };

@@ -164,12 +164,20 @@ pub(super) struct Worker {
     /// When the connection was lost, until the receiver acknowledged
     /// something on a new one.
     pub(super) lost_since: Option<Instant>,
+    /// Connections replaced since the receiver last acknowledged a packet.
+    pub(super) unacked_reconnects: u32,
     /// Buffers to give back to the producer's pools.
     pub(super) freed: Vec<Job>,
     /// Set by the idle timeout: this channel's connection was cut for
     /// stalling (the error to report if it cannot be replaced).
     pub(super) cuts: Arc<crate::rejoin::Cuts>,
 }
+
+/// Connections a channel may replace in a row without the receiver
+/// acknowledging anything in between before the window of the first loss
+/// bounds them (a receiver too slow for the idle timeout would otherwise
+/// be cut and rejoined forever).
+const MAX_UNACKED_RECONNECTS: u32 = 4;
 
 /// A packet kept until the receiver acknowledges it, with what sending
 /// it counted (taken back if it goes again).
@@ -278,11 +286,11 @@ impl Worker {
     fn process(&mut self, job: Job) -> Result<()> {
         let (sync, end) = (matches!(job, Job::Sync), matches!(job, Job::End));
         match job {
-            Job::Flush => return self.flush_zero_copy(Stage::Sync),
+            Job::Flush => return self.flush_or_recover(Stage::Sync),
             // The receiver may apply the pass and the owner may change the
             // image after the barrier: nothing may be in flight.
-            Job::Sync => self.flush_zero_copy(Stage::Sync)?,
-            Job::End => self.flush_zero_copy(Stage::End)?,
+            Job::Sync => self.flush_or_recover(Stage::Sync)?,
+            Job::End => self.flush_or_recover(Stage::End)?,
             _ => {}
         }
         let mut held = Held {
@@ -326,6 +334,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Zero-copy mode: wait for the channel's zero-copy writes; a stalled
+    /// or lost connection shows here too, and is replaced (what it held
+    /// goes again on the new one, which is then flushed).
+    fn flush_or_recover(&mut self, stage: Stage) -> Result<()> {
+        let mut r = self.flush_zero_copy(stage);
+        while let Err(e) = r {
+            if !self.can_recover(&e) {
+                return Err(e);
+            }
+            r = self.recover(e)?.and_then(|()| self.flush_zero_copy(stage));
+        }
+        Ok(())
+    }
+
     /// Send (or send again) one held packet with its number and epoch,
     /// asking for an acknowledgement when a window of data went since
     /// the last request (and always for END). What it counts is added to
@@ -335,7 +357,8 @@ impl Worker {
         let ack = self.reconnect.is_some() && {
             let bytes = match &held.job {
                 Job::Pages(v) => v.len() as u64 * u64::from(self.session.page_size),
-                Job::Chunk { len, .. } => *len as u64,
+                // A chunk holds a whole pool buffer, however short.
+                Job::Chunk { len, .. } => (*len as u64).max(u64::from(self.session.packet_payload)),
                 _ => 0,
             };
             self.since_ack += bytes;
@@ -387,6 +410,7 @@ impl Worker {
         }
         self.pending_ack = None;
         self.lost_since = None;
+        self.unacked_reconnects = 0;
         while self.held.front().is_some_and(|h| h.num <= want) {
             if let Some(h) = self.held.pop_front() {
                 self.freed.push(h.job);
@@ -438,6 +462,13 @@ impl Worker {
             }
         }
         self.held = again;
+        self.unacked_reconnects += 1;
+        if r.is_ok() && self.unacked_reconnects < MAX_UNACKED_RECONNECTS {
+            // Back in business: a later loss gets a window of its own
+            // (unless connections keep failing with no acknowledgement in
+            // between: then the first loss's window bounds them all).
+            self.lost_since = None;
+        }
         Ok(r)
     }
 

@@ -1,0 +1,545 @@
+//! Edge cases of a lost page channel rejoining its session, each a
+//! defect found in review (each test failed or hung before its fix): a
+//! packet cut short in a memory destination, a rejoin queued before END is
+//! read, short stream appends with reconnection, a second loss long after
+//! the first, a stalled replacement.
+
+mod common;
+
+use std::io::{IoSlice, IoSliceMut, SeekFrom};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::{bounded, spec, unix_pairs, Chans, SharedSink};
+use transit_channel::fault::FailAfter;
+use transit_channel::{
+    Channel, Features, FlushOutcome, ReadFlags, Result as ChResult, ShutdownHandle, SocketChannel,
+    WatchSource, WriteFlags,
+};
+use transit_multifd::{
+    Destination, Payload, Receiver, Reconnect, RecvConfig, Rejoin, SendConfig, Sender, SourceImage,
+};
+
+fn reconnect(
+    rejoin: Rejoin,
+    window: Duration,
+    plan: Vec<Option<u64>>,
+    made: Arc<AtomicUsize>,
+) -> Reconnect {
+    let plan = Arc::new(Mutex::new(plan));
+    Reconnect::new(
+        window,
+        Arc::new(move |_id: u32| {
+            let (a, b) = SocketChannel::pair()?;
+            let r = rejoin.clone();
+            std::thread::spawn(move || {
+                let _ = r.offer(Box::new(b));
+            });
+            made.fetch_add(1, Ordering::SeqCst);
+            let next = {
+                let mut p = plan.lock().unwrap();
+                if p.is_empty() {
+                    None
+                } else {
+                    p.remove(0)
+                }
+            };
+            Ok(match next {
+                None => Box::new(a) as Box<dyn Channel>,
+                Some(n) => Box::new(FailAfter::new(Box::new(a), n)),
+            })
+        }),
+    )
+}
+
+fn recv_config() -> RecvConfig {
+    RecvConfig {
+        reconnect_wait: Some(Duration::from_secs(10)),
+        ..RecvConfig::default()
+    }
+}
+
+/// (A) `lost_since` is only cleared by an Ack: a second, independent loss
+/// more than `window` after the first one (no Ack read in between: images
+/// ask for one every 32 MiB per channel) is not even retried.
+#[test]
+fn a_second_loss_long_after_the_first_is_retried() {
+    let (sent, got, made) = bounded(60, || {
+        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
+        let mut rx = Receiver::new(recv_config(), Destination::Memory { prefault: false });
+        let made = Arc::new(AtomicUsize::new(0));
+        let config = SendConfig {
+            max_bandwidth: Some(4 << 20),
+            reconnect: Some(reconnect(
+                rx.rejoin_handle(),
+                Duration::from_secs(2),
+                vec![Some(12 << 20)],
+                made.clone(),
+            )),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let pages: Chans = vec![Box::new(FailAfter::new(send.remove(0), 1 << 20))];
+        let src = SourceImage::generate(&spec(24 << 20, 0.0, 7)).unwrap();
+        let sent = (|| {
+            let mut tx = Sender::new(config, Payload::Image(src), main, pages)?;
+            tx.send_all()?;
+            tx.finish()
+        })();
+        (sent, got.join().unwrap(), made.load(Ordering::SeqCst))
+    });
+    assert!(
+        sent.is_ok(),
+        "sender: {sent:?} (new connections made: {made})"
+    );
+    assert!(got.is_ok());
+    assert_eq!(made, 2);
+}
+
+/// (B) Stream chunks held until acknowledged are counted in bytes, but
+/// the pool is sized in buffers: appending short pieces (send_stream
+/// "may be called again to append") exhausts the pool before any Ack is
+/// requested, and the producer waits forever.
+#[test]
+fn short_stream_appends_do_not_hang_with_reconnect() {
+    let r = bounded(20, || {
+        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut rx = Receiver::new(
+            recv_config(),
+            Destination::Writer(Box::new(SharedSink(out.clone()))),
+        );
+        let made = Arc::new(AtomicUsize::new(0));
+        let config = SendConfig {
+            reconnect: Some(reconnect(
+                rx.rejoin_handle(),
+                Duration::from_secs(5),
+                vec![],
+                made,
+            )),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let sent = (|| {
+            let mut tx = Sender::new(config, Payload::Stream, main, send)?;
+            for i in 0..100u8 {
+                tx.send_stream(&mut &[i; 10][..])?;
+            }
+            tx.finish()
+        })();
+        let n = out.lock().unwrap().len();
+        (sent.is_ok(), got.join().unwrap().is_ok(), n)
+    });
+    assert_eq!(r, (true, true, 1000));
+}
+
+/// A receiver-side channel that lets `limit` bytes through, then waits
+/// for `gate` and fails as a reset connection.
+struct CutAt {
+    inner: Box<dyn Channel>,
+    left: usize,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    reached: Arc<AtomicBool>,
+}
+
+impl Channel for CutAt {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn set_name(&mut self, name: String) {
+        self.inner.set_name(name)
+    }
+    fn features(&self) -> Features {
+        self.inner.features()
+    }
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> ChResult<usize> {
+        if self.left == 0 {
+            self.reached.store(true, Ordering::SeqCst);
+            let (m, cv) = &*self.gate;
+            let mut open = m.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            return Err(transit_channel::Error::os(
+                self.inner.name(),
+                "readv",
+                std::io::Error::from_raw_os_error(libc::ECONNRESET),
+            ));
+        }
+        let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.left);
+        let mut tmp = vec![0u8; want];
+        let n = self
+            .inner
+            .readv(&mut [IoSliceMut::new(&mut tmp)], fds, flags)?;
+        let mut at = 0;
+        for b in bufs.iter_mut() {
+            if at == n {
+                break;
+            }
+            let k = b.len().min(n - at);
+            b[..k].copy_from_slice(&tmp[at..at + k]);
+            at += k;
+        }
+        self.left -= n;
+        Ok(n)
+    }
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> ChResult<usize> {
+        self.inner.writev(bufs, fds, flags)
+    }
+    fn set_blocking(&mut self, blocking: bool) -> ChResult<()> {
+        self.inner.set_blocking(blocking)
+    }
+    fn is_blocking(&self) -> bool {
+        self.inner.is_blocking()
+    }
+    fn close(&mut self) -> ChResult<()> {
+        self.inner.close()
+    }
+    fn watch_source(&self) -> WatchSource {
+        self.inner.watch_source()
+    }
+    fn shutdown_handle(&self) -> ChResult<ShutdownHandle> {
+        self.inner.shutdown_handle()
+    }
+    fn seek(&mut self, pos: SeekFrom) -> ChResult<u64> {
+        self.inner.seek(pos)
+    }
+    fn flush(&mut self) -> ChResult<FlushOutcome> {
+        self.inner.flush()
+    }
+    fn bye(&mut self) -> ChResult<()> {
+        self.inner.bye()
+    }
+}
+
+/// (C) Memory destination: a packet cut mid-payload has written page 0
+/// (and part of page 1) into the image without setting their written
+/// bits. The packet goes again after `image_mut` zeroed those pages: now
+/// they are zero entries, `take_written` is false, nothing is zeroed, and
+/// the pass-1 bytes stay. Digest and totals agree (zero_hash on both
+/// sides): silent corruption.
+#[test]
+fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
+    let (sent, got, want) = bounded(60, || {
+        let (mut send, mut recv_ends): (Chans, Chans) = unix_pairs(3);
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let reached = Arc::new(AtomicBool::new(false));
+        // Channel 0 (receiver end index 1): header + 4 entries + page 0 +
+        // 100 bytes of page 1, then the cut.
+        let r1 = recv_ends.remove(1);
+        recv_ends.insert(
+            1,
+            Box::new(CutAt {
+                inner: r1,
+                left: 32 + 4 * 8 + 4096 + 100,
+                gate: gate.clone(),
+                reached: reached.clone(),
+            }),
+        );
+        let mut rx = Receiver::new(recv_config(), Destination::Memory { prefault: false });
+        let made = Arc::new(AtomicUsize::new(0));
+        let config = SendConfig {
+            packet_payload: 16 * 1024,
+            reconnect: Some(reconnect(
+                rx.rejoin_handle(),
+                Duration::from_secs(10),
+                vec![],
+                made,
+            )),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let src = SourceImage::generate(&spec(32 * 4096, 0.0, 9)).unwrap();
+        let mut want = Vec::new();
+        let sent = (|| {
+            let mut tx = Sender::new(config, Payload::Image(src), main, send)?;
+            tx.send_all()?;
+            while !reached.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let img = tx.image_mut()?;
+            img[..2 * 4096].fill(0);
+            {
+                let (m, cv) = &*gate;
+                *m.lock().unwrap() = true;
+                cv.notify_all();
+            }
+            tx.send_pass([0u64, 1])?;
+            want = tx.image().unwrap().to_vec();
+            tx.finish()
+        })();
+        (sent, got.join().unwrap(), want)
+    });
+    let sent = sent.expect("sender");
+    let got = got.expect("receiver");
+    assert!(sent.reconnects >= 1);
+    let img = got.image.as_ref().unwrap().as_slice();
+    let stale = img[..8192].iter().filter(|&&b| b != 0).count();
+    assert_eq!(stale, 0, "{stale} stale non-zero bytes in pages 0-1");
+    assert!(img == &want[..]);
+}
+
+/// (D) After a reconnect the worker's watchdog state stays `Off` for the
+/// rest of the job: a replacement connection that stalls is never cut.
+#[test]
+fn a_stalled_replacement_is_cut_too() {
+    let r = bounded(30, || {
+        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
+        let mut rx = Receiver::new(
+            RecvConfig {
+                idle_timeout: Some(Duration::from_millis(500)),
+                ..recv_config()
+            },
+            Destination::Memory { prefault: false },
+        );
+        let made = Arc::new(AtomicUsize::new(0));
+        let rejoin = rx.rejoin_handle();
+        let m2 = made.clone();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let rc = Reconnect::new(
+            Duration::from_secs(5),
+            Arc::new(move |_id: u32| {
+                let (a, b) = SocketChannel::pair()?;
+                let r = rejoin.clone();
+                std::thread::spawn(move || {
+                    let _ = r.offer(Box::new(b));
+                });
+                m2.fetch_add(1, Ordering::SeqCst);
+                // The first replacement stalls 256 KiB in (mid-packet).
+                Ok(if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Box::new(FailAfter::stall(Box::new(a), 256 * 1024 + 999)) as Box<dyn Channel>
+                } else {
+                    Box::new(a)
+                })
+            }),
+        );
+        let config = SendConfig {
+            idle_timeout: Some(Duration::from_millis(500)),
+            reconnect: Some(rc),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let pages: Chans = vec![Box::new(FailAfter::new(send.remove(0), 3 << 20))];
+        let src = SourceImage::generate(&spec(8 << 20, 0.0, 11)).unwrap();
+        let sent = (|| {
+            let t0 = std::time::Instant::now();
+            let mut tx = Sender::new(config, Payload::Image(src), main, pages)?;
+            tx.send_all()?;
+            let r = tx.finish();
+            eprintln!("D: sender took {:?}", t0.elapsed());
+            r
+        })();
+        let t = std::time::Instant::now();
+        let got = got.join().unwrap();
+        eprintln!(
+            "D: sent {:?} got {:?} made {} t {:?}",
+            sent.as_ref().map(|s| s.reconnects),
+            got.as_ref().map(|g| g.stats.reconnects),
+            made.load(Ordering::SeqCst),
+            t.elapsed()
+        );
+        (sent.is_ok(), got.is_ok(), made.load(Ordering::SeqCst))
+    });
+    assert_eq!(r, (true, true, 2));
+}
+
+/// A receiver-side channel that pauses `pause` once after `left` bytes.
+struct PauseAt {
+    inner: Box<dyn Channel>,
+    left: usize,
+    pause: Option<Duration>,
+}
+
+impl Channel for PauseAt {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn set_name(&mut self, name: String) {
+        self.inner.set_name(name)
+    }
+    fn features(&self) -> Features {
+        self.inner.features()
+    }
+    fn readv(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: ReadFlags,
+    ) -> ChResult<usize> {
+        if self.left == 0 {
+            if let Some(d) = self.pause.take() {
+                std::thread::sleep(d);
+            }
+            return self.inner.readv(bufs, fds, flags);
+        }
+        let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.left);
+        let mut tmp = vec![0u8; want];
+        let n = self
+            .inner
+            .readv(&mut [IoSliceMut::new(&mut tmp)], fds, flags)?;
+        let mut at = 0;
+        for b in bufs.iter_mut() {
+            if at == n {
+                break;
+            }
+            let k = b.len().min(n - at);
+            b[..k].copy_from_slice(&tmp[at..at + k]);
+            at += k;
+        }
+        self.left -= n;
+        Ok(n)
+    }
+    fn writev(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        flags: WriteFlags,
+    ) -> ChResult<usize> {
+        self.inner.writev(bufs, fds, flags)
+    }
+    fn set_blocking(&mut self, blocking: bool) -> ChResult<()> {
+        self.inner.set_blocking(blocking)
+    }
+    fn is_blocking(&self) -> bool {
+        self.inner.is_blocking()
+    }
+    fn close(&mut self) -> ChResult<()> {
+        self.inner.close()
+    }
+    fn watch_source(&self) -> WatchSource {
+        self.inner.watch_source()
+    }
+    fn shutdown_handle(&self) -> ChResult<ShutdownHandle> {
+        self.inner.shutdown_handle()
+    }
+    fn seek(&mut self, pos: SeekFrom) -> ChResult<u64> {
+        self.inner.seek(pos)
+    }
+    fn flush(&mut self) -> ChResult<FlushOutcome> {
+        self.inner.flush()
+    }
+    fn bye(&mut self) -> ChResult<()> {
+        self.inner.bye()
+    }
+}
+
+/// (E) The sender's idle timeout cuts the channel while it waits for
+/// END's Ack (the receiver is slow); the rejoin is queued in `waiting`,
+/// then the receiver reads END from what the old connection buffered,
+/// records `ended` and exits: nobody ever answers the queued rejoin, and
+/// the sender fails after its window although everything was applied.
+#[test]
+fn a_rejoin_queued_before_end_is_read_is_answered() {
+    let (sent, got, made) = bounded(60, || {
+        let (mut send, mut recv_ends): (Chans, Chans) = unix_pairs(2);
+        // 8 pages, 4 per packet: 2 DATA packets + SYNC, then END.
+        let before_end = 2 * (32 + 4 * 8 + 4 * 4096) + 32;
+        let r1 = recv_ends.remove(1);
+        recv_ends.push(Box::new(PauseAt {
+            inner: r1,
+            left: before_end,
+            pause: Some(Duration::from_millis(1500)),
+        }));
+        let mut rx = Receiver::new(
+            RecvConfig {
+                idle_timeout: None,
+                ..recv_config()
+            },
+            Destination::Memory { prefault: false },
+        );
+        let made = Arc::new(AtomicUsize::new(0));
+        let config = SendConfig {
+            packet_payload: 16 * 1024,
+            idle_timeout: Some(Duration::from_millis(300)),
+            reconnect: Some(reconnect(
+                rx.rejoin_handle(),
+                Duration::from_secs(4),
+                vec![],
+                made.clone(),
+            )),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let src = SourceImage::generate(&spec(8 * 4096, 0.0, 13)).unwrap();
+        let sent = (|| {
+            let mut tx = Sender::new(config, Payload::Image(src), main, send)?;
+            tx.send_all()?;
+            tx.finish()
+        })();
+        (sent, got.join().unwrap(), made.load(Ordering::SeqCst))
+    });
+    assert!(sent.is_ok(), "sender: {sent:?} (made {made})");
+    assert!(got.is_ok(), "receiver: {:?}", got.err());
+}
+
+/// Control for (B): without reconnect, the same short appends work.
+#[test]
+fn short_stream_appends_work_without_reconnect() {
+    let r = bounded(20, || {
+        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut rx = Receiver::new(
+            RecvConfig::default(),
+            Destination::Writer(Box::new(SharedSink(out.clone()))),
+        );
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let main = send.remove(0);
+        let sent = (|| {
+            let mut tx = Sender::new(SendConfig::default(), Payload::Stream, main, send)?;
+            for i in 0..100u8 {
+                tx.send_stream(&mut &[i; 10][..])?;
+            }
+            tx.finish()
+        })();
+        let n = out.lock().unwrap().len();
+        (sent.is_ok(), got.join().unwrap().is_ok(), n)
+    });
+    assert_eq!(r, (true, true, 1000));
+}
