@@ -16,8 +16,9 @@
 //! each packet compressed only when that is clearly cheaper (under
 //! [`PREFER`] of the raw cost: the receiver's decompression is not in the
 //! sender's measurement). Every [`PROBE_EVERY`]th packet goes the
-//! other way, so a link that became faster or slower, or data that became
-//! more or less compressible, is noticed. On a fast link (loopback) writes
+//! other way (less often while probes keep confirming the choice, down to
+//! one in [`MAX_PROBE_EVERY`]), so a link that became faster or slower, or
+//! data that became more or less compressible, is noticed. On a fast link (loopback) writes
 //! are cheaper than compressing, so it sends raw; on a slow one
 //! compressible data goes compressed.
 //!
@@ -63,8 +64,13 @@ impl Compress {
 }
 
 /// In [`Compress::Auto`], every this many packets one goes the way the
-/// averages do not favour, to keep both estimates current.
+/// averages do not favour, to keep both estimates current; each probe that
+/// confirms the choice doubles the interval, up to [`MAX_PROBE_EVERY`],
+/// and one that changes it starts again from here.
 pub const PROBE_EVERY: u64 = 64;
+
+/// The longest interval between probes in [`Compress::Auto`].
+pub const MAX_PROBE_EVERY: u64 = 1024;
 
 /// In [`Compress::Auto`], compression wins only when a byte costs less
 /// than this fraction of its raw cost (when the costs are close, as on
@@ -94,6 +100,12 @@ pub struct Packer {
     attempt: Option<f64>,
     /// Length of the last frame in `out`.
     frame_len: usize,
+    /// Packets between probes now, and since the last one.
+    probe_every: u64,
+    since_probe: u64,
+    /// The choice when the last probe went out (its measurement decides
+    /// at the next packet whether the interval grows or starts again).
+    probed: Option<bool>,
 }
 
 impl std::fmt::Debug for Packer {
@@ -123,6 +135,9 @@ impl Packer {
             packed_cost: None,
             attempt: None,
             frame_len: 0,
+            probe_every: PROBE_EVERY,
+            since_probe: 0,
+            probed: None,
         }
     }
 
@@ -145,7 +160,17 @@ impl Packer {
                 // receiver (decompression) and on the other channels'
                 // cores is not in this channel's measurement.
                 let better = packed < raw * PREFER;
-                if self.packets.is_multiple_of(PROBE_EVERY) {
+                if let Some(was) = self.probed.take() {
+                    self.probe_every = if was == better {
+                        (self.probe_every * 2).min(MAX_PROBE_EVERY)
+                    } else {
+                        PROBE_EVERY
+                    };
+                }
+                self.since_probe += 1;
+                if self.since_probe >= self.probe_every {
+                    self.since_probe = 0;
+                    self.probed = Some(better);
                     !better
                 } else {
                     better
@@ -253,21 +278,18 @@ mod tests {
         p.attempt = Some(0.000_01);
         p.sent(1000, Duration::from_micros(10));
         assert!(!p.want());
-        // Raw is 10x dearer (a slow link): compress, but probe raw every
-        // 64th packet.
+        // Raw is 10x dearer (a slow link): compress, but probe raw at the
+        // 64th packet, then (the probe confirmed it) 128 later, then 256.
         p.sent(1000, Duration::from_micros(200));
-        let mut raw = 0;
-        for _ in 0..128 {
-            if !p.want() {
-                raw += 1;
-            }
-        }
-        assert_eq!(raw, 2);
-        // The link got fast: raw measured much cheaper, auto follows.
+        let raw: Vec<usize> = (1..=500).filter(|_| !p.want()).collect();
+        assert_eq!(raw, [64, 192, 448]);
+        // The link got fast: raw measured much cheaper, auto follows at
+        // once (no compressed probe within the next 128: the interval grew
+        // to 512 while probes confirmed compressing).
         for _ in 0..30 {
             p.sent(1000, Duration::from_nanos(100));
         }
         let compressed = (0..128).filter(|_| p.want()).count();
-        assert_eq!(compressed, 2);
+        assert_eq!(compressed, 0);
     }
 }
