@@ -10,58 +10,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bounded, spec, unix_pairs, Chans, SharedSink};
+use common::{
+    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink,
+};
 use transit_channel::fault::FailAfter;
-use transit_channel::{Channel, SocketChannel};
+use transit_channel::Channel;
 use transit_multifd::{
-    compress::Compress, Destination, Payload, Receiver, Reconnect, RecvConfig, RecvOutcome, Rejoin,
+    compress::Compress, Destination, Payload, Receiver, RecvConfig, RecvOutcome,
     Result as MfResult, SendConfig, Sender, SourceImage, Stats,
 };
-
-/// How a replacement connection behaves: the n-th new connection of a
-/// channel (0-based) breaks after the given bytes, or stalls.
-#[derive(Clone, Copy)]
-enum Next {
-    Fine,
-    FailAfter(u64),
-}
-
-/// A reconnect function that makes a socket pair, offers one end to the
-/// receiver's rejoin handle (on a thread, as a listener would) and returns
-/// the other; the first `plan.len()` new connections behave as planned.
-fn reconnect(rejoin: Rejoin, plan: Vec<Next>, made: Arc<AtomicUsize>) -> Reconnect {
-    let plan = Arc::new(Mutex::new(plan));
-    Reconnect::new(
-        Duration::from_secs(10),
-        Arc::new(move |_id: u32| {
-            let (a, b) = SocketChannel::pair()?;
-            let r = rejoin.clone();
-            std::thread::spawn(move || {
-                let _ = r.offer(Box::new(b));
-            });
-            made.fetch_add(1, Ordering::SeqCst);
-            let next = {
-                let mut p = plan.lock().unwrap();
-                if p.is_empty() {
-                    Next::Fine
-                } else {
-                    p.remove(0)
-                }
-            };
-            Ok(match next {
-                Next::Fine => Box::new(a) as Box<dyn Channel>,
-                Next::FailAfter(n) => Box::new(FailAfter::new(Box::new(a), n)),
-            })
-        }),
-    )
-}
-
-fn recv_config() -> RecvConfig {
-    RecvConfig {
-        reconnect_wait: Some(Duration::from_secs(10)),
-        ..RecvConfig::default()
-    }
-}
 
 /// Run a session over `n` page channels; `wrap` may replace the sender's
 /// page channels (to break one). Returns both ends' results and how many
@@ -78,14 +35,19 @@ fn session(
     what: What,
     dest: Destination,
     mut config: SendConfig,
-    plan: Vec<Next>,
+    plan: Vec<Option<u64>>,
     recv: RecvConfig,
 ) -> (MfResult<Stats>, MfResult<RecvOutcome>, usize) {
     let (mut send, recv_ends): (Chans, Chans) = unix_pairs(n + 1);
     let mut rx = Receiver::new(recv, dest);
     let made = Arc::new(AtomicUsize::new(0));
     if config.reconnect.is_none() {
-        config.reconnect = Some(reconnect(rx.rejoin_handle(), plan, made.clone()));
+        config.reconnect = Some(socketpair_reconnect(
+            rx.rejoin_handle(),
+            Duration::from_secs(10),
+            plan,
+            made.clone(),
+        ));
     }
     let got = std::thread::spawn(move || {
         for ch in recv_ends {
@@ -141,7 +103,7 @@ fn a_page_channel_reset_mid_packet_is_replaced_and_the_image_arrives_whole() {
                 ..SendConfig::default()
             },
             vec![],
-            recv_config(),
+            rejoining_config(),
         );
         if let Ok(o) = &got {
             assert_eq!(o.image.as_ref().expect("image").as_slice(), &want[..]);
@@ -178,8 +140,8 @@ fn a_channel_lost_twice_and_a_file_destination_with_one_channel() {
             },
             SendConfig::default(),
             // The first new connection breaks too, early.
-            vec![Next::FailAfter(100_000)],
-            recv_config(),
+            vec![Some(100_000)],
+            rejoining_config(),
         );
         if got.is_ok() {
             assert_eq!(std::fs::read(&p2).expect("output"), want);
@@ -230,7 +192,7 @@ fn a_compressed_stream_survives_a_lost_channel_in_order() {
                 ..SendConfig::default()
             },
             vec![],
-            recv_config(),
+            rejoining_config(),
         );
         if got.is_ok() {
             assert_eq!(*out.lock().unwrap(), want);
@@ -264,7 +226,7 @@ fn a_stalled_channel_is_cut_by_the_idle_timeout_and_replaced() {
             vec![],
             RecvConfig {
                 idle_timeout: Some(Duration::from_millis(500)),
-                ..recv_config()
+                ..rejoining_config()
             },
         );
         if let Ok(o) = &got {
@@ -282,7 +244,7 @@ fn without_reconnect_a_lost_channel_still_fails_both_ends() {
     let (sent, got) = bounded(60, || {
         let (mut send, recv_ends) = unix_pairs(3);
         let got = std::thread::spawn(move || {
-            let mut rx = Receiver::new(recv_config(), Destination::Memory { prefault: false });
+            let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
             for ch in recv_ends {
                 rx.accept_channel(ch)?;
             }

@@ -12,54 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{bounded, spec, unix_pairs, Chans, SharedSink};
+use common::{
+    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink,
+};
 use transit_channel::fault::FailAfter;
 use transit_channel::{
     Channel, Features, FlushOutcome, ReadFlags, Result as ChResult, ShutdownHandle, SocketChannel,
     WatchSource, WriteFlags,
 };
 use transit_multifd::{
-    Destination, Payload, Receiver, Reconnect, RecvConfig, Rejoin, SendConfig, Sender, SourceImage,
+    Destination, Payload, Receiver, Reconnect, RecvConfig, SendConfig, Sender, SourceImage,
 };
-
-fn reconnect(
-    rejoin: Rejoin,
-    window: Duration,
-    plan: Vec<Option<u64>>,
-    made: Arc<AtomicUsize>,
-) -> Reconnect {
-    let plan = Arc::new(Mutex::new(plan));
-    Reconnect::new(
-        window,
-        Arc::new(move |_id: u32| {
-            let (a, b) = SocketChannel::pair()?;
-            let r = rejoin.clone();
-            std::thread::spawn(move || {
-                let _ = r.offer(Box::new(b));
-            });
-            made.fetch_add(1, Ordering::SeqCst);
-            let next = {
-                let mut p = plan.lock().unwrap();
-                if p.is_empty() {
-                    None
-                } else {
-                    p.remove(0)
-                }
-            };
-            Ok(match next {
-                None => Box::new(a) as Box<dyn Channel>,
-                Some(n) => Box::new(FailAfter::new(Box::new(a), n)),
-            })
-        }),
-    )
-}
-
-fn recv_config() -> RecvConfig {
-    RecvConfig {
-        reconnect_wait: Some(Duration::from_secs(10)),
-        ..RecvConfig::default()
-    }
-}
 
 /// (A) `lost_since` is only cleared by an Ack: a second, independent loss
 /// more than `window` after the first one (no Ack read in between: images
@@ -68,11 +31,11 @@ fn recv_config() -> RecvConfig {
 fn a_second_loss_long_after_the_first_is_retried() {
     let (sent, got, made) = bounded(60, || {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
-        let mut rx = Receiver::new(recv_config(), Destination::Memory { prefault: false });
+        let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
         let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
             max_bandwidth: Some(4 << 20),
-            reconnect: Some(reconnect(
+            reconnect: Some(socketpair_reconnect(
                 rx.rejoin_handle(),
                 Duration::from_secs(2),
                 vec![Some(12 << 20)],
@@ -114,12 +77,12 @@ fn short_stream_appends_do_not_hang_with_reconnect() {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut rx = Receiver::new(
-            recv_config(),
+            rejoining_config(),
             Destination::Writer(Box::new(SharedSink(out.clone()))),
         );
         let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
-            reconnect: Some(reconnect(
+            reconnect: Some(socketpair_reconnect(
                 rx.rejoin_handle(),
                 Duration::from_secs(5),
                 vec![],
@@ -147,16 +110,27 @@ fn short_stream_appends_do_not_hang_with_reconnect() {
     assert_eq!(r, (true, true, 1000));
 }
 
-/// A receiver-side channel that lets `limit` bytes through, then waits
-/// for `gate` and fails as a reset connection.
-struct CutAt {
-    inner: Box<dyn Channel>,
-    left: usize,
-    gate: Arc<(Mutex<bool>, Condvar)>,
-    reached: Arc<AtomicBool>,
+/// What a [`ReadsUntil`] channel does once its bytes went through.
+enum Then {
+    /// Wait until the gate opens, then fail as a reset connection
+    /// (`reached` says it got there).
+    Cut {
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        reached: Arc<AtomicBool>,
+    },
+    /// Pause once this long, then go on.
+    Pause(Option<Duration>),
 }
 
-impl Channel for CutAt {
+/// A receiver-side channel that lets `left` bytes through, then does
+/// what `then` says.
+struct ReadsUntil {
+    inner: Box<dyn Channel>,
+    left: usize,
+    then: Then,
+}
+
+impl Channel for ReadsUntil {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -173,17 +147,27 @@ impl Channel for CutAt {
         flags: ReadFlags,
     ) -> ChResult<usize> {
         if self.left == 0 {
-            self.reached.store(true, Ordering::SeqCst);
-            let (m, cv) = &*self.gate;
-            let mut open = m.lock().unwrap();
-            while !*open {
-                open = cv.wait(open).unwrap();
+            match &mut self.then {
+                Then::Pause(p) => {
+                    if let Some(d) = p.take() {
+                        std::thread::sleep(d);
+                    }
+                    return self.inner.readv(bufs, fds, flags);
+                }
+                Then::Cut { gate, reached } => {
+                    reached.store(true, Ordering::SeqCst);
+                    let (m, cv) = &**gate;
+                    let mut open = m.lock().unwrap();
+                    while !*open {
+                        open = cv.wait(open).unwrap();
+                    }
+                    return Err(transit_channel::Error::os(
+                        self.inner.name(),
+                        "readv",
+                        std::io::Error::from_raw_os_error(libc::ECONNRESET),
+                    ));
+                }
             }
-            return Err(transit_channel::Error::os(
-                self.inner.name(),
-                "readv",
-                std::io::Error::from_raw_os_error(libc::ECONNRESET),
-            ));
         }
         let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.left);
         let mut tmp = vec![0u8; want];
@@ -253,18 +237,20 @@ fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
         let r1 = recv_ends.remove(1);
         recv_ends.insert(
             1,
-            Box::new(CutAt {
+            Box::new(ReadsUntil {
                 inner: r1,
                 left: 32 + 4 * 8 + 4096 + 100,
-                gate: gate.clone(),
-                reached: reached.clone(),
+                then: Then::Cut {
+                    gate: gate.clone(),
+                    reached: reached.clone(),
+                },
             }),
         );
-        let mut rx = Receiver::new(recv_config(), Destination::Memory { prefault: false });
+        let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
         let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
             packet_payload: 16 * 1024,
-            reconnect: Some(reconnect(
+            reconnect: Some(socketpair_reconnect(
                 rx.rejoin_handle(),
                 Duration::from_secs(10),
                 vec![],
@@ -318,7 +304,7 @@ fn a_stalled_replacement_is_cut_too() {
         let mut rx = Receiver::new(
             RecvConfig {
                 idle_timeout: Some(Duration::from_millis(500)),
-                ..recv_config()
+                ..rejoining_config()
             },
             Destination::Memory { prefault: false },
         );
@@ -379,86 +365,6 @@ fn a_stalled_replacement_is_cut_too() {
     assert_eq!(r, (true, true, 2));
 }
 
-/// A receiver-side channel that pauses `pause` once after `left` bytes.
-struct PauseAt {
-    inner: Box<dyn Channel>,
-    left: usize,
-    pause: Option<Duration>,
-}
-
-impl Channel for PauseAt {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn set_name(&mut self, name: String) {
-        self.inner.set_name(name)
-    }
-    fn features(&self) -> Features {
-        self.inner.features()
-    }
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> ChResult<usize> {
-        if self.left == 0 {
-            if let Some(d) = self.pause.take() {
-                std::thread::sleep(d);
-            }
-            return self.inner.readv(bufs, fds, flags);
-        }
-        let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.left);
-        let mut tmp = vec![0u8; want];
-        let n = self
-            .inner
-            .readv(&mut [IoSliceMut::new(&mut tmp)], fds, flags)?;
-        let mut at = 0;
-        for b in bufs.iter_mut() {
-            if at == n {
-                break;
-            }
-            let k = b.len().min(n - at);
-            b[..k].copy_from_slice(&tmp[at..at + k]);
-            at += k;
-        }
-        self.left -= n;
-        Ok(n)
-    }
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> ChResult<usize> {
-        self.inner.writev(bufs, fds, flags)
-    }
-    fn set_blocking(&mut self, blocking: bool) -> ChResult<()> {
-        self.inner.set_blocking(blocking)
-    }
-    fn is_blocking(&self) -> bool {
-        self.inner.is_blocking()
-    }
-    fn close(&mut self) -> ChResult<()> {
-        self.inner.close()
-    }
-    fn watch_source(&self) -> WatchSource {
-        self.inner.watch_source()
-    }
-    fn shutdown_handle(&self) -> ChResult<ShutdownHandle> {
-        self.inner.shutdown_handle()
-    }
-    fn seek(&mut self, pos: SeekFrom) -> ChResult<u64> {
-        self.inner.seek(pos)
-    }
-    fn flush(&mut self) -> ChResult<FlushOutcome> {
-        self.inner.flush()
-    }
-    fn bye(&mut self) -> ChResult<()> {
-        self.inner.bye()
-    }
-}
-
 /// (E) The sender's idle timeout cuts the channel while it waits for
 /// END's Ack (the receiver is slow); the rejoin is queued in `waiting`,
 /// then the receiver reads END from what the old connection buffered,
@@ -471,15 +377,15 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
         // 8 pages, 4 per packet: 2 DATA packets + SYNC, then END.
         let before_end = 2 * (32 + 4 * 8 + 4 * 4096) + 32;
         let r1 = recv_ends.remove(1);
-        recv_ends.push(Box::new(PauseAt {
+        recv_ends.push(Box::new(ReadsUntil {
             inner: r1,
             left: before_end,
-            pause: Some(Duration::from_millis(1500)),
+            then: Then::Pause(Some(Duration::from_millis(1500))),
         }));
         let mut rx = Receiver::new(
             RecvConfig {
                 idle_timeout: None,
-                ..recv_config()
+                ..rejoining_config()
             },
             Destination::Memory { prefault: false },
         );
@@ -487,7 +393,7 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
         let config = SendConfig {
             packet_payload: 16 * 1024,
             idle_timeout: Some(Duration::from_millis(300)),
-            reconnect: Some(reconnect(
+            reconnect: Some(socketpair_reconnect(
                 rx.rejoin_handle(),
                 Duration::from_secs(4),
                 vec![],

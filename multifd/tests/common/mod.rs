@@ -374,3 +374,47 @@ impl std::io::Write for SharedSink {
         Ok(())
     }
 }
+
+/// A reconnect function for the lost-channel tests: it makes a socket
+/// pair, offers one end to the receiver's `rejoin` handle (on a thread, as
+/// a listener would) and returns the other, counting them in `made`. The
+/// n-th new connection breaks after `plan[n]` bytes (`None`: it does not).
+pub fn socketpair_reconnect(
+    rejoin: transit_multifd::Rejoin,
+    window: Duration,
+    plan: Vec<Option<u64>>,
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> transit_multifd::Reconnect {
+    let plan = std::sync::Arc::new(std::sync::Mutex::new(plan));
+    transit_multifd::Reconnect::new(
+        window,
+        std::sync::Arc::new(move |_id: u32| {
+            let (a, b) = SocketChannel::pair()?;
+            let r = rejoin.clone();
+            std::thread::spawn(move || {
+                let _ = r.offer(Box::new(b));
+            });
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = {
+                let mut p = plan.lock().unwrap();
+                if p.is_empty() {
+                    None
+                } else {
+                    p.remove(0)
+                }
+            };
+            Ok(match next {
+                None => Box::new(a) as Box<dyn Channel>,
+                Some(n) => Box::new(transit_channel::fault::FailAfter::new(Box::new(a), n)),
+            })
+        }),
+    )
+}
+
+/// A receiver configuration that takes rejoins for up to 10 s.
+pub fn rejoining_config() -> RecvConfig {
+    RecvConfig {
+        reconnect_wait: Some(Duration::from_secs(10)),
+        ..RecvConfig::default()
+    }
+}
