@@ -15,7 +15,8 @@
 //!   the image); a stream's chunks are held as their buffers (the pool
 //!   grows by the window, see [`stream_held`]).
 //! - When a page channel's connection fails (reset, broken pipe, end of
-//!   file mid-session, or the idle timeout finding it stalled mid-packet),
+//!   file mid-session, or the idle timeout finding it stalled mid-packet;
+//!   a worker with nothing to send looks at its connection every second),
 //!   the worker calls the [`Reconnect`] function for that channel id (again
 //!   and again, backing off, for at most [`Reconnect::window`]), sends an
 //!   [`InitPacket`](crate::wire::InitPacket) with `rejoin` set, and reads a [`PageReply::Resume`]

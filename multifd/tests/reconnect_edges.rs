@@ -449,3 +449,57 @@ fn short_stream_appends_work_without_reconnect() {
     });
     assert_eq!(r, (true, true, 1000));
 }
+
+/// A connection that breaks while its channel has nothing to send (a pause
+/// between passes longer than the receiver's wait) is noticed by the idle
+/// sender within about a second and replaced, not left to the receiver's
+/// wait running out.
+#[test]
+fn a_connection_broken_while_its_channel_is_idle_is_replaced_at_once() {
+    let (sent, got, made) = bounded(60, || {
+        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(3);
+        // The receiver's end of page channel 1, to break it later.
+        let cut = recv_ends[2].shutdown_handle().expect("shutdown handle");
+        let mut rx = Receiver::new(
+            RecvConfig {
+                reconnect_wait: Some(Duration::from_secs(2)),
+                ..RecvConfig::default()
+            },
+            Destination::Memory { prefault: false },
+        );
+        let made = Arc::new(AtomicUsize::new(0));
+        let config = SendConfig {
+            reconnect: Some(socketpair_reconnect(
+                rx.rejoin_handle(),
+                Duration::from_secs(10),
+                vec![],
+                made.clone(),
+            )),
+            ..SendConfig::default()
+        };
+        let got = std::thread::spawn(move || {
+            for ch in recv_ends {
+                rx.accept_channel(ch)?;
+            }
+            rx.run()
+        });
+        let src = SourceImage::generate(&spec(4 << 20, 0.2, 21)).unwrap();
+        let main = send.remove(0);
+        let sent = (|| {
+            let mut tx = Sender::new(config, Payload::Image(src), main, send)?;
+            tx.send_all()?;
+            // Between passes: page channel 1 breaks, and nothing is sent
+            // for twice the receiver's wait.
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = cut.shutdown(transit_channel::Shutdown::Both);
+            std::thread::sleep(Duration::from_secs(4));
+            tx.send_pass(0..16)?;
+            tx.finish()
+        })();
+        (sent, got.join().expect("receiver thread"), made)
+    });
+    let sent = sent.expect("sender");
+    got.expect("receiver");
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert_eq!(sent.reconnects, 1);
+}

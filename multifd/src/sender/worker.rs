@@ -173,6 +173,10 @@ pub(super) struct Worker {
     pub(super) cuts: Arc<crate::rejoin::Cuts>,
 }
 
+/// How often an idle page channel looks at its connection (with
+/// reconnection on).
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Connections a channel may replace in a row without the receiver
 /// acknowledging anything in between before the window of the first loss
 /// bounds them (a receiver too slow for the idle timeout would otherwise
@@ -225,9 +229,34 @@ impl Worker {
                         st.busy[self.id] = true;
                         break j;
                     }
-                    st = shared.work[self.id]
-                        .wait(st)
+                    if self.reconnect.is_none() {
+                        st = shared.work[self.id]
+                            .wait(st)
+                            .unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
+                    // With reconnection, an idle channel looks at its
+                    // connection now and then: a pending acknowledgement
+                    // is read, a broken connection replaced at once (the
+                    // receiver waits for it only so long).
+                    let (g, waited) = shared.work[self.id]
+                        .wait_timeout(st, IDLE_CHECK)
                         .unwrap_or_else(|e| e.into_inner());
+                    st = g;
+                    if waited.timed_out() && st.slots[self.id].is_none() {
+                        st.busy[self.id] = true;
+                        drop(st);
+                        let r = self.check_idle();
+                        st = lock(&shared.state);
+                        st.busy[self.id] = false;
+                        self.give_back(&mut st);
+                        shared.idle.notify_all();
+                        if let Err(e) = r {
+                            drop(st);
+                            shared.failure.fail(e, false);
+                            return self.digest;
+                        }
+                    }
                 }
             };
             // The slot is free: the producer may queue the next job now.
@@ -252,16 +281,7 @@ impl Worker {
             {
                 let mut st = lock(&shared.state);
                 st.busy[self.id] = false;
-                for j in self.freed.drain(..) {
-                    match j {
-                        Job::Pages(mut v) => {
-                            v.clear();
-                            st.free_batches.push(v);
-                        }
-                        Job::Chunk { buf, .. } => st.free_chunks.push(buf),
-                        _ => {}
-                    }
-                }
+                self.give_back(&mut st);
             }
             shared.idle.notify_all();
             if let Err(e) = result {
@@ -272,6 +292,58 @@ impl Worker {
                 return self.digest;
             }
         }
+    }
+
+    /// Give the buffers of packets let go back to the producer's pools.
+    fn give_back(&mut self, st: &mut State) {
+        for j in self.freed.drain(..) {
+            match j {
+                Job::Pages(mut v) => {
+                    v.clear();
+                    st.free_batches.push(v);
+                }
+                Job::Chunk { buf, .. } => st.free_chunks.push(buf),
+                _ => {}
+            }
+        }
+    }
+
+    /// An idle channel's look at its connection: anything to read is the
+    /// awaited acknowledgement (read it), or the connection ending (end of
+    /// file, a reset: replace it now, sending again what it held).
+    fn check_idle(&mut self) -> Result<()> {
+        let ready = chio::wait_blocking(
+            &self.ch.watch_source(),
+            Condition::IN,
+            Some(std::time::Duration::ZERO),
+        );
+        if !matches!(&ready, Ok(c) if c.is_empty()) {
+            let acts = self.activity.clone();
+            let a = acts.page(self.id);
+            a.set(Wait::Mid(Stage::Sync));
+            let mut r = match self.pending_ack {
+                Some(_) => self.read_acks(),
+                // Nothing is due from the receiver: this can only be the
+                // end of the connection (or a peer out of protocol).
+                None => crate::rejoin::read_reply(&mut *self.ch, None, &self.ctx, Stage::Sync)
+                    .and_then(|_| {
+                        Err(self.ctx.proto(
+                            Stage::Sync,
+                            wire::WireError::Unexpected("a page reply nobody asked for"),
+                        ))
+                    }),
+            };
+            while let Err(e) = r {
+                if !self.can_recover(&e) {
+                    a.set(Wait::Off);
+                    return Err(e);
+                }
+                r = self.recover(e)?;
+            }
+            a.tick();
+            a.set(Wait::Off);
+        }
+        Ok(())
     }
 
     fn counters(&self) -> &ChannelCounters {
