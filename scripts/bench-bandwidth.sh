@@ -41,6 +41,7 @@ cap_bps=$((CAP * 1000000))
 
 run_case() { # channels round
     local ch=$1 r=$2 addr
+    rm -f "$work/r.err" # wait_listen must not read the last receiver's address
     "${RPIN[@]}" "$T" recv tcp:127.0.0.1:0 --json --json-interval 0.1 \
         >"$work/r.json" 2>"$work/r.err" &
     local rpid=$!

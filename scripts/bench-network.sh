@@ -106,6 +106,7 @@ run_case() {
         tx=(ip netns exec tnA)
         listen=tcp:10.77.0.2:0
     fi
+    rm -f "$work/r.err" # wait_listen must not read the last receiver's address
     "${rx[@]}" "$T" recv "$listen" "${opt[@]}" --json >"$work/r.json" 2>"$work/r.err" &
     rpid=$!
     addr=$(wait_listen "$work/r.err")
@@ -138,6 +139,7 @@ delta_case() {
         cp "$ddir/old.img" "$out"
         extra=(--delta)
     fi
+    rm -f "$work/r.err" # wait_listen must not read the last receiver's address
     ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" "${extra[@]}" --json \
         >"$work/r.json" 2>"$work/r.err" &
     rpid=$!
@@ -166,6 +168,7 @@ delta_case() {
 lost_case() {
     local out="$ddir/lost.img" addr port t0 t1 rpid spid tx0 tx1 sport conns
     rm -f "$out"
+    rm -f "$work/r.err" # wait_listen must not read the last receiver's address
     ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" --json \
         >"$work/r.json" 2>"$work/r.err" &
     rpid=$!
@@ -245,6 +248,7 @@ resume_case() {
     RANDOM=7
     while [ "$done" = 0 ]; do
         runs=$((runs + 1))
+        rm -f "$work/r.err" # wait_listen must not read the last receiver's address
         ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" --resume --json \
             >"$work/r.json" 2>"$work/r.err" &
         rpid=$!
