@@ -156,9 +156,9 @@ struct State {
     session: Option<SessionHeader>,
     /// A new connection per channel, waiting for its thread.
     waiting: Vec<Option<Box<dyn Channel>>>,
-    /// Each channel's current connection, to wake a thread blocked on one
-    /// that a replacement supersedes.
-    current: Vec<Option<ShutdownHandle>>,
+    /// Each channel's current connection (shared with the idle timeout),
+    /// to wake a thread blocked on one that a replacement supersedes.
+    current: Option<Arc<Cuts>>,
     /// Channels whose thread ended after the END packet: the last packet
     /// applied (a rejoin after it gets its answer from here).
     ended: Vec<Option<Option<u64>>>,
@@ -173,12 +173,12 @@ impl Rejoins {
     }
 
     /// The session starts: rejoins for its channels are taken from now.
-    pub(crate) fn open(&self, session: SessionHeader, current: Vec<Option<ShutdownHandle>>) {
+    pub(crate) fn open(&self, session: SessionHeader, current: Arc<Cuts>) {
         let mut st = lock(&self.st);
         let n = session.channels as usize;
         st.session = Some(session);
         st.waiting = (0..n).map(|_| None).collect();
-        st.current = current;
+        st.current = Some(current);
         st.ended = vec![None; n];
     }
 
@@ -188,7 +188,7 @@ impl Rejoins {
         let mut st = lock(&self.st);
         st.session = None;
         st.waiting.clear();
-        st.current.clear();
+        st.current = None;
         self.cv.notify_all();
     }
 
@@ -221,7 +221,9 @@ impl Rejoins {
                 return None;
             }
             if let Some(ch) = st.waiting.get_mut(id).and_then(Option::take) {
-                st.current[id] = ch.shutdown_handle().ok();
+                if let (Some(c), Ok(h)) = (&st.current, ch.shutdown_handle()) {
+                    c.set(id, h);
+                }
                 return Some(ch);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -341,8 +343,8 @@ impl Rejoin {
         }
         ch.set_name(format!("multifd-recv-{id} {}", ch.name()));
         st.waiting[id] = Some(ch);
-        if let Some(h) = &st.current[id] {
-            let _ = h.shutdown(Shutdown::Both);
+        if let Some(c) = &st.current {
+            c.shut(id);
         }
         self.inner.cv.notify_all();
         Ok(init.channel_id)
@@ -384,6 +386,13 @@ impl Cuts {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Shut channel `id`'s connection down (a new one supersedes it).
+    pub(crate) fn shut(&self, id: usize) {
+        if let Some(Some(h)) = self.slots.get(id).map(|s| lock(s).0.clone()) {
+            let _ = h.shutdown(Shutdown::Both);
         }
     }
 

@@ -256,6 +256,36 @@ fn pwrite_all(fd: RawFd, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Hash (into `digest`, if given) the pages `offsets` whose bytes follow
+/// each other in `buf`, while they are in cache, and `pwrite` each run of
+/// contiguous pages to the file, one run at a time under `one_at_a_time`
+/// if given (page channels contend on the file's inode lock otherwise).
+fn write_pages(
+    fd: RawFd,
+    buf: &[u8],
+    offsets: &[u64],
+    session: &SessionHeader,
+    digest: Option<&mut Digest>,
+    one_at_a_time: Option<&Mutex<()>>,
+) -> Result<()> {
+    if let Some(d) = digest {
+        let mut pos = 0usize;
+        for &o in offsets {
+            let len = session.page_len(o);
+            d.add(page_hash(o, &buf[pos..pos + len]));
+            pos += len;
+        }
+    }
+    let mut at = 0usize;
+    for (off, len) in session::runs(offsets, session) {
+        let _g = one_at_a_time.map(lock);
+        pwrite_all(fd, &buf[at..at + len], off)
+            .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))?;
+        at += len;
+    }
+    Ok(())
+}
+
 /// Make `len` bytes at `off` of a file read as zeros: punch a hole, or
 /// write zeros where the file system cannot.
 fn zero_file_range(fd: RawFd, off: u64, len: usize) -> std::io::Result<()> {
@@ -425,10 +455,9 @@ impl Run {
     ) -> Run {
         let RunOptions { idle, have, rejoin } = opts;
         let n = conns.len();
-        let handles: Vec<_> = conns.iter().map(|c| c.ch.shutdown_handle().ok()).collect();
-        let cuts = Cuts::new(handles.clone());
+        let cuts = Cuts::new(conns.iter().map(|c| c.ch.shutdown_handle().ok()).collect());
         if let Some((r, _)) = &rejoin {
-            r.open(session, handles);
+            r.open(session, cuts.clone());
             failure.add_waker(r.clone());
         }
         let (kind_of, image, stream, sink) = match target {
@@ -904,28 +933,10 @@ impl FileWriter {
                             let _ = tx_back.send(Err(std::mem::take(&mut digest)));
                         }
                         WriteJob::Pages { buf, offsets } => {
-                            if session.verify {
-                                let mut pos = 0usize;
-                                for &o in &offsets {
-                                    let l = session.page_len(o);
-                                    digest.add(page_hash(o, &buf[pos..pos + l]));
-                                    pos += l;
-                                }
-                            }
-                            let mut at = 0usize;
-                            for (off, len) in session::runs(&offsets, &session) {
-                                let r = pwrite_all(fd, &buf[at..at + len], off);
-                                if let Err(e) = r {
-                                    failure.fail(
-                                        Error::data(
-                                            format!("write the destination at offset {off}"),
-                                            e,
-                                        ),
-                                        true,
-                                    );
-                                    return;
-                                }
-                                at += len;
+                            let d = session.verify.then_some(&mut digest);
+                            if let Err(e) = write_pages(fd, &buf, &offsets, &session, d, None) {
+                                failure.fail(e, true);
+                                return;
                             }
                             let _ = tx_back.send(Ok(buf));
                         }
@@ -1138,9 +1149,9 @@ impl Reader {
                 // That one is gone too: wait for the next.
                 continue;
             }
+            // (`wait_for` made it the channel's current connection.)
             if let Ok(h) = ch.shutdown_handle() {
-                self.failure.add_page_handle(h.clone());
-                self.cuts.set(self.id, h);
+                self.failure.add_page_handle(h);
             }
             self.ch = ch;
             self.last_packet = self.applied;
@@ -1470,22 +1481,15 @@ impl Reader {
 
     /// Hash the packet's pages in `buf` and `pwrite` them, run by run.
     fn buf_to_file(&mut self, normal: usize, img: &ImageShared, fd: RawFd) -> Result<()> {
-        if self.session.verify {
-            let mut pos = 0usize;
-            for &o in &self.offsets[..normal] {
-                let len = self.session.page_len(o);
-                self.digest.add(page_hash(o, &self.buf[pos..pos + len]));
-                pos += len;
-            }
-        }
-        let mut at = 0usize;
-        for (off, len) in session::runs(&self.offsets[..normal], &self.session) {
-            let _one_at_a_time = lock(&img.writing);
-            pwrite_all(fd, &self.buf[at..at + len], off)
-                .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))?;
-            at += len;
-        }
-        Ok(())
+        let digest = self.session.verify.then_some(&mut self.digest);
+        write_pages(
+            fd,
+            &self.buf,
+            &self.offsets[..normal],
+            &self.session,
+            digest,
+            Some(&img.writing),
+        )
     }
 
     /// A HOLES packet: ranges of zero pages. Fresh destination pages are
