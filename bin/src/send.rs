@@ -917,15 +917,7 @@ fn pick_channels(
     // Say so on the connections that did open: a receiver that took one
     // of them for plain bytes (`recv --raw`) then fails too, naming the
     // mismatch, instead of writing an empty file.
-    let gave_up = wire::Record::Error {
-        code: wire::ErrorCode::Aborted,
-        message: format!("the sender gave up: {why}"),
-    }
-    .to_bytes();
-    for c in &mut chans {
-        let _ = c.set_blocking(false);
-        let _ = chio::write_all(c.as_mut(), &gave_up);
-    }
+    transit_multifd::give_up(&mut chans, &why);
     Err(AppError::Failed(why))
 }
 

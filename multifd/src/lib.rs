@@ -135,7 +135,7 @@ pub use image::{Content, DestImage, ImageSpec, SourceImage};
 pub use progress::{ChannelStats, Progress, Stats};
 pub use receiver::{Accepted, Destination, Receiver, RecvConfig, RecvOutcome};
 pub use rejoin::{Reconnect, Rejoin};
-pub use sender::{Payload, SendConfig, Sender};
+pub use sender::{give_up, Payload, SendConfig, Sender};
 pub use session::AbortHandle;
 pub use wire::{Compression, SessionHeader, Totals};
 

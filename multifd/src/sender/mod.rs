@@ -941,17 +941,18 @@ impl Drop for Sender {
     }
 }
 
-/// Say why on page channels that carried nothing yet, when the handshake
-/// fails before their init packet: a peer that took one of them (a
-/// `--raw` receiver reading plain bytes) then fails naming it, instead of
-/// taking their end for an empty transfer. Best effort, never blocking.
-fn give_up(pages: &mut [Box<dyn Channel>], e: &Error) {
+/// Say why a sender gives up on channels that carried nothing yet (a
+/// connect or a handshake failed before their first bytes): a peer that
+/// took one of them (a `--raw` receiver reading plain bytes) then fails
+/// naming it, instead of taking their end for an empty transfer. An Error
+/// record "the sender gave up: `why`", best effort, never blocking.
+pub fn give_up(chans: &mut [Box<dyn Channel>], why: &dyn std::fmt::Display) {
     let rec = Record::Error {
         code: wire::ErrorCode::Aborted,
-        message: format!("the sender gave up: {e}"),
+        message: format!("the sender gave up: {why}"),
     }
     .to_bytes();
-    for ch in pages {
+    for ch in chans {
         let _ = ch.set_blocking(false);
         let _ = chio::write_all(ch, &rec);
     }
