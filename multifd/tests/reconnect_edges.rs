@@ -6,20 +6,16 @@
 
 mod common;
 
-use std::io::{IoSlice, IoSliceMut, SeekFrom};
-use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{
-    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink,
+    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink, Tamper,
+    Then,
 };
 use transit_channel::fault::FailAfter;
-use transit_channel::{
-    Channel, Features, FlushOutcome, ReadFlags, Result as ChResult, ShutdownHandle, SocketChannel,
-    WatchSource, WriteFlags,
-};
+use transit_channel::{Channel, SocketChannel};
 use transit_multifd::{
     Destination, Payload, Receiver, Reconnect, RecvConfig, SendConfig, Sender, SourceImage,
 };
@@ -110,116 +106,6 @@ fn short_stream_appends_do_not_hang_with_reconnect() {
     assert_eq!(r, (true, true, 1000));
 }
 
-/// What a [`ReadsUntil`] channel does once its bytes went through.
-enum Then {
-    /// Wait until the gate opens, then fail as a reset connection
-    /// (`reached` says it got there).
-    Cut {
-        gate: Arc<(Mutex<bool>, Condvar)>,
-        reached: Arc<AtomicBool>,
-    },
-    /// Pause once this long, then go on.
-    Pause(Option<Duration>),
-}
-
-/// A receiver-side channel that lets `left` bytes through, then does
-/// what `then` says.
-struct ReadsUntil {
-    inner: Box<dyn Channel>,
-    left: usize,
-    then: Then,
-}
-
-impl Channel for ReadsUntil {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn set_name(&mut self, name: String) {
-        self.inner.set_name(name)
-    }
-    fn features(&self) -> Features {
-        self.inner.features()
-    }
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> ChResult<usize> {
-        if self.left == 0 {
-            match &mut self.then {
-                Then::Pause(p) => {
-                    if let Some(d) = p.take() {
-                        std::thread::sleep(d);
-                    }
-                    return self.inner.readv(bufs, fds, flags);
-                }
-                Then::Cut { gate, reached } => {
-                    reached.store(true, Ordering::SeqCst);
-                    let (m, cv) = &**gate;
-                    let mut open = m.lock().unwrap();
-                    while !*open {
-                        open = cv.wait(open).unwrap();
-                    }
-                    return Err(transit_channel::Error::os(
-                        self.inner.name(),
-                        "readv",
-                        std::io::Error::from_raw_os_error(libc::ECONNRESET),
-                    ));
-                }
-            }
-        }
-        let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(self.left);
-        let mut tmp = vec![0u8; want];
-        let n = self
-            .inner
-            .readv(&mut [IoSliceMut::new(&mut tmp)], fds, flags)?;
-        let mut at = 0;
-        for b in bufs.iter_mut() {
-            if at == n {
-                break;
-            }
-            let k = b.len().min(n - at);
-            b[..k].copy_from_slice(&tmp[at..at + k]);
-            at += k;
-        }
-        self.left -= n;
-        Ok(n)
-    }
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> ChResult<usize> {
-        self.inner.writev(bufs, fds, flags)
-    }
-    fn set_blocking(&mut self, blocking: bool) -> ChResult<()> {
-        self.inner.set_blocking(blocking)
-    }
-    fn is_blocking(&self) -> bool {
-        self.inner.is_blocking()
-    }
-    fn close(&mut self) -> ChResult<()> {
-        self.inner.close()
-    }
-    fn watch_source(&self) -> WatchSource {
-        self.inner.watch_source()
-    }
-    fn shutdown_handle(&self) -> ChResult<ShutdownHandle> {
-        self.inner.shutdown_handle()
-    }
-    fn seek(&mut self, pos: SeekFrom) -> ChResult<u64> {
-        self.inner.seek(pos)
-    }
-    fn flush(&mut self) -> ChResult<FlushOutcome> {
-        self.inner.flush()
-    }
-    fn bye(&mut self) -> ChResult<()> {
-        self.inner.bye()
-    }
-}
-
 /// (C) Memory destination: a packet cut mid-payload has written page 0
 /// (and part of page 1) into the image without setting their written
 /// bits. The packet goes again after `image_mut` zeroed those pages: now
@@ -237,14 +123,14 @@ fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
         let r1 = recv_ends.remove(1);
         recv_ends.insert(
             1,
-            Box::new(ReadsUntil {
-                inner: r1,
-                left: 32 + 4 * 8 + 4096 + 100,
-                then: Then::Cut {
+            Tamper::reads_until(
+                r1,
+                32 + 4 * 8 + 4096 + 100,
+                Then::Cut {
                     gate: gate.clone(),
                     reached: reached.clone(),
                 },
-            }),
+            ),
         );
         let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
         let made = Arc::new(AtomicUsize::new(0));
@@ -377,11 +263,11 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
         // 8 pages, 4 per packet: 2 DATA packets + SYNC, then END.
         let before_end = 2 * (32 + 4 * 8 + 4 * 4096) + 32;
         let r1 = recv_ends.remove(1);
-        recv_ends.push(Box::new(ReadsUntil {
-            inner: r1,
-            left: before_end,
-            then: Then::Pause(Some(Duration::from_millis(1500))),
-        }));
+        recv_ends.push(Tamper::reads_until(
+            r1,
+            before_end,
+            Then::Pause(Some(Duration::from_millis(1500))),
+        ));
         let mut rx = Receiver::new(
             RecvConfig {
                 idle_timeout: None,

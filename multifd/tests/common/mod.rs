@@ -70,7 +70,8 @@ pub fn spec(size: u64, zero_ratio: f64, seed: u64) -> ImageSpec {
 }
 
 /// A channel wrapper that flips one bit of the byte at written stream
-/// position `corrupt_at`, and/or sleeps before every read, and/or ends
+/// position `corrupt_at`, and/or sleeps before every read, and/or lets
+/// `read_left` bytes be read and then does what `then` says, and/or ends
 /// its transport late: `bye` sleeps `late_bye`, then writes a few bytes
 /// (as a websocket close frame or a TLS close_notify would).
 pub struct Tamper {
@@ -78,40 +79,66 @@ pub struct Tamper {
     pub corrupt_at: Option<u64>,
     pub pos: u64,
     pub read_delay: Option<Duration>,
+    pub read_left: Option<usize>,
+    pub then: Option<Then>,
     pub late_bye: Option<Duration>,
 }
 
+/// What a [`Tamper`] with `read_left` does once those bytes were read.
+pub enum Then {
+    /// Wait until the gate opens, then fail as a reset connection
+    /// (`reached` says it got there).
+    Cut {
+        gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        reached: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    },
+    /// Pause once this long, then go on.
+    Pause(Option<Duration>),
+}
+
 impl Tamper {
+    fn plain(inner: Box<dyn Channel>) -> Tamper {
+        Tamper {
+            inner,
+            corrupt_at: None,
+            pos: 0,
+            read_delay: None,
+            read_left: None,
+            then: None,
+            late_bye: None,
+        }
+    }
+
     /// Flip a bit at `at`.
     pub fn corrupt(inner: Box<dyn Channel>, at: u64) -> Box<dyn Channel> {
         Box::new(Tamper {
-            inner,
             corrupt_at: Some(at),
-            pos: 0,
-            read_delay: None,
-            late_bye: None,
+            ..Tamper::plain(inner)
         })
     }
 
     /// Sleep `d` before every read.
     pub fn slow(inner: Box<dyn Channel>, d: Duration) -> Box<dyn Channel> {
         Box::new(Tamper {
-            inner,
-            corrupt_at: None,
-            pos: 0,
             read_delay: Some(d),
-            late_bye: None,
+            ..Tamper::plain(inner)
         })
     }
 
     /// `bye` sleeps `d`, then writes 8 bytes.
     pub fn late_bye(inner: Box<dyn Channel>, d: Duration) -> Box<dyn Channel> {
         Box::new(Tamper {
-            inner,
-            corrupt_at: None,
-            pos: 0,
-            read_delay: None,
             late_bye: Some(d),
+            ..Tamper::plain(inner)
+        })
+    }
+
+    /// Let `left` bytes be read, then do what `then` says.
+    pub fn reads_until(inner: Box<dyn Channel>, left: usize, then: Then) -> Box<dyn Channel> {
+        Box::new(Tamper {
+            read_left: Some(left),
+            then: Some(then),
+            ..Tamper::plain(inner)
         })
     }
 }
@@ -135,7 +162,51 @@ impl Channel for Tamper {
         if let Some(d) = self.read_delay {
             std::thread::sleep(d);
         }
-        self.inner.readv(bufs, fds, flags)
+        let Some(left) = self.read_left else {
+            return self.inner.readv(bufs, fds, flags);
+        };
+        if left == 0 {
+            match &mut self.then {
+                Some(Then::Cut { gate, reached }) => {
+                    reached.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let (m, cv) = &**gate;
+                    let mut open = m.lock().unwrap();
+                    while !*open {
+                        open = cv.wait(open).unwrap();
+                    }
+                    return Err(transit_channel::Error::os(
+                        self.inner.name(),
+                        "readv",
+                        std::io::Error::from_raw_os_error(libc::ECONNRESET),
+                    ));
+                }
+                Some(Then::Pause(p)) => {
+                    if let Some(d) = p.take() {
+                        std::thread::sleep(d);
+                    }
+                }
+                None => {}
+            }
+            return self.inner.readv(bufs, fds, flags);
+        }
+        // Read at most `left` bytes (through a bounce buffer, so the
+        // caller's iovecs are filled in order).
+        let want: usize = bufs.iter().map(|b| b.len()).sum::<usize>().min(left);
+        let mut tmp = vec![0u8; want];
+        let n = self
+            .inner
+            .readv(&mut [IoSliceMut::new(&mut tmp)], fds, flags)?;
+        let mut at = 0;
+        for b in bufs.iter_mut() {
+            if at == n {
+                break;
+            }
+            let k = b.len().min(n - at);
+            b[..k].copy_from_slice(&tmp[at..at + k]);
+            at += k;
+        }
+        self.read_left = Some(left - n);
+        Ok(n)
     }
     fn writev(
         &mut self,
