@@ -321,7 +321,7 @@ impl Worker {
             let acts = self.activity.clone();
             let a = acts.page(self.id);
             a.set(Wait::Mid(Stage::Sync));
-            let mut r = match self.pending_ack {
+            let r = match self.pending_ack {
                 Some(_) => self.read_acks(),
                 // Nothing is due from the receiver: this can only be the
                 // end of the connection (or a peer out of protocol).
@@ -333,15 +333,10 @@ impl Worker {
                         ))
                     }),
             };
-            while let Err(e) = r {
-                if !self.can_recover(&e) {
-                    a.set(Wait::Off);
-                    return Err(e);
-                }
-                r = self.recover(e)?;
-            }
+            let r = self.recovering(r, |_| Ok(()));
             a.tick();
             a.set(Wait::Off);
+            r?;
         }
         Ok(())
     }
@@ -371,25 +366,16 @@ impl Worker {
             job,
             counted: None,
         };
-        let mut r = self.send_held(&mut held);
+        let r = self.send_held(&mut held);
         if self.reconnect.is_some() {
             self.held.push_back(held);
         } else {
             self.freed.push(held.job);
         }
-        if end {
-            r = r.and_then(|()| self.await_acks());
-        }
-        while let Err(e) = r {
-            if !self.can_recover(&e) {
-                return Err(e);
-            }
-            // No new connection: final. A new one that fails too: again.
-            r = self.recover(e)?;
-            if end {
-                r = r.and_then(|()| self.await_acks());
-            }
-        }
+        // END: done once the receiver acknowledged everything.
+        let after = |w: &mut Worker| if end { w.await_acks() } else { Ok(()) };
+        let r = r.and_then(|()| after(self));
+        self.recovering(r, after)?;
         if sync {
             self.epoch += 1;
         }
@@ -410,12 +396,23 @@ impl Worker {
     /// or lost connection shows here too, and is replaced (what it held
     /// goes again on the new one, which is then flushed).
     fn flush_or_recover(&mut self, stage: Stage) -> Result<()> {
-        let mut r = self.flush_zero_copy(stage);
+        let r = self.flush_zero_copy(stage);
+        self.recovering(r, |w| w.flush_zero_copy(stage))
+    }
+
+    /// The one recovery loop: while `r` is a failure this worker may
+    /// survive, replace the connection (sending again what it held), then
+    /// run `then` on the new one. Final when no new connection comes.
+    fn recovering(
+        &mut self,
+        mut r: Result<()>,
+        mut then: impl FnMut(&mut Worker) -> Result<()>,
+    ) -> Result<()> {
         while let Err(e) = r {
             if !self.can_recover(&e) {
                 return Err(e);
             }
-            r = self.recover(e)?.and_then(|()| self.flush_zero_copy(stage));
+            r = self.recover(e)?.and_then(|()| then(self));
         }
         Ok(())
     }
