@@ -9,11 +9,11 @@
 //! a minimal peer on the main channel accepts the session and echoes the
 //! sender's totals as the verdict: the sender's framework alone: batching,
 //! zero-page scan, digest, packet building); `tls`, `ws` and `wss`
-//! (loopback TCP with the layers of [`crate::transport`]; TLS credentials
+//! (loopback TCP with the layers of `transit_endpoint::connect`; TLS credentials
 //! generated in process by `TestPki::loopback_creds`, no files; every
 //! handshake of both ends in parallel); and `exec` (`exec:` running this
 //! executable as `transit recv stdio:`, the N+1 runs joined as
-//! [`crate::join`] describes: the one row whose receiver is another
+//! `transit_endpoint::join` describes: the one row whose receiver is another
 //! process; CPU% counts the sender only).
 //!
 //! `file` is tcp between two files: the image is written once (not timed)
@@ -32,20 +32,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 use transit_channel::tls::generate::TestPki;
-use transit_channel::{io as chio, Channel, NullChannel, SocketAddress, SocketChannel};
-use transit_multifd::wire::{self, Record, VerdictStatus};
+use transit_channel::{Channel, NullChannel, SocketAddress, SocketChannel};
+use transit_multifd::wire;
 use transit_multifd::{
     Content, Destination, ImageSpec, Payload, Receiver, RecvConfig, SendConfig, Sender,
     SourceImage, Stats,
 };
 
 use crate::cli::BenchArgs;
-use crate::endpoint::Endpoint;
 use crate::error::AppError;
-use crate::pipe::MemPipe;
 use crate::report::{emit_json, CpuClock};
-use crate::transport::{self, TlsOpts, TransportOpts};
 use crate::units;
+use transit_channel::MemPipe;
+use transit_endpoint::connect as transport;
+use transit_endpoint::Endpoint;
+use transit_endpoint::{TlsOpts, TransportOpts};
 
 /// Every transport `bench` knows, in table order.
 pub const TRANSPORTS: [&str; 9] = [
@@ -263,7 +264,9 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             );
             let ep = Endpoint::Exec(cmd);
             let mut opts = TransportOpts::new(Duration::from_secs(30));
-            opts.join = Some(crate::join::JoinTag::new());
+            opts.join = Some(
+                transit_endpoint::join::JoinTag::new().map_err(|e| format!("a join token: {e}"))?,
+            );
             let mut chans: Chans = Vec::new();
             let handles: Vec<_> = (0..=n)
                 .map(|i| {
@@ -283,7 +286,7 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             return Ok((main, chans, None));
         }
         "null" => {
-            let (c, a) = SocketChannel::pair().map_err(|e| e.to_string())?;
+            let (c, mut a) = SocketChannel::pair().map_err(|e| e.to_string())?;
             send.push(Box::new(c));
             for _ in 0..n {
                 send.push(Box::new(NullChannel::new()));
@@ -291,7 +294,7 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             let main = send.remove(0);
             let peer = std::thread::Builder::new()
                 .name("null-peer".into())
-                .spawn(move || null_peer(a))
+                .spawn(move || transit_multifd::null_peer(&mut a))
                 .map_err(|e| format!("spawn the null peer: {e}"))?;
             drop(peer); // It ends with the session; errors show on the sender.
             return Ok((main, send, None));
@@ -377,45 +380,6 @@ struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The minimal peer of the null transport: accept the session, ignore
-/// sync records, answer the end record with the sender's own totals.
-fn null_peer(mut ch: SocketChannel) -> Result<(), String> {
-    let mut hdr = [0u8; wire::SESSION_HEADER_LEN];
-    chio::read_all(&mut ch, &mut hdr).map_err(|e| e.to_string())?;
-    let h = wire::decode_session_header(&hdr).map_err(|e| e.to_string())?;
-    chio::write_all(
-        &mut ch,
-        &Record::Accept {
-            channels: h.channels,
-            have: false,
-        }
-        .to_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut body = [0u8; 8 + wire::MAX_ERROR_MESSAGE];
-    loop {
-        let mut rh = [0u8; wire::RECORD_HEADER_LEN];
-        if !chio::read_all_eof(&mut ch, &mut rh).map_err(|e| e.to_string())? {
-            return Err("the sender closed before its end record".into());
-        }
-        let rh = wire::decode_record_header(&rh).map_err(|e| e.to_string())?;
-        let body = &mut body[..rh.len as usize];
-        chio::read_all(&mut ch, body).map_err(|e| e.to_string())?;
-        match wire::decode_record_body(&rh, body).map_err(|e| e.to_string())? {
-            Record::Sync { .. } => {}
-            Record::End(totals) => {
-                let v = Record::Verdict {
-                    status: VerdictStatus::Ok,
-                    totals,
-                };
-                return chio::write_all(&mut ch, &v.to_bytes()).map_err(|e| e.to_string());
-            }
-            Record::Error { message, .. } => return Err(message),
-            other => return Err(format!("unexpected record {other:?}")),
-        }
     }
 }
 
@@ -530,7 +494,7 @@ fn run_one(
             .unwrap_or_else(|_| Err("the receiver panicked".into()))
     });
     if transport == "exec" {
-        transport::wait_commands()?;
+        transit_endpoint::exec::wait_commands()?;
     }
     let stats = sent.map_err(|e| e.to_string())?;
     if let Some(r) = received {

@@ -8,31 +8,26 @@
 //! The user guide is `docs/cli.md`.
 //!
 //! Public modules are the pieces tests and tools reuse: [`cli`] (argument
-//! definitions and parsers), [`endpoint`] (URI parsing), [`dirty`] (the
-//! dirty-page pattern of `--passes`), [`pipe`] (the in-process pipe of the
-//! `buffer` bench transport), [`transport`] (the layer stack: socket or
-//! command, TLS, websocket), [`join`] (how the N+1 runs of an `exec:`
-//! command find each other) and [`error`] (exit codes).
+//! definitions and parsers), [`dirty`] (the dirty-page pattern of
+//! `--passes`) and [`error`] (exit codes). Endpoints (URI parsing) and the
+//! connection stacks (socket or command, TLS, websocket; admission of a
+//! listener's connections; the joined runs of `exec:`) are the library
+//! `transit-endpoint`; the sessions are `transit-multifd`.
 
-mod admit;
 pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod dirty;
-pub mod endpoint;
 pub mod error;
 mod idle;
-pub mod join;
 mod manual;
 mod output;
 mod payload;
-pub mod pipe;
 mod recv;
 mod report;
 mod room;
 mod runtime;
 mod send;
-pub mod transport;
 mod units;
 
 use clap::{CommandFactory, FromArgMatches};

@@ -15,7 +15,7 @@
 //! session runs on multifd's threads.
 
 use std::cell::RefCell;
-use std::io::{IoSliceMut, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,18 +28,14 @@ use transit_channel::{
     io as chio, Channel, Condition, ControlFlow, ReadFlags, Shutdown, SocketAddress, SocketChannel,
 };
 use transit_multifd::progress::ThreadCpu;
-use transit_multifd::wire::{
-    self, ErrorCode, FramedStart, Layout, Record, SessionHeader, SizeLimit, WireError,
-};
+use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit, WireError};
 use transit_multifd::{
     AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
 };
 use transit_net_listener::NetListener;
 
-use crate::admit::{self, Admission, AdmitConfig, Admitted, Head, Peeked};
 use crate::checksum;
 use crate::cli::RecvArgs;
-use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
 use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
@@ -53,7 +49,12 @@ use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
     DEFAULT_TIMEOUT,
 };
-use crate::transport::{self, Prefixed, TransportOpts};
+use transit_endpoint::admit::{Admission, AdmitConfig, Admitted};
+use transit_endpoint::connect as transport;
+use transit_endpoint::Endpoint;
+use transit_endpoint::TransportOpts;
+use transit_multifd::incoming::{self, Peeked};
+use transit_multifd::raw::RawError;
 
 /// Where received data goes.
 #[derive(Debug, Clone)]
@@ -344,7 +345,7 @@ fn recv_rdma(
 
 /// `recv exec:COMMAND --raw`: the command's stdout supplies the bytes.
 fn recv_exec(rt: &Runtime, opts: &Opts, cmd: &str, clock: CpuClock) -> Result<(), AppError> {
-    let ch = transport::ExecChannel::spawn(cmd)
+    let ch = transit_endpoint::exec::ExecChannel::spawn(cmd)
         .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
     let ch = accept_layers(rt, opts, Box::new(ch), None)?;
     recv_raw(rt, opts, ch, clock)
@@ -359,7 +360,7 @@ fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppE
 }
 
 /// `recv stdio:` in a multifd session: one of the N+1 runs of the
-/// sender's `exec:` command (see [`crate::join`]). The run that carries
+/// sender's `exec:` command (see `transit_endpoint::join`). The run that carries
 /// the main channel gathers the others' pipes and receives; the others
 /// hand theirs over and wait for the outcome.
 fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
@@ -372,7 +373,8 @@ fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError
         "join",
         || {},
         move || {
-            let pre = crate::join::read_preamble(&mut *ch, timeout).map_err(AppError::Failed)?;
+            let pre = transit_endpoint::join::read_preamble(&mut *ch, timeout)
+                .map_err(AppError::Failed)?;
             Ok((ch, pre))
         },
     )?;
@@ -381,7 +383,10 @@ fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError
         let ok = rt.run_task(
             "join",
             || {},
-            move || crate::join::follow(&pre.tag, pre.index, timeout).map_err(AppError::Failed),
+            move || {
+                transit_endpoint::join::follow(&pre.tag, pre.index, timeout)
+                    .map_err(AppError::Failed)
+            },
         )?;
         return if ok {
             Ok(())
@@ -395,7 +400,9 @@ fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError
     let (mut leader, others) = rt.run_task(
         "join",
         || {},
-        move || crate::join::lead(&pre.tag, pre.count, timeout).map_err(AppError::Failed),
+        move || {
+            transit_endpoint::join::lead(&pre.tag, pre.count, timeout).map_err(AppError::Failed)
+        },
     )?;
     let mut chans = vec![ch];
     chans.extend(others.into_iter().map(|(_, c)| c));
@@ -594,51 +601,19 @@ fn run_copy(
 
 /// A `--raw` receiver's first look at its connection: a framed transit
 /// sender is refused, and told so, instead of being taken for data (both
-/// ends fail, each naming the mismatch). Plain bytes read to decide are
-/// put back in front.
-fn refuse_framed(mut ch: Box<dyn Channel>) -> Result<Box<dyn Channel>, AppError> {
-    let mut head = Vec::new();
-    loop {
-        match wire::framed_start(&head) {
-            FramedStart::Raw => break,
-            FramedStart::NeedMore(n) => {
-                let at = head.len();
-                head.resize(n, 0);
-                match ch.readv(
-                    &mut [IoSliceMut::new(&mut head[at..])],
-                    None,
-                    ReadFlags::empty(),
-                ) {
-                    Ok(0) => {
-                        head.truncate(at);
-                        break;
-                    }
-                    Ok(k) => head.truncate(at + k),
-                    Err(e) => return Err(AppError::Failed(format!("raw channel: receive: {e}"))),
-                }
-            }
-            FramedStart::Framed { reason } => {
-                let tell = Record::Error {
-                    code: ErrorCode::Refused,
-                    message: "the receiver runs with --raw and takes plain bytes on one \
-                              connection: drop --raw there, or use it on both ends"
-                        .into(),
-                };
-                let _ = chio::write_all(&mut *ch, &tell.to_bytes());
-                drain_close(ch, Instant::now() + LINGER);
-                let mut msg = "the sender speaks transit's framed protocol: drop --raw, or use it on both ends"
+/// ends fail, each naming the mismatch).
+fn refuse_framed(ch: Box<dyn Channel>) -> Result<Box<dyn Channel>, AppError> {
+    transit_multifd::raw::expect_plain(ch, LINGER).map_err(|e| match e {
+        RawError::Framed { said } => {
+            let mut msg =
+                "the sender speaks transit's framed protocol: drop --raw, or use it on both ends"
                     .to_owned();
-                if let Some(r) = reason {
-                    msg.push_str(&format!(" (the sender gave up: {})", one_line(&r)));
-                }
-                return Err(AppError::Failed(msg));
+            if let Some(r) = said {
+                msg.push_str(&format!(" (the sender gave up: {})", one_line(&r)));
             }
+            AppError::Failed(msg)
         }
-    }
-    Ok(if head.is_empty() {
-        ch
-    } else {
-        Box::new(Prefixed::new(head, ch))
+        RawError::Channel(e) => AppError::Failed(format!("raw channel: receive: {e}")),
     })
 }
 
@@ -677,7 +652,7 @@ enum Msg {
     /// A connection (layers done) and its peer, first bytes not read yet.
     Conn(Box<dyn Channel>, String),
     /// A listener's connection through [`admit`].
-    Admitted(Admitted),
+    Admitted(Admitted<Peeked>),
     /// A connection's handshake failed: the session cannot go on.
     Fatal(String),
     Cancel,
@@ -798,12 +773,7 @@ fn turn_away(mut ch: Box<dyn Channel>, why: &'static str) {
     let spawned = std::thread::Builder::new()
         .name("recv-turn-away".into())
         .spawn(move || {
-            let tell = Record::Error {
-                code: ErrorCode::Refused,
-                message: why.into(),
-            };
-            let _ = ch.set_blocking(false);
-            let _ = chio::write_all(&mut *ch, &tell.to_bytes());
+            incoming::refuse(&mut *ch, why);
             drain_close(ch, Instant::now() + LINGER);
             TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
         });
@@ -817,9 +787,7 @@ fn turn_away(mut ch: Box<dyn Channel>, why: &'static str) {
 /// FIN rather than a reset that destroys what we last sent it (a TLS
 /// alert naming the reason).
 fn drain_close(mut ch: Box<dyn Channel>, deadline: Instant) {
-    let _ = ch.shutdown(Shutdown::Write);
-    chio::drain_until(ch.as_mut(), deadline, 0, ReadFlags::empty());
-    let _ = ch.close();
+    let _ = chio::close_gracefully(ch.as_mut(), deadline, 0, ReadFlags::empty());
 }
 
 fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Result<(), AppError> {
@@ -897,8 +865,9 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
                 },
                 timeout: hs,
                 linger: LINGER,
+                log: Rc::new(warn),
             };
-            let adm = Admission::new(rt.ctx(), cfg, move |a| {
+            let adm = Admission::new(rt.ctx(), cfg, incoming::head, move |a| {
                 let _ = q.send(Msg::Admitted(a));
             });
             let a2 = adm.clone();
@@ -1005,52 +974,24 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
 }
 
 /// Learn what a connection is from its first bytes, blocking for at most
-/// `timeout`: they are read and put back in front ([`Prefixed`]). For
-/// connections that are not a listener's (the runs of an `exec:` command,
-/// RDMA), which [`crate::admit`] does not see.
-fn sniff(
-    mut ch: Box<dyn Channel>,
-    timeout: Duration,
-) -> (Box<dyn Channel>, Result<Peeked, String>) {
-    let was_blocking = ch.is_blocking();
-    if let Err(e) = ch.set_blocking(false) {
-        return (ch, Err(e.to_string()));
-    }
-    let mut buf = [0u8; wire::SESSION_HEADER_LEN];
-    let r = read_head(&mut *ch, &mut buf, timeout);
-    let _ = ch.set_blocking(was_blocking);
-    match r {
-        Ok((n, p)) => (Box::new(Prefixed::new(buf[..n].to_vec(), ch)), Ok(p)),
-        Err(e) => (ch, Err(e)),
-    }
-}
-
-/// Read the first bytes until [`admit::head`] decides.
-fn read_head(
-    ch: &mut dyn Channel,
-    buf: &mut [u8; wire::SESSION_HEADER_LEN],
-    timeout: Duration,
-) -> Result<(usize, Peeked), String> {
-    let deadline = Instant::now() + timeout;
-    let mut got = 0;
-    loop {
-        let want = match admit::head(&buf[..got]) {
-            Head::More(n) => n,
-            Head::Done(p) => return Ok((got, p)),
-        };
-        match chio::read_all_until(ch, &mut buf[got..want], deadline) {
-            Ok(()) => got = want,
-            Err(e) if e.is_timed_out() => {
-                return Err(format!(
-                    "sent no complete header within {:.1} s",
-                    timeout.as_secs_f64()
-                ))
-            }
-            Err(transit_channel::Error::UnexpectedEof { .. }) => {
-                return Err("closed the connection before sending a header".into())
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+/// `timeout`: they are read and put back in front. For connections that
+/// are not a listener's (the runs of an `exec:` command, RDMA), which
+/// admission does not see.
+fn sniff(ch: Box<dyn Channel>, timeout: Duration) -> (Box<dyn Channel>, Result<Peeked, String>) {
+    match incoming::sniff(ch, Instant::now() + timeout) {
+        Ok((ch, p)) => (ch, Ok(p)),
+        Err((ch, e)) if e.is_timed_out() => (
+            ch,
+            Err(format!(
+                "sent no complete header within {:.1} s",
+                timeout.as_secs_f64()
+            )),
+        ),
+        Err((ch, transit_channel::Error::UnexpectedEof { .. })) => (
+            ch,
+            Err("closed the connection before sending a header".into()),
+        ),
+        Err((ch, e)) => (ch, Err(e.to_string())),
     }
 }
 

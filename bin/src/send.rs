@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use transit_channel::{io as chio, Channel, Condition, Shutdown, ShutdownHandle, SocketAddress};
+use transit_channel::{io as chio, Channel, Shutdown, ShutdownHandle, SocketAddress};
 use transit_multifd::compress::Compress;
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{
@@ -21,7 +21,6 @@ use transit_multifd::{
 use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
 use crate::dirty::dirty_image;
-use crate::endpoint::Endpoint;
 use crate::error::{one_line, AppError};
 use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
@@ -30,7 +29,10 @@ use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
 use crate::runtime::{Runtime, Work};
-use crate::transport::{self, TransportOpts};
+use transit_endpoint::connect as transport;
+use transit_endpoint::Endpoint;
+use transit_endpoint::TransportOpts;
+use transit_multifd::raw::RawError;
 
 /// Default connect and handshake timeout of `send`.
 pub const DEFAULT_TIMEOUT: f64 = 30.0;
@@ -164,7 +166,10 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
         )));
     }
     if matches!(endpoint, Endpoint::Exec(_)) && !raw {
-        transport.join = Some(crate::join::JoinTag::new());
+        transport.join = Some(
+            transit_endpoint::join::JoinTag::new()
+                .map_err(|e| AppError::Failed(format!("a join token: {e}")))?,
+        );
     }
     Ok(Plan {
         uri: args.uri.clone(),
@@ -503,7 +508,7 @@ fn send_multifd(
     if matches!(plan.endpoint, Endpoint::Exec(_)) && stats.is_err() {
         // The session failed: nothing the commands do now can change
         // that, so they end at once rather than after the close timeout.
-        transport::abort_commands();
+        transit_endpoint::exec::abort_commands();
     } else if matches!(plan.endpoint, Endpoint::Exec(_)) {
         // Every run of the command must end well: the far end puts its
         // output in place after the verdict.
@@ -511,7 +516,7 @@ fn send_multifd(
             "wait-commands",
             || {},
             || {
-                transport::wait_commands()
+                transit_endpoint::exec::wait_commands()
                     .map_err(|e| AppError::Failed(format!("after the session: {e}")))
             },
         );
@@ -672,8 +677,10 @@ fn send_raw(
                             l.as_secs_f64()
                         )));
                     }
-                    if let Some(refused) = pending_framed_refusal(ch.as_mut()) {
-                        return Err(refused);
+                    if let Some(refused) =
+                        transit_multifd::raw::refusal(ch.as_mut(), Duration::from_millis(500))
+                    {
+                        return Err(raw_failed(refused));
                     }
                     let name = ch.name().to_owned();
                     return Err(match ch.close() {
@@ -805,78 +812,21 @@ fn send_to_file(
     Ok(())
 }
 
-/// End a raw send cleanly: close_notify / the websocket close frame
-/// (`bye`), end of file below, then read and discard until the peer closes
-/// too (bounded), then close (a command's exit status is checked here).
-///
-/// Draining matters: closing a socket with unread data (a TLS 1.3 server's
-/// session tickets, a websocket close frame) makes the kernel answer with a
-/// reset, and a reset can destroy data the peer has not read yet — the
-/// transfer would look successful here and be truncated there.
-///
-/// What the peer sent back is looked at: a framed transit receiver
-/// refuses plain bytes with an error record, and that fails the send.
+/// End a raw send cleanly ([`transit_multifd::raw::end`]): a framed
+/// receiver's refusal, read before closing, fails the send.
 fn end_raw(ch: &mut dyn Channel) -> Result<(), AppError> {
-    let failed = |e: transit_channel::Error| AppError::Failed(format!("raw channel: {e}"));
-    ch.bye().map_err(failed)?;
-    let _ = ch.shutdown(Shutdown::Write);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let head = chio::drain_until(
-        ch,
-        deadline,
-        REFUSAL_MAX,
-        transit_channel::ReadFlags::RELAXED_EOF,
-    );
-    if let Some(e) = framed_refusal(&head) {
-        let _ = ch.close();
-        return Err(e);
-    }
-    ch.close().map_err(failed)
+    transit_multifd::raw::end(ch, Duration::from_secs(5)).map_err(raw_failed)
 }
 
-/// The longest error record a framed receiver may answer plain bytes with.
-const REFUSAL_MAX: usize = wire::RECORD_HEADER_LEN + 8 + wire::MAX_ERROR_MESSAGE;
-
-/// The error for a raw send that a framed transit receiver refused, if
-/// `answer` (what the receiver sent back) is that refusal.
-fn framed_refusal(answer: &[u8]) -> Option<AppError> {
-    match wire::framed_start(answer) {
-        wire::FramedStart::Framed { reason } => Some(AppError::Failed(format!(
+/// The error of a raw send that failed, or that a framed receiver refused.
+fn raw_failed(e: RawError) -> AppError {
+    match e {
+        RawError::Framed { said } => AppError::Failed(format!(
             "the receiver speaks transit's framed protocol: drop --raw, or use it on both ends (it said: {})",
-            one_line(reason.as_deref().unwrap_or("nothing"))
-        ))),
-        _ => None,
+            one_line(said.as_deref().unwrap_or("nothing"))
+        )),
+        RawError::Channel(e) => AppError::Failed(format!("raw channel: {e}")),
     }
-}
-
-/// After a failed raw write: what the peer sent before it closed, read
-/// without waiting long (a framed receiver's refusal, see [`end_raw`]).
-fn pending_framed_refusal(ch: &mut dyn Channel) -> Option<AppError> {
-    ch.set_blocking(false).ok()?;
-    let mut head = vec![0u8; REFUSAL_MAX];
-    let mut got = 0;
-    while got < head.len() {
-        let ready = chio::wait_blocking(
-            &ch.watch_source(),
-            Condition::IN,
-            Some(Duration::from_millis(200)),
-        )
-        .ok()?;
-        if ready.is_empty() {
-            break;
-        }
-        match ch.readv(
-            &mut [std::io::IoSliceMut::new(&mut head[got..])],
-            None,
-            transit_channel::ReadFlags::RELAXED_EOF,
-        ) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.is_would_block() => {}
-            Err(_) => break,
-        }
-    }
-    framed_refusal(&head[..got])
 }
 
 /// All channels, or the most telling error: a refused handshake (TLS,

@@ -39,8 +39,11 @@ pub mod fault;
 pub mod file;
 pub mod io;
 pub mod main_loop;
+pub mod mem_pipe;
 pub mod null;
 pub mod peer_text;
+pub mod prefixed;
+pub mod random;
 pub mod rdma;
 #[cfg(feature = "testing")]
 pub mod scripted;
@@ -54,7 +57,9 @@ pub use buffer::BufferChannel;
 pub use command::{CommandChannel, PipeChannel, Terminator};
 pub use dns::Resolver;
 pub use file::FileChannel;
+pub use mem_pipe::MemPipe;
 pub use null::NullChannel;
+pub use prefixed::Prefixed;
 #[cfg(feature = "testing")]
 pub use scripted::ScriptedChannel;
 pub use socket::{KeepAlive, SocketChannel};

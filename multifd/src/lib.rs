@@ -119,9 +119,11 @@ pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod image;
+pub mod incoming;
 pub mod output;
 pub mod progress;
 pub mod rate;
+pub mod raw;
 mod receiver;
 pub mod rejoin;
 mod sender;
@@ -133,7 +135,7 @@ pub mod zero;
 pub use error::{ChannelId, Error, Result, Stage};
 pub use image::{Content, DestImage, ImageSpec, SourceImage};
 pub use progress::{ChannelStats, Progress, Stats};
-pub use receiver::{Accepted, Destination, Receiver, RecvConfig, RecvOutcome};
+pub use receiver::{null_peer, Accepted, Destination, Receiver, RecvConfig, RecvOutcome};
 pub use rejoin::{Reconnect, Rejoin};
 pub use sender::{give_up, Payload, SendConfig, Sender};
 pub use session::AbortHandle;
@@ -143,17 +145,10 @@ pub use wire::{Compression, SessionHeader, Totals};
 /// temporary names); falls back to time and address entropy if the call
 /// fails.
 pub(crate) fn random_bytes(buf: &mut [u8]) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: getrandom writes at most `rest.len()` bytes into the
-        // valid, exclusively borrowed `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n <= 0 {
-            break;
-        }
-        filled += n as usize;
-    }
+    let filled = match transit_channel::random::fill(buf) {
+        Ok(()) => buf.len(),
+        Err(_) => 0,
+    };
     if filled < buf.len() {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

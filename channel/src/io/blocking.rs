@@ -106,6 +106,26 @@ pub fn drain_until(
     head
 }
 
+/// Close `ch` gracefully: end of file to the peer, read and discard
+/// what it still sends until it closes too (at most until `deadline`,
+/// keeping the first `keep` bytes, returned), then close. A peer that
+/// reads our last words (an error record, a TLS alert, a websocket close)
+/// after a reset might never see them; this way it sees them and then end
+/// of file. Layers say goodbye first where they have one
+/// ([`Channel::bye`] is the caller's choice: it can fail, and that
+/// failure may matter). The close's own error is the second value (a
+/// command's exit status, for instance).
+pub fn close_gracefully(
+    ch: &mut (impl Channel + ?Sized),
+    deadline: Instant,
+    keep: usize,
+    flags: crate::ReadFlags,
+) -> (Vec<u8>, Result<()>) {
+    let _ = ch.shutdown(crate::Shutdown::Write);
+    let head = drain_until(ch, deadline, keep, flags);
+    (head, ch.close())
+}
+
 /// [`read_all`] that gives up at `deadline` with [`Error::TimedOut`]
 /// (the channel is non-blocking for the call, whatever its mode).
 pub fn read_all_until(

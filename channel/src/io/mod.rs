@@ -53,9 +53,9 @@ mod future;
 
 pub use adapters::ChannelIo;
 pub use blocking::{
-    drain_until, read_all, read_all_eof, read_all_eof_until, read_all_until, readv_all,
-    readv_all_eof, readv_full_all, readv_full_all_eof, wait_blocking, write_all, write_all_until,
-    writev_all, writev_full_all,
+    close_gracefully, drain_until, read_all, read_all_eof, read_all_eof_until, read_all_until,
+    readv_all, readv_all_eof, readv_full_all, readv_full_all_eof, wait_blocking, write_all,
+    write_all_until, writev_all, writev_full_all,
 };
 pub use future::{
     read_all_async, read_all_eof_async, readv_all_async, readv_all_eof_async, readv_full_all_async,

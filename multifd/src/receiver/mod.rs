@@ -748,3 +748,46 @@ fn prepare_plain(session: &SessionHeader, dest: Option<Destination>) -> Result<T
         ),
     }
 }
+
+/// The least a receiver can be, on a session's main channel: accept the
+/// session, ignore its sync records, and answer its end record with the
+/// sender's own totals (verdict OK). Its page channels must be read by
+/// someone else (`transit bench`'s null transport discards them in the
+/// kernel). A measuring instrument for the sender's side: nothing is
+/// verified.
+pub fn null_peer(ch: &mut dyn Channel) -> Result<()> {
+    let ctx = Ctx::new(ChannelId::Main, session::peer_of(ch));
+    let mut hdr = [0u8; wire::SESSION_HEADER_LEN];
+    chio::read_all(ch, &mut hdr).map_err(|e| ctx.io(Stage::Handshake, e))?;
+    let h = wire::decode_session_header(&hdr).map_err(|e| ctx.proto(Stage::Handshake, e))?;
+    let accept = Record::Accept {
+        channels: h.channels,
+        have: false,
+    };
+    chio::write_all(ch, &accept.to_bytes()).map_err(|e| ctx.io(Stage::Handshake, e))?;
+    let mut body = vec![0u8; 8 + wire::MAX_ERROR_MESSAGE];
+    loop {
+        let mut rh = [0u8; wire::RECORD_HEADER_LEN];
+        chio::read_all(ch, &mut rh).map_err(|e| ctx.io(Stage::End, e))?;
+        let rh = wire::decode_record_header(&rh).map_err(|e| ctx.proto(Stage::End, e))?;
+        let body = &mut body[..rh.len as usize];
+        chio::read_all(ch, body).map_err(|e| ctx.io(Stage::End, e))?;
+        match wire::decode_record_body(&rh, body).map_err(|e| ctx.proto(Stage::End, e))? {
+            Record::Sync { .. } => {}
+            Record::End(totals) => {
+                let v = Record::Verdict {
+                    status: wire::VerdictStatus::Ok,
+                    totals,
+                };
+                return chio::write_all(ch, &v.to_bytes()).map_err(|e| ctx.io(Stage::End, e));
+            }
+            Record::Error { code, message } => return Err(ctx.remote(Stage::End, code, message)),
+            _ => {
+                return Err(ctx.proto(
+                    Stage::End,
+                    WireError::Unexpected("a record other than sync or end"),
+                ))
+            }
+        }
+    }
+}

@@ -36,6 +36,10 @@ use std::time::{Duration, Instant};
 
 use transit_channel::{io as chio, Channel, Condition, SocketAddress, SocketChannel};
 
+/// The most runs one join takes (a multifd session's 256 page channels
+/// and its main channel).
+pub const MAX_COUNT: u32 = 257;
+
 /// Length of the join preamble.
 pub const PREAMBLE_LEN: usize = 32;
 const MAGIC: &[u8; 8] = b"TRJOIN01";
@@ -48,11 +52,11 @@ pub struct JoinTag {
 }
 
 impl JoinTag {
-    /// A new random tag.
-    pub fn new() -> JoinTag {
-        JoinTag {
-            token: transit_multifd::new_uuid(),
-        }
+    /// A new random tag (fails only if the kernel gives no random bytes).
+    pub fn new() -> std::io::Result<JoinTag> {
+        let mut token = [0u8; 16];
+        transit_channel::random::fill(&mut token)?;
+        Ok(JoinTag { token })
     }
 
     fn hex(&self) -> String {
@@ -64,12 +68,6 @@ impl JoinTag {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
         SocketAddress::unix_abstract(format!("transit-join-{uid}-{}", self.hex()).into_bytes())
-    }
-}
-
-impl Default for JoinTag {
-    fn default() -> Self {
-        JoinTag::new()
     }
 }
 
@@ -106,7 +104,7 @@ pub fn decode(b: &[u8; PREAMBLE_LEN]) -> Result<Preamble, String> {
     token.copy_from_slice(&b[8..24]);
     let index = u32::from_be_bytes([b[24], b[25], b[26], b[27]]);
     let count = u32::from_be_bytes([b[28], b[29], b[30], b[31]]);
-    if count < 2 || index >= count || count > transit_multifd::wire::MAX_CHANNELS + 1 {
+    if count < 2 || index >= count || count > MAX_COUNT {
         return Err(format!("invalid join preamble: channel {index} of {count}"));
     }
     Ok(Preamble {
@@ -309,7 +307,7 @@ mod tests {
 
     #[test]
     fn preambles_round_trip_and_refuse_garbage() {
-        let tag = JoinTag::new();
+        let tag = JoinTag::new().unwrap();
         let b = encode(&tag, 2, 5);
         assert_eq!(
             decode(&b),
@@ -329,7 +327,7 @@ mod tests {
     fn followers_hand_their_fds_to_the_leader() {
         // A follower in a thread stands in for a second process: the fds it
         // passes are this process' fds 0 and 1, which the leader wraps.
-        let tag = JoinTag::new();
+        let tag = JoinTag::new().unwrap();
         let t = tag;
         let follower = std::thread::spawn(move || follow(&t, 1, Duration::from_secs(10)));
         let (mut leader, chans) = lead(&tag, 2, Duration::from_secs(10)).unwrap();

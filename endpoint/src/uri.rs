@@ -10,7 +10,7 @@
 //! of `exec:`).
 //!
 //! ```
-//! use transit::endpoint::Endpoint;
+//! use transit_endpoint::Endpoint;
 //!
 //! assert!(matches!(Endpoint::parse("tcp:127.0.0.1:4444"), Ok(Endpoint::Socket(_))));
 //! assert!(matches!(Endpoint::parse("wss://localhost:8443/m"), Ok(Endpoint::WebSocket(u)) if u.secure));

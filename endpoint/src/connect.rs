@@ -1,33 +1,39 @@
-//! The transport stack of `send`, `recv` and `bench`: one mechanism that
-//! turns an [`Endpoint`] plus [`TransportOpts`] into a ready
-//! `Box<dyn Channel>`, whatever the layers.
+//! The transport stack: one mechanism that turns an [`Endpoint`] plus
+//! [`TransportOpts`] into a ready `Box<dyn Channel>`, whatever the layers.
 //!
 //! Connect side ([`open`]): the base channel (a socket connect, or a
-//! spawned `exec:` command) → TLS client handshake (with `--tls-creds`, or
-//! `wss://`) → websocket client handshake (`ws://`, `wss://`). Accept side
-//! ([`wrap_accepted`]): TLS server handshake → websocket server handshake
-//! over an accepted socket (or `stdio:`).
+//! spawned `exec:` command, see [`crate::exec`]) → TLS client handshake
+//! (with credentials, or `wss://`) → websocket client handshake (`ws://`,
+//! `wss://`). Accept side ([`wrap_accepted`]): TLS server handshake →
+//! websocket server handshake over an accepted connection (or `stdio:`).
+//! A listener's connections are better taken on a main loop, without a
+//! thread each: see [`crate::admit`].
 //!
-//! Both are blocking calls meant for worker threads: `send` runs one
+//! Both are blocking calls meant for worker threads: a sender runs one
 //! connect task per channel, so the N+1 handshakes (and their crypto) run
-//! in parallel. (`recv` admits a listener's connections without threads,
-//! on its main loop: see `admit`; it uses [`wrap_accepted`] only for a
-//! raw connection, `stdio:` and RDMA.) Every
-//! handshake is bounded by [`TransportOpts::timeout`]: a watchdog thread
-//! shuts the channel down when it expires (which wakes the blocked
-//! handshake), and a signal does the same through [`Cancel`].
+//! in parallel. Every handshake is bounded by [`TransportOpts::timeout`]:
+//! a watchdog thread shuts the channel down when it expires (which wakes
+//! the blocked handshake), and [`Cancel`] does the same from a signal
+//! handler's thread.
 //!
 //! `exec:` in a multifd session runs the command once per channel (N+1
 //! times). Each run first receives a plaintext join preamble (see
 //! [`crate::join`]) so the `transit recv stdio:` processes at the far end
 //! can hand their pipes to the one that got the main channel.
 //!
-//! [`Prefixed`] replays bytes already read from a channel (the receiver
-//! reads the first bytes of a TLS or websocket channel, which cannot be
-//! peeked, to learn what the session is) before the channel's own.
+//! ```no_run
+//! use std::time::Duration;
+//! use transit_endpoint::{connect, Endpoint, TransportOpts};
+//!
+//! let ep = Endpoint::parse("ws://127.0.0.1:8080/migrate")?;
+//! let opts = TransportOpts::new(Duration::from_secs(10));
+//! // Channel 1 of 5 (a session's first page channel), connected and upgraded.
+//! let ch = connect::open(&ep, &opts, 1, 5, "page channel 0")?;
+//! # drop(ch);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,12 +41,12 @@ use std::time::Duration;
 use transit_channel::tls::{Authz, TlsChannel, TlsCreds};
 use transit_channel::websocket::WebSocketConfig;
 use transit_channel::{
-    Channel, CommandChannel, Condition, Features, FlushOutcome, ReadFlags, Readiness, Shutdown,
-    ShutdownHandle, SocketAddress, SocketChannel, WatchSource, WebSocketChannel, WriteFlags,
+    io as chio, Channel, Shutdown, ShutdownHandle, SocketAddress, SocketChannel, WebSocketChannel,
 };
 
-use crate::endpoint::Endpoint;
+use crate::exec::ExecChannel;
 use crate::join::{self, JoinTag};
+use crate::uri::Endpoint;
 
 /// Why a channel could not be opened or layered: the message for people
 /// (it names the channel, the address and the step) and the kind of
@@ -500,279 +506,6 @@ pub fn wrap_accepted(
     }
     Ok(ch)
 }
-/// `exec:COMMAND`: a [`CommandChannel`] (`/bin/sh -c COMMAND`).
-///
-/// Dropping it (multifd drops its channels when their threads end) never
-/// blocks: the command's pipes close and a reaper thread waits for its
-/// exit (the close timeout, then SIGTERM, then SIGKILL); [`wait_commands`]
-/// waits for every reaper and reports the first command that failed.
-pub struct ExecChannel {
-    inner: Option<CommandChannel>,
-    name: String,
-}
-
-impl ExecChannel {
-    /// Run `/bin/sh -c command`.
-    pub fn spawn(command: &str) -> Result<ExecChannel, transit_channel::Error> {
-        let inner = CommandChannel::spawn_shell(command)?;
-        Ok(ExecChannel {
-            name: inner.name().to_owned(),
-            inner: Some(inner),
-        })
-    }
-
-    fn ch(&mut self) -> transit_channel::Result<&mut CommandChannel> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| transit_channel::Error::closed(&self.name))
-    }
-
-    fn ch_ref(&self) -> Option<&CommandChannel> {
-        self.inner.as_ref()
-    }
-}
-
-/// A reaper thread and the way to hurry its command.
-type Reaper = (JoinHandle<Result<(), String>>, transit_channel::Terminator);
-
-/// Reaper threads of dropped command channels.
-static REAPERS: Mutex<Vec<Reaper>> = Mutex::new(Vec::new());
-
-/// Wait until every dropped `exec:` command has exited (each bounded by
-/// its close and kill timeouts); the first failure (non-zero status,
-/// killed) is the error.
-pub fn wait_commands() -> Result<(), String> {
-    let reapers: Vec<Reaper> =
-        std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut first = None;
-    for (r, _) in reapers {
-        let res = r
-            .join()
-            .unwrap_or_else(|_| Err("a command reaper panicked".into()));
-        if let (Err(e), None) = (res, &first) {
-            first = Some(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
-}
-
-/// After a failed session: end every dropped `exec:` command now
-/// (`SIGTERM` to its group) instead of granting it the close timeout, and
-/// wait for the reapers. Their errors (killed by SIGTERM) are the
-/// consequence of the failure already being reported, so they are dropped.
-pub fn abort_commands() {
-    let reapers: Vec<Reaper> =
-        std::mem::take(&mut *REAPERS.lock().unwrap_or_else(|e| e.into_inner()));
-    for (_, t) in &reapers {
-        t.terminate();
-    }
-    for (r, _) in reapers {
-        let _ = r.join();
-    }
-}
-
-impl Channel for ExecChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_name(&mut self, name: String) {
-        if let Some(c) = self.inner.as_mut() {
-            c.set_name(name.clone());
-        }
-        self.name = name;
-    }
-    fn features(&self) -> Features {
-        self.ch_ref().map_or(Features::empty(), |c| c.features())
-    }
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> transit_channel::Result<usize> {
-        self.ch()?.readv(bufs, fds, flags)
-    }
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> transit_channel::Result<usize> {
-        // The command channel turns a broken pipe into the command's exit
-        // status already.
-        self.ch()?.writev(bufs, fds, flags)
-    }
-    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
-        self.ch()?.set_blocking(blocking)
-    }
-    fn is_blocking(&self) -> bool {
-        self.ch_ref().is_some_and(|c| c.is_blocking())
-    }
-    fn close(&mut self) -> transit_channel::Result<()> {
-        match self.inner.as_mut() {
-            Some(c) => c.close(),
-            None => Ok(()),
-        }
-    }
-    fn watch_source(&self) -> WatchSource {
-        match self.ch_ref() {
-            Some(c) => c.watch_source(),
-            None => WatchSource {
-                fds: transit_channel::WatchFds::None,
-                ready: Readiness::always(Condition::NVAL),
-                name: self.name.clone(),
-            },
-        }
-    }
-    fn shutdown(&mut self, how: Shutdown) -> transit_channel::Result<()> {
-        self.ch()?.shutdown(how)
-    }
-    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
-        match self.ch_ref() {
-            Some(c) => c.shutdown_handle(),
-            None => Err(transit_channel::Error::closed(&self.name)),
-        }
-    }
-    fn bye(&mut self) -> transit_channel::Result<()> {
-        self.ch()?.bye()
-    }
-}
-
-impl Drop for ExecChannel {
-    /// Hand the command to a reaper thread: it sees end of file and gets
-    /// the close timeout to finish (a far-end `transit recv` may still be
-    /// putting its output in place) before SIGTERM and SIGKILL.
-    fn drop(&mut self) {
-        let Some(mut c) = self.inner.take() else {
-            return;
-        };
-        let hurry = c.terminator();
-        let spawned = std::thread::Builder::new()
-            .name("exec-reaper".into())
-            .spawn(move || c.close().map_err(|e| e.to_string()));
-        if let Ok(h) = spawned {
-            REAPERS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((h, hurry));
-        }
-    }
-}
-
-/// A channel with bytes already read from it put back in front.
-pub struct Prefixed {
-    head: Vec<u8>,
-    pos: usize,
-    inner: Box<dyn Channel>,
-}
-
-impl Prefixed {
-    /// Replay `head` before `inner`'s bytes.
-    pub fn new(head: Vec<u8>, inner: Box<dyn Channel>) -> Prefixed {
-        Prefixed {
-            head,
-            pos: 0,
-            inner,
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.pos < self.head.len()
-    }
-}
-
-impl Channel for Prefixed {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn set_name(&mut self, name: String) {
-        self.inner.set_name(name)
-    }
-    fn features(&self) -> Features {
-        self.inner.features() - Features::READ_MSG_PEEK - Features::FD_PASS
-    }
-    fn readv(
-        &mut self,
-        bufs: &mut [IoSliceMut<'_>],
-        fds: Option<&mut Vec<OwnedFd>>,
-        flags: ReadFlags,
-    ) -> transit_channel::Result<usize> {
-        transit_channel::channel::check_read_request(self, fds.is_some(), flags)?;
-        if !self.pending() {
-            return self.inner.readv(bufs, None, flags);
-        }
-        let mut n = 0;
-        for b in bufs.iter_mut() {
-            let rest = &self.head[self.pos..];
-            if rest.is_empty() {
-                break;
-            }
-            let k = rest.len().min(b.len());
-            b[..k].copy_from_slice(&rest[..k]);
-            self.pos += k;
-            n += k;
-        }
-        if !self.pending() {
-            self.head = Vec::new();
-            self.pos = 0;
-        }
-        Ok(n)
-    }
-    fn writev(
-        &mut self,
-        bufs: &[IoSlice<'_>],
-        fds: &[BorrowedFd<'_>],
-        flags: WriteFlags,
-    ) -> transit_channel::Result<usize> {
-        self.inner.writev(bufs, fds, flags)
-    }
-    fn set_blocking(&mut self, blocking: bool) -> transit_channel::Result<()> {
-        self.inner.set_blocking(blocking)
-    }
-    fn is_blocking(&self) -> bool {
-        self.inner.is_blocking()
-    }
-    fn close(&mut self) -> transit_channel::Result<()> {
-        self.inner.close()
-    }
-    fn watch_source(&self) -> WatchSource {
-        let ws = self.inner.watch_source();
-        if self.pending() {
-            WatchSource {
-                fds: ws.fds,
-                ready: Readiness::always(Condition::IN),
-                name: ws.name,
-            }
-        } else {
-            ws
-        }
-    }
-    fn shutdown(&mut self, how: Shutdown) -> transit_channel::Result<()> {
-        self.inner.shutdown(how)
-    }
-    fn shutdown_handle(&self) -> transit_channel::Result<ShutdownHandle> {
-        self.inner.shutdown_handle()
-    }
-    fn bye(&mut self) -> transit_channel::Result<()> {
-        self.inner.bye()
-    }
-    fn set_delay(&mut self, enabled: bool) -> transit_channel::Result<()> {
-        self.inner.set_delay(enabled)
-    }
-    fn set_cork(&mut self, enabled: bool) -> transit_channel::Result<()> {
-        self.inner.set_cork(enabled)
-    }
-    fn flush(&mut self) -> transit_channel::Result<FlushOutcome> {
-        self.inner.flush()
-    }
-    fn local_address(&self) -> Option<SocketAddress> {
-        self.inner.local_address()
-    }
-    fn peer_address(&self) -> Option<SocketAddress> {
-        self.inner.peer_address()
-    }
-}
-
 /// TLS settings from the command line: `--tls-creds DIR` loaded for
 /// `endpoint` (client on send, server on recv), `--tls-authz` entries
 /// (server), `--tls-hostname` (client).
@@ -800,44 +533,16 @@ pub fn tls_from_args(
 
 /// Close a refused connection gently: after the channel that used it
 /// was dropped (its TLS alert already written), `fd` (a duplicate) still
-/// holds the socket open. Send end of file, then read and discard what the
-/// peer still sends until it closes too (at most `within`), so the kernel
-/// answers with FIN rather than a reset that would destroy the alert
-/// before the peer reads it.
+/// holds the socket open. A graceful close ([`chio::close_gracefully`],
+/// at most `within`) lets the peer read the alert before end of file,
+/// rather than a reset that would destroy it.
 pub fn linger_close(fd: OwnedFd, within: Duration) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: `raw` is the open socket `fd` owns; shutdown has no memory
-    // effects.
-    unsafe { libc::shutdown(raw, libc::SHUT_WR) };
-    let deadline = std::time::Instant::now() + within;
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let mut pfd = libc::pollfd {
-            fd: raw,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        if n == 0 {
-            continue;
-        }
-        // SAFETY: `buf` is valid for writes of its length; `raw` is open.
-        let r = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if r <= 0 {
-            break;
-        }
+    if let Ok(mut sock) = SocketChannel::from_fd(fd) {
+        let _ = chio::close_gracefully(
+            &mut sock,
+            std::time::Instant::now() + within,
+            0,
+            transit_channel::ReadFlags::empty(),
+        );
     }
-    drop(fd);
 }

@@ -1,10 +1,10 @@
-//! [`MemPipe`]: an in-process, zero-buffer pipe pair for the `buffer`
-//! row of `transit bench` (the ceiling of a transport that costs one
-//! memcpy and no kernel).
+//! [`MemPipe`]: an in-process, zero-buffer pipe pair: two threads of one
+//! program talk through it as through a socket pair, at the cost of one
+//! memcpy and no kernel (the `buffer` row of `transit bench`, the
+//! ceiling of any transport; in-process tests of code written against
+//! [`Channel`]).
 //!
-//! It lives in the binary rather than in transit-channel because only the
-//! benchmark needs it: it is a measuring instrument, not a transport a
-//! peer can reach. Each direction is a rendezvous: `writev` publishes the
+//! It is not a transport a peer can reach. Each direction is a rendezvous: `writev` publishes the
 //! writer's own buffers and waits until the reader has copied all of them
 //! straight into its buffers (one copy, no intermediate ring, nothing
 //! allocated per write once the segment list has grown), then returns.
@@ -16,7 +16,7 @@
 //! on write; [`Channel::shutdown_handle`] wakes blocked threads.
 //!
 //! ```
-//! use transit::pipe::MemPipe;
+//! use transit_channel::mem_pipe::MemPipe;
 //! use transit_channel::{io, Channel};
 //!
 //! let (mut a, mut b) = MemPipe::pair();
@@ -32,7 +32,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use transit_channel::{
+use crate::{
     Channel, Condition, Error, Features, ReadFlags, Readiness, Result, Shutdown, ShutdownChannel,
     ShutdownHandle, WatchFds, WatchSource, WriteFlags,
 };
@@ -153,7 +153,7 @@ impl Channel for MemPipe {
         fds: Option<&mut Vec<OwnedFd>>,
         flags: ReadFlags,
     ) -> Result<usize> {
-        transit_channel::channel::check_read_request(self, fds.is_some(), flags)?;
+        crate::channel::check_read_request(self, fds.is_some(), flags)?;
         if self.closed {
             return Err(Error::closed(&self.name));
         }
@@ -220,7 +220,7 @@ impl Channel for MemPipe {
         fds: &[BorrowedFd<'_>],
         flags: WriteFlags,
     ) -> Result<usize> {
-        transit_channel::channel::check_write_request(self, !fds.is_empty(), flags)?;
+        crate::channel::check_write_request(self, !fds.is_empty(), flags)?;
         if self.closed {
             return Err(Error::closed(&self.name));
         }
@@ -323,7 +323,7 @@ impl ShutdownChannel for PipeShutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transit_channel::io;
+    use crate::io;
 
     #[test]
     fn bytes_cross_in_order_across_vectors() {

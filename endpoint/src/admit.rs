@@ -4,10 +4,11 @@
 //! Every connection a listener accepts is taken from "accepted" to
 //! "classified" here: the TLS server handshake (rustls driven by one-shot
 //! watches, [`TlsChannel::handshake_task`]), the websocket upgrade
-//! ([`WebSocketHandshake::handshake_task`]), then its first bytes (a main
-//! channel's whole session header, a page channel's whole init packet),
-//! read without blocking as they come. Only then does the session worker
-//! see the connection, with those bytes put back in front
+//! ([`WebSocketHandshake::handshake_task`]), then its first bytes, as
+//! many as the caller's decider asks for (for a multifd receiver,
+//! `transit_multifd::incoming::head`: a main channel's whole session
+//! header, a page channel's whole init packet), read without blocking as
+//! they come. Only then does the caller see the connection, with those bytes put back in front
 //! ([`Prefixed`]), so the worker never waits on a peer. Every connection
 //! proceeds on its own under its own deadline: a stranger that sends one
 //! byte a minute, or nothing, delays no one.
@@ -38,71 +39,40 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+pub use transit_channel::prefixed::Head;
 use transit_channel::tls::{TlsChannel, TlsHandshake};
 use transit_channel::websocket::HandshakeTask;
+use transit_channel::Prefixed;
 use transit_channel::{
     Channel, Condition, ControlFlow, MainContext, ReadFlags, Shutdown, SocketChannel, SourceId,
     WebSocketChannel, WebSocketConfig,
 };
-use transit_multifd::wire::{self, ConnectionKind, SessionHeader, WireError};
 
-use crate::transport::{Prefixed, TlsOpts};
+use crate::TlsOpts;
 
 /// Connections in admission at once, at most.
-pub(crate) const MAX_PENDING: usize = 64;
+pub const MAX_PENDING: usize = 64;
 
 /// Refused connections being closed gently at once, at most.
-pub(crate) const MAX_LINGER: usize = 64;
+pub const MAX_LINGER: usize = 64;
 
-/// What the first bytes of a connection say.
-#[derive(Debug)]
-pub(crate) enum Peeked {
-    /// A main channel (its session header, if it decodes).
-    Main(Option<SessionHeader>),
-    /// A page channel (its whole init packet is there).
-    Page,
-    /// Not a transit sender.
-    Other(WireError),
-}
-
-/// Where reading a connection's first bytes stands.
-#[derive(Debug)]
-pub(crate) enum Head {
-    /// The first this many bytes are needed to decide.
-    More(usize),
-    /// Decided.
-    Done(Peeked),
-}
-
-/// Classify the first bytes received so far: a main channel needs its
-/// whole session header, a page channel its whole init packet, anything
-/// else is told apart by its first four bytes.
-pub(crate) fn head(buf: &[u8]) -> Head {
-    if buf.len() < 4 {
-        return Head::More(4);
-    }
-    match wire::classify(&buf[..4]) {
-        Ok(ConnectionKind::Page) if buf.len() >= wire::INIT_PACKET_LEN => Head::Done(Peeked::Page),
-        Ok(ConnectionKind::Page) => Head::More(wire::INIT_PACKET_LEN),
-        Ok(ConnectionKind::Main) if buf.len() >= wire::SESSION_HEADER_LEN => Head::Done(
-            Peeked::Main(wire::decode_session_header(&buf[..wire::SESSION_HEADER_LEN]).ok()),
-        ),
-        Ok(ConnectionKind::Main) => Head::More(wire::SESSION_HEADER_LEN),
-        Err(e) => Head::Done(Peeked::Other(e)),
-    }
-}
+/// The most first bytes a decider may ask for.
+pub const MAX_HEAD: usize = 4096;
 
 /// A connection through admission: layers done, first bytes read (and
-/// put back in front).
-pub(crate) struct Admitted {
+/// put back in front), and what the decider made of them.
+pub struct Admitted<K> {
+    /// The layered channel, its first bytes put back.
     pub ch: Box<dyn Channel>,
+    /// Who it is (the peer's address).
     pub peer: String,
-    pub kind: Peeked,
+    /// What its first bytes are.
+    pub kind: K,
 }
 
 /// How connections are admitted.
 #[derive(Clone)]
-pub(crate) struct AdmitConfig {
+pub struct AdmitConfig {
     /// The TLS server layer.
     pub tls: Option<TlsOpts>,
     /// The websocket upgrade: the path served and the settings.
@@ -111,22 +81,34 @@ pub(crate) struct AdmitConfig {
     pub timeout: Duration,
     /// How long a refused connection is drained before it is closed.
     pub linger: Duration,
+    /// Where the one-line reports of dropped and refused connections go
+    /// (the peer and why).
+    pub log: Rc<dyn Fn(&str)>,
 }
 
 /// Admits connections on a main context; see the [module
 /// documentation](self). Dropping the last clone does not stop pending
 /// admissions: call [`close`](Self::close).
-#[derive(Clone)]
-pub(crate) struct Admission(Rc<RefCell<State>>);
+pub struct Admission<K: 'static>(Rc<RefCell<State<K>>>);
 
-struct State {
-    me: Weak<RefCell<State>>,
+impl<K> Clone for Admission<K> {
+    fn clone(&self) -> Self {
+        Admission(self.0.clone())
+    }
+}
+
+/// Says what a connection's first bytes are (see [`Head`]).
+pub type Decide<K> = Rc<dyn Fn(&[u8]) -> Head<K>>;
+
+struct State<K: 'static> {
+    me: Weak<RefCell<State<K>>>,
     ctx: MainContext,
     cfg: AdmitConfig,
+    decide: Decide<K>,
     next: u64,
     pending: BTreeMap<u64, Pending>,
     lingering: Rc<Cell<usize>>,
-    deliver: Box<dyn FnMut(Admitted)>,
+    deliver: Box<dyn FnMut(Admitted<K>)>,
     closed: bool,
 }
 
@@ -157,18 +139,22 @@ impl Step {
     }
 }
 
-impl Admission {
-    /// Admit on `ctx`; `deliver` gets every connection that passes.
-    pub(crate) fn new(
+impl<K: 'static> Admission<K> {
+    /// Admit on `ctx`; `decide` says what a connection's first bytes are
+    /// (asking for more as needed, at most [`MAX_HEAD`]); `deliver` gets
+    /// every connection that passes.
+    pub fn new(
         ctx: &MainContext,
         cfg: AdmitConfig,
-        deliver: impl FnMut(Admitted) + 'static,
-    ) -> Admission {
+        decide: impl Fn(&[u8]) -> Head<K> + 'static,
+        deliver: impl FnMut(Admitted<K>) + 'static,
+    ) -> Admission<K> {
         Admission(Rc::new_cyclic(|me| {
             RefCell::new(State {
                 me: me.clone(),
                 ctx: ctx.clone(),
                 cfg,
+                decide: Rc::new(decide),
                 next: 0,
                 pending: BTreeMap::new(),
                 lingering: Rc::new(Cell::new(0)),
@@ -179,7 +165,7 @@ impl Admission {
     }
 
     /// Take one accepted connection.
-    pub(crate) fn admit(&self, client: SocketChannel) {
+    pub fn admit(&self, client: SocketChannel) {
         let mut st = self.0.borrow_mut();
         if st.closed {
             return;
@@ -192,7 +178,7 @@ impl Admission {
             let Some((_, old)) = st.pending.pop_first() else {
                 break;
             };
-            crate::recv::warn(&format!(
+            (st.cfg.log)(&format!(
                 "dropped a connection from {}: {MAX_PENDING} connections are in their handshake, the oldest goes",
                 old.peer
             ));
@@ -227,7 +213,7 @@ impl Admission {
 
     /// Stop every admission in progress (their connections are closed)
     /// and take no more.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         let mut st = self.0.borrow_mut();
         st.closed = true;
         while let Some((_, p)) = st.pending.pop_first() {
@@ -236,7 +222,7 @@ impl Admission {
     }
 }
 
-impl State {
+impl<K: 'static> State<K> {
     fn start_tls(&mut self, id: u64, ch: Box<dyn Channel>) {
         let Some(tls) = self.cfg.tls.clone() else {
             return self.start_ws(id, ch);
@@ -281,28 +267,37 @@ impl State {
         let ws = ch.watch_source();
         let weak = self.me.clone();
         let mut ch = Some(ch);
-        let mut buf = [0u8; wire::SESSION_HEADER_LEN];
-        let mut got = 0;
+        let decide = self.decide.clone();
+        let mut buf = Vec::new();
         let watch = self.ctx.add_watch(&ws, Condition::IN, move |_| {
             let Some(c) = ch.as_mut() else {
                 return ControlFlow::Remove;
             };
             let outcome = loop {
-                let want = match head(&buf[..got]) {
-                    Head::More(n) => n,
+                let got = buf.len();
+                let want = match decide(&buf) {
+                    Head::More(n) if n > MAX_HEAD => {
+                        break Some(Err(format!(
+                            "its header would be longer than {MAX_HEAD} bytes"
+                        )))
+                    }
+                    Head::More(n) => n.max(got + 1),
                     Head::Done(kind) => break Some(Ok(kind)),
                 };
-                match c.readv(
-                    &mut [IoSliceMut::new(&mut buf[got..want])],
+                buf.resize(want, 0);
+                let r = c.readv(
+                    &mut [IoSliceMut::new(&mut buf[got..])],
                     None,
                     ReadFlags::empty(),
-                ) {
+                );
+                buf.truncate(got + *r.as_ref().unwrap_or(&0));
+                match r {
                     Ok(0) => {
                         break Some(Err(
                             "closed the connection before sending a header".to_owned()
                         ))
                     }
-                    Ok(n) => got += n,
+                    Ok(_) => {}
                     Err(e) if e.is_would_block() => break None,
                     Err(e) => break Some(Err(e.to_string())),
                 }
@@ -322,7 +317,7 @@ impl State {
                 Ok(kind)
             }) {
                 Ok(kind) => {
-                    let ch: Box<dyn Channel> = Box::new(Prefixed::new(buf[..got].to_vec(), c));
+                    let ch: Box<dyn Channel> = Box::new(Prefixed::new(std::mem::take(&mut buf), c));
                     st.admitted(id, ch, kind);
                 }
                 Err(why) => {
@@ -347,7 +342,7 @@ impl State {
         }
     }
 
-    fn admitted(&mut self, id: u64, ch: Box<dyn Channel>, kind: Peeked) {
+    fn admitted(&mut self, id: u64, ch: Box<dyn Channel>, kind: K) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
@@ -363,7 +358,7 @@ impl State {
         let Some(mut p) = self.pending.remove(&id) else {
             return;
         };
-        crate::recv::warn(&format!("rejected a connection from {}: {why}", p.peer));
+        (self.cfg.log)(&format!("rejected a connection from {}: {why}", p.peer));
         let dup = p.dup.take();
         self.cancel(p);
         if let Some(fd) = dup {
@@ -376,7 +371,7 @@ impl State {
             return;
         };
         p.timer = None;
-        crate::recv::warn(&format!(
+        (self.cfg.log)(&format!(
             "closed a connection from {}: {} within {:.1} s",
             p.peer,
             p.step.what(),
@@ -449,41 +444,5 @@ impl State {
             }
             ControlFlow::Remove
         })));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn main_header() -> Vec<u8> {
-        let mut b = vec![0u8; wire::SESSION_HEADER_LEN];
-        b[..4].copy_from_slice(&wire::MAIN_MAGIC.to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn head_asks_for_whole_structures() {
-        assert!(matches!(head(b""), Head::More(4)));
-        assert!(matches!(head(b"TR"), Head::More(4)));
-        let m = main_header();
-        assert!(matches!(
-            head(&m[..4]),
-            Head::More(wire::SESSION_HEADER_LEN)
-        ));
-        assert!(matches!(
-            head(&m[..63]),
-            Head::More(wire::SESSION_HEADER_LEN)
-        ));
-        assert!(matches!(head(&m), Head::Done(Peeked::Main(_))));
-        let p = wire::PAGE_MAGIC.to_be_bytes();
-        assert!(matches!(head(&p), Head::More(wire::INIT_PACKET_LEN)));
-        let mut p = vec![0u8; wire::INIT_PACKET_LEN];
-        p[..4].copy_from_slice(&wire::PAGE_MAGIC.to_be_bytes());
-        assert!(matches!(head(&p), Head::Done(Peeked::Page)));
-        assert!(matches!(
-            head(b"GET / HTTP/1.1"),
-            Head::Done(Peeked::Other(_))
-        ));
     }
 }
