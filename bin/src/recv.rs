@@ -1036,25 +1036,17 @@ struct SessionWorker {
     sha: Option<checksum::Shared>,
 }
 
-struct Session {
-    rx: Receiver,
-    /// A stream's temporary output file.
-    temp: Option<TempOutput>,
-    peer: Option<String>,
-}
-
 impl SessionWorker {
     fn run(self) -> Result<Done, AppError> {
         let start = Instant::now();
-        let mut held: Vec<(Box<dyn Channel>, String)> = Vec::new();
-        let mut session: Option<Session> = None;
+        // A stream into a file goes through a temporary file the decider
+        // creates and the commit step puts in place.
+        let temp: Arc<Mutex<Option<TempOutput>>> = Arc::default();
+        let mut rx = Receiver::new(self.config(), self.destination(temp.clone()));
+        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());
+        let mut peer = None;
         let mut assembly_deadline: Option<Instant> = self.wait_limit.map(|t| start + t);
-        loop {
-            if let Some(s) = &session {
-                if s.rx.is_ready() {
-                    break;
-                }
-            }
+        while !rx.is_ready() {
             let msg = match assembly_deadline {
                 None => self.queue.recv().map_err(|_| ()),
                 Some(d) => {
@@ -1062,64 +1054,46 @@ impl SessionWorker {
                     self.queue.recv_timeout(left).map_err(|_| ())
                 }
             };
-            let (ch, peer, peeked) = match msg {
+            let (ch, from, kind) = match msg {
                 Ok(Msg::Admitted(a)) => (a.ch, a.peer, Ok(a.kind)),
-                Ok(Msg::Conn(ch, peer)) => match session.as_mut() {
-                    Some(s) => {
-                        offer(s, ch, &peer)?;
-                        continue;
-                    }
-                    None => {
-                        let (ch, peeked) = sniff(ch, self.handshake);
-                        (ch, peer, peeked)
-                    }
-                },
+                // Not read yet (the runs of an `exec:` command, RDMA).
+                Ok(Msg::Conn(ch, from)) => {
+                    let (ch, kind) = sniff(ch, self.handshake);
+                    (ch, from, kind)
+                }
                 Ok(Msg::Fatal(why)) => {
-                    self.wind_down(held);
+                    self.wind_down(rx.into_channels());
                     return Err(AppError::Failed(why));
                 }
                 Ok(Msg::Cancel) => return Err(AppError::Failed("cancelled".into())),
-                Err(()) => return Err(self.assembly_timeout(&session, start)),
+                Err(()) => return Err(self.assembly_timeout(&rx, start)),
             };
-            if let Some(s) = session.as_mut() {
-                // The receiver classifies it again (from the bytes put
-                // back in front, without waiting once admitted).
-                offer(s, ch, &peer)?;
-                continue;
-            }
-            match peeked {
-                Ok(Peeked::Page) => {
-                    if held.len() >= wire::MAX_CHANNELS as usize {
-                        warn(&format!("rejected a connection from {peer}: too many page channels before the main channel"));
-                    } else {
-                        held.push((ch, peer));
-                    }
-                }
-                Ok(Peeked::Main(hdr)) => {
-                    let mut s = self.start_session(hdr)?;
-                    offer(&mut s, ch, &peer)?;
-                    if s.rx.session().is_some() {
-                        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = s.rx.progress();
-                        for (c, p) in held.drain(..) {
-                            offer(&mut s, c, &p)?;
-                        }
-                        assembly_deadline = Some(Instant::now() + self.handshake);
-                        session = Some(s);
-                    }
-                }
+            match kind {
                 Ok(Peeked::Other(why)) => {
                     warn(&format!(
-                        "rejected a connection from {peer}: not a transit sender: {why}"
+                        "rejected a connection from {from}: not a transit sender: {why}"
                     ));
                     turn_away(ch, NOT_FRAMED);
                 }
-                Err(why) => warn(&format!("rejected a connection from {peer}: {why}")),
+                Err(why) => warn(&format!("rejected a connection from {from}: {why}")),
+                Ok(_) => {
+                    let started = rx.session().is_some();
+                    if offer(&mut rx, ch, &from)? == Some(Accepted::Main) {
+                        peer = Some(from);
+                    }
+                    if let (false, Some(h)) = (started, rx.session().copied()) {
+                        let (unit, total) = match h.layout {
+                            Layout::Image { size } => (u64::from(h.page_size), size),
+                            Layout::Stream => (u64::from(h.packet_payload), 0),
+                        };
+                        self.unit.store(unit, Ordering::Relaxed);
+                        self.total.store(total, Ordering::Relaxed);
+                        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = rx.progress();
+                        assembly_deadline = Some(Instant::now() + self.handshake);
+                    }
+                }
             }
         }
-        let Some(s) = session else {
-            return Err(AppError::Failed("no session".into()));
-        };
-        let Session { rx, temp, peer } = s;
         let output = self.output.clone();
         // While the session runs, a lost page channel's new connection
         // rejoins it (`--reconnect`), and whoever else connects is told
@@ -1161,6 +1135,7 @@ impl SessionWorker {
                         Some(checksum::of_bytes(img.as_slice()));
                 }
             }
+            let temp = temp.lock().unwrap_or_else(|e| e.into_inner()).take();
             commit(&output, temp, out)
         })?;
         let mut sha256 = image_sha.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -1185,7 +1160,7 @@ impl SessionWorker {
     /// A handshake failed: let the handshakes still running end, and close
     /// every connection gently (in parallel, within [`LINGER`]) so each
     /// peer reads why rather than a reset.
-    fn wind_down(&self, held: Vec<(Box<dyn Channel>, String)>) {
+    fn wind_down(&self, held: Vec<Box<dyn Channel>>) {
         let deadline = Instant::now() + LINGER;
         let mut drains = Vec::new();
         let mut drain = |ch: Box<dyn Channel>| {
@@ -1196,7 +1171,7 @@ impl SessionWorker {
                 drains.push(t);
             }
         };
-        for (ch, _) in held {
+        for ch in held {
             drain(ch);
         }
         loop {
@@ -1216,9 +1191,9 @@ impl SessionWorker {
         }
     }
 
-    fn assembly_timeout(&self, session: &Option<Session>, start: Instant) -> AppError {
+    fn assembly_timeout(&self, rx: &Receiver, start: Instant) -> AppError {
         let waited = start.elapsed().as_secs_f64();
-        match session.as_ref().and_then(|s| s.rx.session().copied()) {
+        match rx.session() {
             None => AppError::Failed(format!("no sender arrived within {waited:.1} s")),
             Some(h) => AppError::Failed(format!(
                 "the sender's channels did not all arrive within {:.1} s of its main channel (expected {} page channels)",
@@ -1228,63 +1203,16 @@ impl SessionWorker {
         }
     }
 
-    /// A receiver whose destination fits the session header.
-    fn start_session(&self, hdr: Option<SessionHeader>) -> Result<Session, AppError> {
-        let stream = matches!(hdr, Some(h) if h.layout == Layout::Stream);
-        let mut temp = None;
-        let dest = if stream {
-            match &self.output {
-                Output::Discard => Destination::Writer(Box::new(std::io::sink())),
-                Output::Stdout => Destination::Writer(Box::new(stdout_file()?)),
-                Output::File(p) => {
-                    let t = create_temp(p, self.mode)?;
-                    let w = t.writer().map_err(|e| {
-                        AppError::Failed(format!("open {}: {e}", t.temp_path().display()))
-                    })?;
-                    temp = Some(t);
-                    Destination::Writer(Box::new(std::io::BufWriter::with_capacity(1 << 20, w)))
-                }
-                Output::Device(p) => Destination::Writer(Box::new(
-                    std::io::BufWriter::with_capacity(1 << 20, device_file(p)?),
-                )),
-            }
-        } else {
-            match &self.output {
-                // Pages are faulted in as they arrive, overlapped with the
-                // transfer; zero pages of fresh memory are never touched.
-                Output::Discard | Output::Stdout | Output::Device(_) => {
-                    Destination::Memory { prefault: false }
-                }
-                Output::File(p) => Destination::File {
-                    path: p.clone(),
-                    mode: self.mode,
-                },
-            }
-        };
-        let dest = match (dest, &self.sha) {
-            // A stream arrives in order: hashed as it is written.
-            (Destination::Writer(w), Some(sha)) => {
-                Destination::Writer(Box::new(checksum::Writing::new(w, sha.clone())))
-            }
-            (d, _) => d,
-        };
-        if let Some(h) = hdr {
-            let (unit, total) = match h.layout {
-                Layout::Image { size } => (u64::from(h.page_size), size),
-                Layout::Stream => (u64::from(h.packet_payload), 0),
-            };
-            self.unit.store(unit, Ordering::Relaxed);
-            self.total.store(total, Ordering::Relaxed);
-        }
-        let max_image_size = match (self.max_size, hdr.map(|h| h.layout)) {
-            (Some(n), _) => Some(SizeLimit::Configured(n)),
-            (None, Some(Layout::Image { .. })) => match &self.output {
+    fn config(&self) -> RecvConfig {
+        // What an image may need, whichever comes (a stream has no size).
+        let max_image_size = match self.max_size {
+            Some(n) => Some(SizeLimit::Configured(n)),
+            None => match &self.output {
                 Output::File(p) => room::free_space(p),
                 Output::Discard | Output::Stdout | Output::Device(_) => room::memory_available(),
             },
-            (None, _) => None,
         };
-        let config = RecvConfig {
+        RecvConfig {
             expected_channels: self.channels,
             expected_uuid: None,
             handshake_timeout: Some(self.handshake),
@@ -1293,14 +1221,49 @@ impl SessionWorker {
             delta: self.delta,
             resume: self.resume,
             reconnect_wait: self.reconnect,
-        };
-        let rx = Receiver::new(config, dest);
-        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());
-        Ok(Session {
-            rx,
-            temp,
-            peer: None,
-        })
+        }
+    }
+
+    /// Where the session goes, decided from its header: an image into
+    /// memory or the output file, a stream into the output (through
+    /// `temp` for a file).
+    fn destination(&self, temp: Arc<Mutex<Option<TempOutput>>>) -> Destination {
+        let (output, mode, sha) = (self.output.clone(), self.mode, self.sha.clone());
+        let failed = |e: AppError| transit_multifd::Error::Config(e.to_string());
+        Destination::Decide(Box::new(move |h: &SessionHeader| {
+            if h.layout != Layout::Stream {
+                return Ok(match output {
+                    // Pages are faulted in as they arrive, overlapped with
+                    // the transfer; zero pages of fresh memory are never
+                    // touched.
+                    Output::Discard | Output::Stdout | Output::Device(_) => {
+                        Destination::Memory { prefault: false }
+                    }
+                    Output::File(path) => Destination::File { path, mode },
+                });
+            }
+            let w: Box<dyn Write + Send> = match &output {
+                Output::Discard => Box::new(std::io::sink()),
+                Output::Stdout => Box::new(stdout_file().map_err(failed)?),
+                Output::File(p) => {
+                    let t = create_temp(p, mode).map_err(failed)?;
+                    let w = t.writer().map_err(|e| {
+                        transit_multifd::Error::data(format!("open {}", t.temp_path().display()), e)
+                    })?;
+                    *temp.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                    Box::new(std::io::BufWriter::with_capacity(1 << 20, w))
+                }
+                Output::Device(p) => Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    device_file(p).map_err(failed)?,
+                )),
+            };
+            // A stream arrives in order: hashed as it is written.
+            Ok(Destination::Writer(match sha {
+                Some(sha) => Box::new(checksum::Writing::new(w, sha)),
+                None => w,
+            }))
+        }))
     }
 }
 
@@ -1349,19 +1312,19 @@ fn commit(
     }
 }
 
-/// Hand a connection to the receiver; rejected ones are warned about,
-/// fatal ones end the session.
-fn offer(s: &mut Session, ch: Box<dyn Channel>, peer: &str) -> Result<(), AppError> {
-    match s.rx.accept_channel(ch) {
-        Ok(Accepted::Main) => {
-            s.peer = Some(peer.to_owned());
-            Ok(())
-        }
-        Ok(Accepted::Page(_)) => Ok(()),
+/// Hand a connection to the receiver; rejected ones are warned about
+/// (`None`), fatal ones end the session.
+fn offer(
+    rx: &mut Receiver,
+    ch: Box<dyn Channel>,
+    peer: &str,
+) -> Result<Option<Accepted>, AppError> {
+    match rx.accept_channel(ch) {
+        Ok(a) => Ok(Some(a)),
         Err(e) if is_fatal(&e) => Err(e.into()),
         Err(e) => {
             warn(&format!("rejected a connection from {peer}: {e}"));
-            Ok(())
+            Ok(None)
         }
     }
 }

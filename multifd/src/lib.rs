@@ -135,7 +135,7 @@ pub mod zero;
 pub use error::{ChannelId, Error, Result, Stage};
 pub use image::{Content, DestImage, ImageSpec, SourceImage};
 pub use progress::{ChannelStats, Progress, Stats};
-pub use receiver::{null_peer, Accepted, Destination, Receiver, RecvConfig, RecvOutcome};
+pub use receiver::{null_peer, Accepted, Decider, Destination, Receiver, RecvConfig, RecvOutcome};
 pub use rejoin::{Reconnect, Rejoin};
 pub use sender::{give_up, Payload, SendConfig, Sender};
 pub use session::AbortHandle;

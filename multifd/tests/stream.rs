@@ -154,3 +154,75 @@ fn image_sender_and_stream_receiver_both_fail_clearly() {
     assert!(err.to_string().contains("byte stream"), "{err}");
     assert_eq!(err.stage(), Some(transit_multifd::Stage::Handshake));
 }
+
+/// A decider that picks memory for an image and the shared sink for a
+/// stream, recording what it was asked.
+fn decider(sink: Shared, seen: Arc<Mutex<Vec<String>>>) -> Destination {
+    Destination::Decide(Box::new(move |h| {
+        Ok(match h.layout {
+            transit_multifd::wire::Layout::Image { size } => {
+                seen.lock().unwrap().push(format!("image {size}"));
+                Destination::Memory { prefault: false }
+            }
+            transit_multifd::wire::Layout::Stream => {
+                seen.lock().unwrap().push("stream".into());
+                Destination::Writer(Box::new(sink))
+            }
+        })
+    }))
+}
+
+#[test]
+fn a_receiver_decides_its_destination_from_the_session_header() {
+    // A stream: the decider gives the writer.
+    let (mut send, mut recv) = unix_pairs(3);
+    recv.reverse(); // page channels before the main one
+    let (sink, seen) = (Shared::default(), Arc::new(Mutex::new(Vec::new())));
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        decider(sink.clone(), seen.clone()),
+    );
+    let main = send.remove(0);
+    let input = data(300_000);
+    let sent = input.clone();
+    bounded(60, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Stream, main, send).unwrap();
+        tx.send_stream(&mut Trickle(&sent)).unwrap();
+        tx.finish().unwrap()
+    });
+    rx.join().unwrap().unwrap();
+    assert_eq!(*sink.0.lock().unwrap(), input);
+    // An image: the decider gives memory of the header's size.
+    let (mut send, recv) = unix_pairs(3);
+    let rx = spawn_receiver(recv, RecvConfig::default(), decider(sink, seen.clone()));
+    let main = send.remove(0);
+    let image: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+    let img = transit_multifd::SourceImage::from_vec(image.clone());
+    bounded(60, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Image(img), main, send).unwrap();
+        tx.send_all().unwrap();
+        tx.finish().unwrap()
+    });
+    let got = rx.join().unwrap().unwrap();
+    assert_eq!(got.image.unwrap().as_slice(), &image[..]);
+    assert_eq!(*seen.lock().unwrap(), ["stream", "image 262144"]);
+}
+
+#[test]
+fn a_deciders_refusal_is_what_the_sender_hears() {
+    let (mut send, recv) = unix_pairs(2);
+    let refuse = Destination::Decide(Box::new(|_| {
+        Err(transit_multifd::Error::Config(
+            "this receiver takes images only".into(),
+        ))
+    }));
+    let rx = spawn_receiver(recv, RecvConfig::default(), refuse);
+    let main = send.remove(0);
+    let err = bounded(30, move || {
+        Sender::new(SendConfig::default(), Payload::Stream, main, send).unwrap_err()
+    });
+    let rerr = rx.join().unwrap().unwrap_err();
+    assert!(rerr.to_string().contains("images only"), "{rerr}");
+    assert!(err.to_string().contains("images only"), "{err}");
+}

@@ -123,7 +123,16 @@ pub enum Destination {
     Image(DestImage),
     /// A sink that receives the stream in order.
     Writer(Box<dyn Write + Send>),
+    /// Decided from the sender's session header (an image or a stream,
+    /// its size, its page size), once the session starts: a receiver that
+    /// listens does not know what will come. An error refuses the session
+    /// and is what the sender is told.
+    Decide(Decider),
 }
+
+/// Chooses a [`Destination`] from the sender's session header; see
+/// [`Destination::Decide`].
+pub type Decider = Box<dyn FnOnce(&SessionHeader) -> Result<Destination> + Send>;
 
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +143,7 @@ impl std::fmt::Debug for Destination {
             }
             Destination::Image(i) => write!(f, "Image({i:?})"),
             Destination::Writer(_) => f.write_str("Writer(..)"),
+            Destination::Decide(_) => f.write_str("Decide(..)"),
         }
     }
 }
@@ -248,6 +258,17 @@ impl Receiver {
     /// True once the main channel and every page channel are present.
     pub fn is_ready(&self) -> bool {
         self.session.is_some() && self.pages.iter().all(Option::is_some)
+    }
+
+    /// Give up before the session runs: every connection taken so far
+    /// (the main channel, page channels filed or waiting for it), for the
+    /// caller to close as it sees fit (gracefully, so each peer reads why
+    /// rather than a reset).
+    pub fn into_channels(mut self) -> Vec<Box<dyn Channel>> {
+        let mut out: Vec<Box<dyn Channel>> = self.main.take().map(|c| c.ch).into_iter().collect();
+        out.extend(self.pending.drain(..).map(|(c, _)| c.ch));
+        out.extend(self.pages.drain(..).flatten().map(|c| c.ch));
+        out
     }
 
     /// Page channels that arrived before the main channel and turned out
@@ -679,6 +700,10 @@ fn prepare(
     delta: bool,
     resume: bool,
 ) -> Result<(Target, Option<Record>)> {
+    let dest = match dest {
+        Some(Destination::Decide(decide)) => Some(decide(session)?),
+        d => d,
+    };
     if let (true, Layout::Image { size }, Some(Destination::File { path, mode })) =
         (resume, session.layout, dest.as_ref())
     {
@@ -741,6 +766,9 @@ fn prepare_plain(session: &SessionHeader, dest: Option<Destination>) -> Result<T
                 .into(),
         ),
         (Layout::Stream, Some(Destination::Writer(w))) => Ok(Target::Stream(w)),
+        (_, Some(Destination::Decide(_))) => {
+            refuse("a destination decider chose to decide again".into())
+        }
         (Layout::Stream, Some(_)) => refuse(
             "the sender sends a byte stream but the destination is an image; \
              use a writer destination"
