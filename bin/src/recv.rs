@@ -24,9 +24,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use transit_channel::{
-    io as chio, Channel, Condition, ControlFlow, ReadFlags, Shutdown, SocketAddress, SocketChannel,
-};
+use transit_channel::{io as chio, Channel, ControlFlow, ReadFlags, Shutdown, SocketChannel};
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit, WireError};
 use transit_multifd::{
@@ -49,7 +47,7 @@ use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
     DEFAULT_TIMEOUT,
 };
-use transit_endpoint::admit::{Admission, AdmitConfig, Admitted};
+use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming, Source};
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
@@ -213,75 +211,70 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         reconnect: args.common.reconnect_window(),
     };
     let rt = Runtime::new()?;
-    let addr = match endpoint {
+    match endpoint {
         Endpoint::File(path) => return recv_from_file(&rt, &opts, path, clock),
-        Endpoint::Socket(a) => a,
-        Endpoint::WebSocket(u) => SocketAddress::inet(u.host.clone(), u.port),
         Endpoint::Exec(cmd) => return recv_exec(&rt, &opts, &cmd, clock),
         Endpoint::Stdio if c.raw => return recv_stdio_raw(&rt, &opts, clock),
         Endpoint::Stdio => return recv_stdio(&rt, &opts, clock),
-        Endpoint::Rdma(a) => return recv_rdma(&rt, &opts, &a, c.raw, clock),
-    };
-    let mut listener = NetListener::with_name("transit");
-    if let SocketAddress::Fd(_) = addr {
-        let sock = SocketChannel::from_address(&addr)
-            .map_err(|e| AppError::Failed(format!("{addr}: {e}")))?;
-        if !sock.is_listener() {
-            if !c.raw {
-                return Err(usage(format!(
-                    "{addr} is a connected socket, but a multifd session needs a listening one; use --raw"
-                )));
-            }
-            let dup = sock.as_fd().try_clone_to_owned().ok();
-            let ch = accept_layers(&rt, &opts, Box::new(sock), dup)?;
-            return recv_raw(&rt, &opts, ch, clock);
-        }
-        listener
-            .add(sock)
-            .map_err(|e| AppError::Failed(format!("listen on {addr}: {e}")))?;
-    } else {
-        listener
-            .open_sync(&addr, 64)
-            .map_err(|e| AppError::Failed(format!("listen on {addr}: {e}")))?;
+        _ => {}
     }
-    for a in listener.local_addresses() {
-        match &opts.endpoint {
-            Endpoint::WebSocket(u) => {
-                let hp = match &a {
-                    SocketAddress::Inet { host, port } if host.contains(':') => {
-                        format!("[{host}]:{port}")
-                    }
-                    SocketAddress::Inet { host, port } => format!("{host}:{port}"),
-                    other => other.to_string(),
-                };
-                let scheme = if u.secure { "wss" } else { "ws" };
-                eprintln!("transit: listening on {scheme}://{hp}{}", u.path);
-            }
-            _ => eprintln!("transit: listening on {a}"),
+    let source = accept::listen(&endpoint).map_err(|e| AppError::Failed(e.message))?;
+    if let Source::Connected(sock) = source {
+        if !c.raw {
+            return Err(usage(format!(
+                "{} is a connected socket, but a multifd session needs a listening one; use --raw",
+                opts.uri
+            )));
         }
-    }
-    if c.raw {
-        // The first client whose layers (TLS, websocket) succeed is the
-        // stream; one whose handshake fails (a port scan, a health check,
-        // a client without a certificate) is logged and the receiver keeps
-        // waiting, as a framed receiver does.
-        let layers = opts.transport.has_layers(&opts.endpoint);
-        let ch = loop {
-            let ch = wait_first_client(&rt, &mut listener, &opts)?;
-            if !layers {
-                break Box::new(ch) as Box<dyn Channel>;
-            }
-            let dup = ch.as_fd().try_clone_to_owned().ok();
-            match accept_layers(&rt, &opts, Box::new(ch), dup) {
-                Ok(ch) => break ch,
-                Err(AppError::Failed(why)) => warn(&format!("rejected a {why}")),
-                Err(e) => return Err(e),
-            }
-        };
-        listener.disconnect();
+        let dup = sock.as_fd().try_clone_to_owned().ok();
+        let ch = accept_layers(&rt, &opts, Box::new(sock), dup)?;
         return recv_raw(&rt, &opts, ch, clock);
     }
-    recv_multifd(&rt, &opts, Feed::Listener(listener), clock)
+    for uri in source.local_uris(&endpoint) {
+        eprintln!("transit: listening on {uri}");
+    }
+    if c.raw {
+        let ch = first_raw(&rt, &opts, source)?;
+        return recv_raw(&rt, &opts, ch, clock);
+    }
+    recv_multifd(&rt, &opts, source, clock)
+}
+
+/// Raw mode: the first client whose layers (TLS, websocket) succeed is the
+/// stream (as `nc -l`); one whose handshake fails (a port scan, a health
+/// check, a client without a certificate) is logged and the receiver keeps
+/// waiting, as a framed receiver does.
+fn first_raw(rt: &Runtime, opts: &Opts, source: Source) -> Result<Box<dyn Channel>, AppError> {
+    let mut listener = match source {
+        Source::Listener(l) => l,
+        Source::Rdma(mut l) => {
+            let ch = rt.run_task(
+                "accept",
+                || {},
+                move || {
+                    l.accept()
+                        .map_err(|e| AppError::Failed(format!("accept on {}: {e}", l.name())))
+                },
+            )?;
+            return accept_layers(rt, opts, Box::new(ch), None);
+        }
+        other => return Err(AppError::Failed(format!("no raw stream from {other:?}"))),
+    };
+    let layers = opts.transport.has_layers(&opts.endpoint);
+    let ch = loop {
+        let ch = wait_first_client(rt, &mut listener, opts)?;
+        if !layers {
+            break Box::new(ch) as Box<dyn Channel>;
+        }
+        let dup = ch.as_fd().try_clone_to_owned().ok();
+        match accept_layers(rt, opts, Box::new(ch), dup) {
+            Ok(ch) => break ch,
+            Err(AppError::Failed(why)) => warn(&format!("rejected a {why}")),
+            Err(e) => return Err(e),
+        }
+    };
+    listener.disconnect();
+    Ok(ch)
 }
 
 /// Run the server layers (TLS, websocket) of one connection on a worker.
@@ -296,7 +289,7 @@ fn accept_layers(
     }
     let (ep, t) = (opts.endpoint.clone(), opts.transport.clone());
     let cancel = opts.transport.cancel.clone();
-    let peer = describe_peer(&*ch);
+    let peer = accept::describe_peer(&*ch);
     rt.run_task(
         "handshake",
         move || cancel.cancel(),
@@ -309,38 +302,6 @@ fn accept_layers(
             })
         },
     )
-}
-
-/// `recv rdma:HOST:PORT`: listen with rdma_cm (fails at once without an
-/// RDMA device), then take the raw stream or the session's connections.
-fn recv_rdma(
-    rt: &Runtime,
-    opts: &Opts,
-    addr: &SocketAddress,
-    raw: bool,
-    clock: CpuClock,
-) -> Result<(), AppError> {
-    let shown = transit_channel::rdma::format_address(addr);
-    let mut listener = transit_channel::rdma::RdmaListener::listen(addr)
-        .map_err(|e| AppError::Failed(format!("listen on {shown}: {e}")))?;
-    let local = listener
-        .local_address()
-        .map_or(shown.clone(), |a| transit_channel::rdma::format_address(&a));
-    eprintln!("transit: listening on {local}");
-    if raw {
-        let ch = rt.run_task(
-            "accept",
-            || {},
-            move || {
-                listener
-                    .accept()
-                    .map_err(|e| AppError::Failed(format!("accept on {shown}: {e}")))
-            },
-        )?;
-        let ch = accept_layers(rt, opts, Box::new(ch), None)?;
-        return recv_raw(rt, opts, ch, clock);
-    }
-    recv_multifd(rt, opts, Feed::Rdma(listener), clock)
 }
 
 /// `recv exec:COMMAND --raw`: the command's stdout supplies the bytes.
@@ -406,7 +367,7 @@ fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError
     )?;
     let mut chans = vec![ch];
     chans.extend(others.into_iter().map(|(_, c)| c));
-    let r = recv_multifd(rt, opts, Feed::Channels(chans), clock);
+    let r = recv_multifd(rt, opts, Source::Channels(chans), clock);
     leader.finish(r.is_ok());
     r
 }
@@ -649,12 +610,8 @@ fn recv_from_file(
 }
 
 enum Msg {
-    /// A connection (layers done) and its peer, first bytes not read yet.
-    Conn(Box<dyn Channel>, String),
-    /// A listener's connection through [`admit`].
-    Admitted(Admitted<Peeked>),
-    /// A connection's handshake failed: the session cannot go on.
-    Fatal(String),
+    /// A connection, or the failure of one of the session's own.
+    In(Incoming<Peeked>),
     Cancel,
 }
 
@@ -664,89 +621,6 @@ struct Done {
     peer: Option<String>,
     /// `--checksum sha256` of what was received.
     sha256: Option<String>,
-}
-
-/// Where the connections of a multifd session come from.
-enum Feed {
-    /// Accepted by a listener.
-    Listener(NetListener),
-    /// Already there (the joined runs of an `exec:` command).
-    Channels(Vec<Box<dyn Channel>>),
-    /// Accepted one by one from an RDMA listener on a thread of its own
-    /// (rdma_cm's accept blocks; the thread ends with the process).
-    Rdma(transit_channel::rdma::RdmaListener),
-}
-
-fn describe_peer(ch: &dyn Channel) -> String {
-    ch.peer_address()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| ch.name().to_owned())
-}
-
-/// Run the server layers of one connection on its own thread, then hand
-/// it to the session once its first bytes arrive. For connections that
-/// are not a listener's ([`Feed::Channels`], [`Feed::Rdma`]); a listener's
-/// go through [`admit`]. With `fatal`, a failed handshake (TLS refusal,
-/// bad websocket upgrade) ends the session (the runs of an `exec:`
-/// command are our sender's and nobody else's); else it is logged and
-/// the connection dropped.
-#[allow(clippy::too_many_arguments)]
-fn spawn_layers(
-    ch: Box<dyn Channel>,
-    ep: Endpoint,
-    t: TransportOpts,
-    q: mpsc::Sender<Msg>,
-    hs: Duration,
-    linger: Option<std::os::fd::OwnedFd>,
-    inflight: Arc<AtomicU64>,
-    fatal: bool,
-) {
-    let peer = describe_peer(&*ch);
-    inflight.fetch_add(1, Ordering::AcqRel);
-    let busy = inflight.clone();
-    let spawned = std::thread::Builder::new()
-        .name("recv-handshake".into())
-        .spawn(move || {
-            let _done = Decrement(busy);
-            let start = Instant::now();
-            match transport::wrap_accepted(ch, &ep, &t) {
-                Ok(ch) => {
-                    let left = hs.saturating_sub(start.elapsed());
-                    match chio::wait_blocking(&ch.watch_source(), Condition::IN, Some(left)) {
-                        Ok(c) if !c.is_empty() => {
-                            let _ = q.send(Msg::Conn(ch, peer));
-                        }
-                        _ => warn(&format!(
-                            "closed a connection from {peer}: it sent nothing within {:.1} s",
-                            hs.as_secs_f64()
-                        )),
-                    }
-                }
-                Err(e) => {
-                    if let Some(fd) = linger {
-                        transport::linger_close(fd, LINGER);
-                    }
-                    if fatal {
-                        let _ = q.send(Msg::Fatal(format!("connection from {peer}: {e}")));
-                    } else {
-                        warn(&format!("rejected a connection from {peer}: {e}"));
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        inflight.fetch_sub(1, Ordering::AcqRel);
-        warn(&format!("cannot start a handshake thread: {e}"));
-    }
-}
-
-/// Counts a handshake thread out when it ends.
-struct Decrement(Arc<AtomicU64>);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// What a connection that is not framed transit is told.
@@ -790,91 +664,28 @@ fn drain_close(mut ch: Box<dyn Channel>, deadline: Instant) {
     let _ = chio::close_gracefully(ch.as_mut(), deadline, 0, ReadFlags::empty());
 }
 
-fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Result<(), AppError> {
+fn recv_multifd(
+    rt: &Runtime,
+    opts: &Opts,
+    source: Source,
+    clock: CpuClock,
+) -> Result<(), AppError> {
     let (tx, queue) = mpsc::channel::<Msg>();
-    let hs = opts.handshake;
-    let layers = opts.transport.has_layers(&opts.endpoint);
-    let inflight = Arc::new(AtomicU64::new(0));
-    let mut listener = None;
-    match feed {
-        Feed::Channels(chans) => {
-            for ch in chans {
-                if layers || opts.transport.tls.is_some() {
-                    spawn_layers(
-                        ch,
-                        opts.endpoint.clone(),
-                        opts.transport.clone(),
-                        tx.clone(),
-                        hs,
-                        None,
-                        inflight.clone(),
-                        true,
-                    );
-                } else {
-                    let peer = describe_peer(&*ch);
-                    let _ = tx.send(Msg::Conn(ch, peer));
-                }
-            }
-        }
-        Feed::Rdma(mut l) => {
-            let (ep, t, q, busy) = (
-                opts.endpoint.clone(),
-                opts.transport.clone(),
-                tx.clone(),
-                inflight.clone(),
-            );
-            let spawned = std::thread::Builder::new()
-                .name("rdma-accept".into())
-                .spawn(move || loop {
-                    let ch: Box<dyn Channel> = match l.accept() {
-                        Ok(ch) => Box::new(ch),
-                        Err(e) => {
-                            warn(&format!("accept on {}: {e}", l.name()));
-                            return;
-                        }
-                    };
-                    if layers {
-                        spawn_layers(
-                            ch,
-                            ep.clone(),
-                            t.clone(),
-                            q.clone(),
-                            hs,
-                            None,
-                            busy.clone(),
-                            false,
-                        );
-                    } else {
-                        let peer = describe_peer(&*ch);
-                        if q.send(Msg::Conn(ch, peer)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            spawned.map_err(|e| AppError::Failed(format!("start the RDMA accept thread: {e}")))?;
-        }
-        Feed::Listener(mut l) => {
-            let q = tx.clone();
-            let cfg = AdmitConfig {
-                tls: opts.transport.tls.clone(),
-                ws: match &opts.endpoint {
-                    Endpoint::WebSocket(u) => {
-                        Some((u.path.clone(), opts.transport.ws_config.clone()))
-                    }
-                    _ => None,
-                },
-                timeout: hs,
-                linger: LINGER,
-                log: Rc::new(warn),
-            };
-            let adm = Admission::new(rt.ctx(), cfg, incoming::head, move |a| {
-                let _ = q.send(Msg::Admitted(a));
-            });
-            let a2 = adm.clone();
-            l.set_client_func(rt.ctx(), move |client| a2.admit(client));
-            listener = Some((l, adm));
-        }
-    }
+    let q = Mutex::new(tx.clone());
+    let cfg = AcceptConfig {
+        timeout: opts.handshake,
+        linger: LINGER,
+        log: Arc::new(warn),
+        ..AcceptConfig::new(opts.endpoint.clone(), opts.transport.clone())
+    };
+    let acceptor = Acceptor::start(rt.ctx(), source, cfg, incoming::head, move |inc| {
+        let _ = q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Msg::In(inc));
+    })
+    .map_err(|e| AppError::Failed(e.message))?;
+    let inflight = acceptor.in_flight();
 
     let slot: ProgressSlot = Arc::new(Mutex::new(None));
     let unit = Arc::new(AtomicU64::new(0));
@@ -932,10 +743,7 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
     };
     let done = rt.run_task("session", on_cancel, move || worker.run());
     drop(live);
-    if let Some((mut l, adm)) = listener {
-        l.disconnect();
-        adm.close();
-    }
+    acceptor.close();
     drop(tx);
     let done = done?;
     let image = match done.session.layout {
@@ -973,28 +781,6 @@ fn recv_multifd(rt: &Runtime, opts: &Opts, feed: Feed, clock: CpuClock) -> Resul
     Ok(())
 }
 
-/// Learn what a connection is from its first bytes, blocking for at most
-/// `timeout`: they are read and put back in front. For connections that
-/// are not a listener's (the runs of an `exec:` command, RDMA), which
-/// admission does not see.
-fn sniff(ch: Box<dyn Channel>, timeout: Duration) -> (Box<dyn Channel>, Result<Peeked, String>) {
-    match incoming::sniff(ch, Instant::now() + timeout) {
-        Ok((ch, p)) => (ch, Ok(p)),
-        Err((ch, e)) if e.is_timed_out() => (
-            ch,
-            Err(format!(
-                "sent no complete header within {:.1} s",
-                timeout.as_secs_f64()
-            )),
-        ),
-        Err((ch, transit_channel::Error::UnexpectedEof { .. })) => (
-            ch,
-            Err("closed the connection before sending a header".into()),
-        ),
-        Err((ch, e)) => (ch, Err(e.to_string())),
-    }
-}
-
 /// Errors after which the session cannot go on.
 fn is_fatal(e: &transit_multifd::Error) -> bool {
     matches!(
@@ -1022,7 +808,7 @@ struct SessionWorker {
     total: Arc<AtomicU64>,
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// Handshake threads still running.
-    inflight: Arc<AtomicU64>,
+    inflight: InFlight,
     /// --max-size.
     max_size: Option<u64>,
     /// `--delta`.
@@ -1055,13 +841,8 @@ impl SessionWorker {
                 }
             };
             let (ch, from, kind) = match msg {
-                Ok(Msg::Admitted(a)) => (a.ch, a.peer, Ok(a.kind)),
-                // Not read yet (the runs of an `exec:` command, RDMA).
-                Ok(Msg::Conn(ch, from)) => {
-                    let (ch, kind) = sniff(ch, self.handshake);
-                    (ch, from, kind)
-                }
-                Ok(Msg::Fatal(why)) => {
+                Ok(Msg::In(Incoming::Conn(a))) => (a.ch, a.peer, a.kind),
+                Ok(Msg::In(Incoming::Fatal(why))) => {
                     self.wind_down(rx.into_channels());
                     return Err(AppError::Failed(why));
                 }
@@ -1069,14 +850,13 @@ impl SessionWorker {
                 Err(()) => return Err(self.assembly_timeout(&rx, start)),
             };
             match kind {
-                Ok(Peeked::Other(why)) => {
+                Peeked::Other(why) => {
                     warn(&format!(
                         "rejected a connection from {from}: not a transit sender: {why}"
                     ));
                     turn_away(ch, NOT_FRAMED);
                 }
-                Err(why) => warn(&format!("rejected a connection from {from}: {why}")),
-                Ok(_) => {
+                Peeked::Main(_) | Peeked::Page => {
                     let started = rx.session().is_some();
                     if offer(&mut rx, ch, &from)? == Some(Accepted::Main) {
                         peer = Some(from);
@@ -1106,14 +886,13 @@ impl SessionWorker {
             .spawn(move || {
                 while let Ok(msg) = queue.recv() {
                     let (ch, peer) = match msg {
-                        Msg::Conn(ch, peer) => (ch, peer),
-                        Msg::Admitted(a) if matches!(a.kind, Peeked::Page) => {
+                        Msg::In(Incoming::Conn(a)) if matches!(a.kind, Peeked::Page) => {
                             if let Err(e) = rejoin.offer(a.ch) {
                                 warn(&format!("rejected a connection from {}: {e}", a.peer));
                             }
                             continue;
                         }
-                        Msg::Admitted(a) => (a.ch, a.peer),
+                        Msg::In(Incoming::Conn(a)) => (a.ch, a.peer),
                         _ => continue,
                     };
                     warn(&format!(
@@ -1176,10 +955,10 @@ impl SessionWorker {
         }
         loop {
             match self.queue.recv_timeout(Duration::from_millis(20)) {
-                Ok(Msg::Conn(ch, _)) => drain(ch),
+                Ok(Msg::In(Incoming::Conn(a))) => drain(a.ch),
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.inflight.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                    if self.inflight.count() == 0 || Instant::now() >= deadline {
                         break;
                     }
                 }

@@ -9,6 +9,11 @@
 //!   queue pair), then TLS, then the websocket upgrade, every handshake
 //!   under [`TransportOpts::timeout`] and cancellable ([`Cancel`]); the
 //!   server layers of one accepted connection ([`connect::wrap_accepted`]).
+//! - [`accept`]: where a receiver's connections come from ([`accept::listen`]
+//!   opens an endpoint for receiving), and an [`accept::Acceptor`] that
+//!   hands over every connection layered, its first bytes read: one
+//!   abstraction for a listener's sockets, an RDMA listener and the joined
+//!   runs of `exec:`.
 //! - [`admit`]: a listener's connections taken through TLS, the websocket
 //!   upgrade and their first bytes on a main loop, without a thread each,
 //!   every connection under its own deadline ([`admit::Admission`]).
@@ -37,6 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod accept;
 pub mod admit;
 pub mod connect;
 pub mod exec;
