@@ -192,3 +192,42 @@ fn watch_fires_while_plaintext_is_buffered_and_the_socket_is_drained() {
     drop(tls);
     server.join().expect("server thread");
 }
+
+/// `handshake_until` against a peer that never answers gives up at its
+/// deadline with a typed timeout (no thread watches it), the channel back
+/// in blocking mode; with a real server in time it succeeds.
+#[test]
+fn a_handshake_with_a_deadline_times_out_on_a_silent_peer() {
+    let setup = Setup::new("deadline");
+    let (a, _silent) = transit_channel::SocketChannel::pair().expect("pair");
+    let mut tls =
+        TlsChannel::client(Box::new(a), setup.client_creds(), "localhost").expect("client");
+    let start = std::time::Instant::now();
+    let e = tls
+        .handshake_until(start + Duration::from_millis(300))
+        .expect_err("a silent peer");
+    assert!(e.is_timed_out(), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(tls.is_blocking());
+    let (cc, sc) = (setup.client_creds(), setup.server_creds());
+    let (a, b) = transit_channel::SocketChannel::pair().expect("pair");
+    let (c, s) = run_on(
+        Box::new(a),
+        Box::new(b),
+        move |ch| {
+            let mut t = TlsChannel::client(ch, cc, "localhost").expect("client");
+            t.handshake_until(std::time::Instant::now() + Duration::from_secs(20))
+                .map_err(|e| e.to_string())
+        },
+        move |ch| {
+            let mut t = TlsChannel::server(ch, sc, None).expect("server");
+            t.handshake_until(std::time::Instant::now() + Duration::from_secs(20))
+                .map_err(|e| e.to_string())
+        },
+    );
+    assert_eq!((c, s), (Ok(()), Ok(())));
+}

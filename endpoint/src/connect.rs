@@ -11,10 +11,10 @@
 //!
 //! Both are blocking calls meant for worker threads: a sender runs one
 //! connect task per channel, so the N+1 handshakes (and their crypto) run
-//! in parallel. Every handshake is bounded by [`TransportOpts::timeout`]:
-//! a watchdog thread shuts the channel down when it expires (which wakes
-//! the blocked handshake), and [`Cancel`] does the same from a signal
-//! handler's thread.
+//! in parallel. Every handshake has a deadline, [`TransportOpts::timeout`]
+//! from its start, and bounds its own waits by it (the channel is
+//! non-blocking during the handshake; no thread watches it); [`Cancel`]
+//! shuts every channel in a handshake down from a signal handler's thread.
 //!
 //! `exec:` in a multifd session runs the command once per channel (N+1
 //! times). Each run first receives a plaintext join preamble (see
@@ -34,9 +34,8 @@
 //! ```
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use transit_channel::tls::{Authz, TlsChannel, TlsCreds};
 use transit_channel::websocket::WebSocketConfig;
@@ -250,99 +249,49 @@ impl Cancel {
     }
 }
 
-/// Shuts a channel down if a blocking operation outlives its deadline.
-struct Watchdog {
-    state: Arc<(Mutex<(bool, bool)>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-    cancel_id: Option<u64>,
-    cancel: Cancel,
-}
-
-impl Watchdog {
-    /// Arm for `timeout` on the channel's shutdown handle (a channel
-    /// without one is not guarded).
-    fn arm(ch: &dyn Channel, timeout: Duration, cancel: &Cancel) -> Watchdog {
-        let handle = ch.shutdown_handle().ok();
-        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
-        let cancel_id = handle.clone().and_then(|h| cancel.register(h));
-        let thread = handle.and_then(|h| {
-            let st = state.clone();
-            std::thread::Builder::new()
-                .name("handshake-watchdog".into())
-                .spawn(move || {
-                    let (m, cv) = &*st;
-                    let g = m.lock().unwrap_or_else(|e| e.into_inner());
-                    let (mut g, _) = cv
-                        .wait_timeout_while(g, timeout, |(done, _)| !*done)
-                        .unwrap_or_else(|e| e.into_inner());
-                    if !g.0 {
-                        g.1 = true;
-                        let _ = h.shutdown(Shutdown::Both);
-                    }
-                })
-                .ok()
-        });
-        Watchdog {
-            state,
-            thread,
-            cancel_id,
-            cancel: cancel.clone(),
-        }
-    }
-
-    /// Stop watching; true if the deadline had passed.
-    fn disarm(mut self) -> bool {
-        self.stop()
-    }
-
-    fn stop(&mut self) -> bool {
-        let fired = {
-            let (m, cv) = &*self.state;
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            g.0 = true;
-            cv.notify_all();
-            g.1
-        };
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.cancel.unregister(self.cancel_id.take());
-        fired
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Run `step` on `ch` under a watchdog; a timeout or a cancel replaces
-/// the step's error with one that says so.
+/// Run `step` on `ch` with a deadline `opts.timeout` from now (the step
+/// bounds its own waits by it: no thread watches), the channel registered
+/// with `opts.cancel` meanwhile; a timeout or a cancel replaces the step's
+/// error with one that says so.
 fn guarded<T>(
     ch: Box<dyn Channel>,
     opts: &TransportOpts,
     what: &str,
-    step: impl FnOnce(Box<dyn Channel>) -> Result<T, OpenError>,
+    step: impl FnOnce(Box<dyn Channel>, Instant) -> Result<T, (OpenError, bool)>,
 ) -> Result<T, OpenError> {
-    let dog = Watchdog::arm(&*ch, opts.timeout, &opts.cancel);
-    let r = step(ch);
-    let fired = dog.disarm();
+    let deadline = Instant::now() + opts.timeout;
+    let id = ch
+        .shutdown_handle()
+        .ok()
+        .and_then(|h| opts.cancel.register(h));
+    let r = step(ch, deadline);
+    opts.cancel.unregister(id);
     match r {
+        Ok(t) => Ok(t),
         Err(_) if opts.cancel.is_cancelled() => Err(OpenError::new(
             format!("{what}: cancelled"),
             OpenFailure::Cancelled,
         )),
         // The layer's handshake took too long: that is the layer's story.
-        Err(e) if fired => Err(OpenError::new(
+        Err((e, true)) => Err(OpenError::new(
             format!(
                 "{what}: timed out after {:.1} s ({e})",
                 opts.timeout.as_secs_f64()
             ),
             OpenFailure::Layer,
         )),
-        r => r,
+        Err((e, false)) => Err(e),
     }
+}
+
+/// An open step's error, and whether it was its deadline running out.
+fn step_error(e: transit_channel::Error, which: Option<&str>) -> (OpenError, bool) {
+    let timed_out = e.is_timed_out();
+    let err = match which {
+        Some(w) => OpenError::channel(w, &e),
+        None => OpenError::from_channel(&e),
+    };
+    (err, timed_out)
 }
 
 /// Connect a socket (TCP without Nagle: small records must not wait).
@@ -452,26 +401,36 @@ pub fn layer_client(
                     OpenFailure::Other,
                 )
             })?;
-        ch = guarded(ch, opts, &format!("{which}: TLS handshake"), |ch| {
-            let mut t = TlsChannel::client(ch, tls.creds.clone(), &host)
-                .map_err(|e| OpenError::channel(which, &e))?;
-            t.set_relaxed_eof(tls.relaxed_eof);
-            t.handshake_blocking()
-                .map_err(|e| OpenError::channel(which, &e))?;
-            Ok(Box::new(t) as Box<dyn Channel>)
-        })?;
+        ch = guarded(
+            ch,
+            opts,
+            &format!("{which}: TLS handshake"),
+            |ch, deadline| {
+                let mut t = TlsChannel::client(ch, tls.creds.clone(), &host)
+                    .map_err(|e| step_error(e, Some(which)))?;
+                t.set_relaxed_eof(tls.relaxed_eof);
+                t.handshake_until(deadline)
+                    .map_err(|e| step_error(e, Some(which)))?;
+                Ok(Box::new(t) as Box<dyn Channel>)
+            },
+        )?;
     }
     if let Endpoint::WebSocket(u) = ep {
-        let cfg = opts.ws_config.clone();
         let host = u.host_header();
-        ch = guarded(ch, opts, &format!("{which}: websocket handshake"), |ch| {
-            let hs = WebSocketChannel::client(ch, &host, &u.path, cfg)
-                .map_err(|e| OpenError::channel(which, &e))?;
-            let ws = hs
-                .handshake_blocking()
-                .map_err(|e| OpenError::channel(which, &e))?;
-            Ok(Box::new(ws) as Box<dyn Channel>)
-        })?;
+        ch = guarded(
+            ch,
+            opts,
+            &format!("{which}: websocket handshake"),
+            |ch, deadline| {
+                let cfg = ws_config_until(&opts.ws_config, deadline);
+                let hs = WebSocketChannel::client(ch, &host, &u.path, cfg)
+                    .map_err(|e| step_error(e, Some(which)))?;
+                let ws = hs
+                    .handshake_blocking()
+                    .map_err(|e| step_error(e, Some(which)))?;
+                Ok(Box::new(ws) as Box<dyn Channel>)
+            },
+        )?;
     }
     Ok(ch)
 }
@@ -485,27 +444,35 @@ pub fn wrap_accepted(
 ) -> Result<Box<dyn Channel>, OpenError> {
     let mut ch = base;
     if let Some(tls) = &opts.tls {
-        ch = guarded(ch, opts, "TLS handshake", |ch| {
+        ch = guarded(ch, opts, "TLS handshake", |ch, deadline| {
             let mut t = TlsChannel::server(ch, tls.creds.clone(), tls.authz.as_ref())
-                .map_err(|e| OpenError::from_channel(&e))?;
+                .map_err(|e| step_error(e, None))?;
             t.set_relaxed_eof(tls.relaxed_eof);
-            t.handshake_blocking()
-                .map_err(|e| OpenError::from_channel(&e))?;
+            t.handshake_until(deadline)
+                .map_err(|e| step_error(e, None))?;
             Ok(Box::new(t) as Box<dyn Channel>)
         })?;
     }
     if let Endpoint::WebSocket(u) = ep {
-        let cfg = opts.ws_config.clone();
-        ch = guarded(ch, opts, "websocket handshake", |ch| {
+        ch = guarded(ch, opts, "websocket handshake", |ch, deadline| {
+            let cfg = ws_config_until(&opts.ws_config, deadline);
             let hs = WebSocketChannel::server(ch, &u.path, cfg);
-            let ws = hs
-                .handshake_blocking()
-                .map_err(|e| OpenError::from_channel(&e))?;
+            let ws = hs.handshake_blocking().map_err(|e| step_error(e, None))?;
             Ok(Box::new(ws) as Box<dyn Channel>)
         })?;
     }
     Ok(ch)
 }
+/// The websocket settings with a handshake that ends by `deadline` (the
+/// websocket handshake bounds its own waits; its error says it timed out).
+fn ws_config_until(cfg: &WebSocketConfig, deadline: Instant) -> WebSocketConfig {
+    let left = deadline.saturating_duration_since(Instant::now());
+    WebSocketConfig {
+        handshake_timeout: Some(cfg.handshake_timeout.map_or(left, |t| t.min(left))),
+        ..cfg.clone()
+    }
+}
+
 /// TLS settings from the command line: `--tls-creds DIR` loaded for
 /// `endpoint` (client on send, server on recv), `--tls-authz` entries
 /// (server), `--tls-hostname` (client).

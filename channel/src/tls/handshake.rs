@@ -103,6 +103,48 @@ impl TlsChannel {
         }
     }
 
+    /// [`handshake_blocking`](Self::handshake_blocking) that gives up at
+    /// `deadline` with [`Error::TimedOut`]: the channel is non-blocking
+    /// for the call (so no read can outlive the deadline) and back in its
+    /// mode afterwards. No thread watches it.
+    pub fn handshake_until(&mut self, deadline: std::time::Instant) -> Result<()> {
+        let start = std::time::Instant::now();
+        let was_blocking = self.is_blocking();
+        if was_blocking {
+            self.set_blocking(false)?;
+        }
+        let r = loop {
+            let step = match self.handshake_step() {
+                Ok(s) => s,
+                Err(e) => break Err(e),
+            };
+            let cond = match step {
+                Step::Done => break Ok(()),
+                Step::Want(cond) => cond,
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ready = if left.is_zero() {
+                Ok(Condition::empty())
+            } else {
+                wait_blocking(&self.inner.watch_source(), cond, Some(left))
+            };
+            match ready {
+                Ok(c) if c.is_empty() => {
+                    break Err(Error::TimedOut {
+                        channel: self.name().to_owned(),
+                        waited: start.elapsed(),
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if was_blocking {
+            self.set_blocking(true)?;
+        }
+        r
+    }
+
     /// Run the handshake on `ctx`'s local executor, awaiting readiness of
     /// the inner channel (which should be non-blocking, or the context's
     /// thread blocks). Dropping the future cancels the handshake and its
