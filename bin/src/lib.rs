@@ -8,16 +8,16 @@
 //! The user guide is `docs/cli.md`.
 //!
 //! Public modules are the pieces tests and tools reuse: [`cli`] (argument
-//! definitions and parsers), [`dirty`] (the dirty-page pattern of
-//! `--passes`) and [`error`] (exit codes). Endpoints (URI parsing) and the
-//! connection stacks (socket or command, TLS, websocket; admission of a
-//! listener's connections; the joined runs of `exec:`) are the library
-//! `transit-endpoint`; the sessions are `transit-multifd`.
+//! definitions and parsers) and [`error`] (exit codes). Endpoints (URI
+//! parsing) and the connection stacks (socket or command, TLS, websocket;
+//! admission of a listener's connections; the joined runs of `exec:`) are
+//! the library `transit-endpoint`; the sessions, the dirty-page pattern of
+//! `--passes` and the default size bounds of a receiver are
+//! `transit-multifd`.
 
 pub mod bench;
 pub mod checksum;
 pub mod cli;
-pub mod dirty;
 pub mod error;
 mod idle;
 mod manual;
@@ -25,7 +25,6 @@ mod output;
 mod payload;
 mod recv;
 mod report;
-mod room;
 mod runtime;
 mod send;
 mod units;

@@ -41,7 +41,6 @@ use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{
     CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
-use crate::room;
 use crate::runtime::Runtime;
 use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
@@ -53,6 +52,7 @@ use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::raw::RawError;
+use transit_multifd::room;
 
 /// Where received data goes.
 #[derive(Debug, Clone)]

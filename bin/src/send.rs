@@ -20,7 +20,6 @@ use transit_multifd::{
 
 use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
-use crate::dirty::dirty_image;
 use crate::error::{one_line, AppError};
 use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
@@ -32,6 +31,7 @@ use crate::runtime::{Runtime, Work};
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
+use transit_multifd::dirty::dirty_image;
 use transit_multifd::raw::RawError;
 
 /// Default connect and handshake timeout of `send`.

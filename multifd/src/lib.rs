@@ -117,6 +117,7 @@
 pub mod compress;
 pub mod delta;
 pub mod digest;
+pub mod dirty;
 pub mod error;
 pub mod image;
 pub mod incoming;
@@ -126,6 +127,7 @@ pub mod rate;
 pub mod raw;
 mod receiver;
 pub mod rejoin;
+pub mod room;
 mod sender;
 mod session;
 mod watchdog;

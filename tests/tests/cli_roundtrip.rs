@@ -149,7 +149,8 @@ fn passes_with_dirty_pages_end_with_the_final_image() {
     let mut expect = image_bytes(4 << 20, 0.4, 3);
     let mut dirtied = 0;
     for pass in 2..=3 {
-        dirtied += transit::dirty::dirty_image(&mut expect, 4096, 0.2, 3, pass).len() as u64;
+        dirtied +=
+            transit_multifd::dirty::dirty_image(&mut expect, 4096, 0.2, 3, pass).len() as u64;
     }
     assert!(dirtied > 0);
     assert!(

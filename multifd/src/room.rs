@@ -1,6 +1,6 @@
-//! How large an image the receiver can take, by default (`recv` without
+//! How large an image a receiver can take, by default (`recv` without
 //! `--max-size`): the bound goes into
-//! [`RecvConfig::max_image_size`](transit_multifd::RecvConfig), so a
+//! [`RecvConfig::max_image_size`](crate::RecvConfig), so a
 //! sender's header that claims more is refused before anything is
 //! allocated.
 //!
@@ -20,10 +20,10 @@
 
 use std::path::Path;
 
-use transit_multifd::wire::SizeLimit;
+use crate::wire::SizeLimit;
 
 /// The bound for an image kept in memory.
-pub(crate) fn memory_available() -> Option<SizeLimit> {
+pub fn memory_available() -> Option<SizeLimit> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     mem_available(&text).map(SizeLimit::MemoryAvailable)
 }
@@ -42,7 +42,7 @@ fn mem_available(meminfo: &str) -> Option<u64> {
 
 /// The bound for an image written to the file `target` (which may not
 /// exist yet; its directory does).
-pub(crate) fn free_space(target: &Path) -> Option<SizeLimit> {
+pub fn free_space(target: &Path) -> Option<SizeLimit> {
     use std::os::unix::ffi::OsStrExt;
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

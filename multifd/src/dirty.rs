@@ -10,9 +10,9 @@
 //!
 //! ```
 //! let mut image = vec![0u8; 16 * 4096];
-//! let dirtied = transit::dirty::dirty_image(&mut image, 4096, 0.5, 7, 2);
+//! let dirtied = transit_multifd::dirty::dirty_image(&mut image, 4096, 0.5, 7, 2);
 //! assert!(!dirtied.is_empty());
-//! assert_eq!(dirtied, transit::dirty::dirty_pages(16, 0.5, 7, 2));
+//! assert_eq!(dirtied, transit_multifd::dirty::dirty_pages(16, 0.5, 7, 2));
 //! ```
 
 /// The pages re-dirtied before pass `pass`, in increasing order.
