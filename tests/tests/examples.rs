@@ -3,6 +3,9 @@
 //!
 //! * `transit-multifd`: `recv_file_tls` and `send_file_tls` move a sparse
 //!   file over TLS with 4 page channels; the output is byte-identical.
+//! * `transit-endpoint`: `recv_uri` and `send_uri` move a sparse file
+//!   over `ws://` and `wss://` with 4 page channels through the library's
+//!   connect and accept stacks; the output is byte-identical.
 //! * `transit-channel`: `main_loop` (fd watch, timer, bottom half from
 //!   another thread). `tokio_tls` needs the `tokio` feature: `.ci/run`
 //!   runs it with `cargo run -p transit-channel --features tokio --example
@@ -67,6 +70,63 @@ fn send_and_receive_a_file_over_tls_with_4_channels() {
         send.stdout_text()
     );
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+}
+
+/// `recv_uri` and `send_uri` over `scheme`: a sparse file with 4 page
+/// channels, the output byte-identical.
+fn uri_examples(scheme: &str, tls: bool) {
+    let dir = Scratch::new(&format!("example-{scheme}"));
+    let creds = pki::write(dir.path(), pki::Fault::None);
+    let input = dir.join("in.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&input).unwrap();
+        f.set_len(24 << 20).unwrap();
+        f.write_all_at(&random_bytes(5 << 20, 7), 2 << 20).unwrap();
+        f.write_all_at(&random_bytes(1 << 20, 8), 20 << 20).unwrap();
+    }
+    let out = dir.join("out.img");
+    let mut c = Command::new(example("recv_uri"));
+    c.arg(format!("{scheme}://127.0.0.1:0/migrate")).arg(&out);
+    if tls {
+        c.arg(&creds.server);
+    }
+    let recv = Running::spawn(c);
+    let line = recv
+        .wait_stdout(|s| s.contains("listening on "), Duration::from_secs(30))
+        .expect("the receiver prints its address");
+    let uri = line
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .expect("address line")
+        .trim()
+        .replace("127.0.0.1", "localhost")
+        .to_owned();
+    let mut c = Command::new(example("send_uri"));
+    c.arg(&uri).arg(&input).arg("4");
+    if tls {
+        c.arg(&creds.client);
+    }
+    let send = Running::spawn(c).wait_within(Duration::from_secs(60));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let recv = recv.wait_within(Duration::from_secs(60));
+    assert_eq!(recv.code(), Some(0), "recv: {}", recv.stderr);
+    assert!(
+        send.stdout_text().contains("over 4 channels") && send.stdout_text().contains("verified"),
+        "{}",
+        send.stdout_text()
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+}
+
+#[test]
+fn send_and_receive_a_file_over_a_websocket_uri_with_the_endpoint_library() {
+    uri_examples("ws", false);
+}
+
+#[test]
+fn send_and_receive_a_file_over_a_tls_websocket_uri_with_the_endpoint_library() {
+    uri_examples("wss", true);
 }
 
 #[test]
