@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::payload::Sink;
+use transit_multifd::copy::{CopyError, Sink};
 
 /// The digests `--checksum` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -261,15 +261,15 @@ impl<'a> HashSink<'a> {
 }
 
 impl Sink for HashSink<'_> {
-    fn put(&mut self, buf: &[u8]) -> Result<(), String> {
+    fn put(&mut self, buf: &[u8]) -> Result<(), CopyError> {
         self.hash.update(buf);
         self.inner.put(buf)
     }
-    fn put_zeros(&mut self, buf: &[u8]) -> Result<(), String> {
+    fn put_zeros(&mut self, buf: &[u8]) -> Result<(), CopyError> {
         self.hash.update(buf);
         self.inner.put_zeros(buf)
     }
-    fn done(&mut self) -> Result<(), String> {
+    fn done(&mut self) -> Result<(), CopyError> {
         self.inner.done()
     }
 }

@@ -57,6 +57,12 @@ impl From<transit_multifd::Error> for AppError {
     }
 }
 
+impl From<transit_multifd::copy::CopyError> for AppError {
+    fn from(e: transit_multifd::copy::CopyError) -> AppError {
+        AppError::Failed(e.to_string())
+    }
+}
+
 /// Collapse a message to one line (errors are printed as one line).
 pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -19,7 +19,6 @@ pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod error;
-mod idle;
 mod manual;
 mod output;
 mod payload;

@@ -35,9 +35,7 @@ use transit_net_listener::NetListener;
 use crate::checksum;
 use crate::cli::RecvArgs;
 use crate::error::{one_line, AppError};
-use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
-use crate::payload::{copy_from_channel, FileSink, Sink, WriteSink};
 use crate::report::{
     CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
@@ -50,6 +48,7 @@ use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming,
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
+use transit_multifd::copy::{copy_from_channel, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::raw::RawError;
 use transit_multifd::room;

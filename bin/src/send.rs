@@ -21,9 +21,8 @@ use transit_multifd::{
 use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
 use crate::error::{one_line, AppError};
-use crate::idle::IdleWatch;
 use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
-use crate::payload::{self, copy_input, ChannelSink, FileSink, Input, Sink};
+use crate::payload::{self, copy_input, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
@@ -31,6 +30,7 @@ use crate::runtime::{Runtime, Work};
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
+use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
 use transit_multifd::raw::RawError;
 
@@ -757,11 +757,10 @@ fn send_to_file(
                     let file = open_stream(&p).map_err(|e| {
                         AppError::Failed(format!("open {} for writing: {e}", p.display()))
                     })?;
-                    let mut sink = payload::WriteSink(file);
+                    let mut sink = WriteSink(file);
                     let n =
-                        checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))
-                            .map_err(AppError::Failed)?;
-                    sink.done().map_err(AppError::Failed)?;
+                        checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))?;
+                    sink.done()?;
                     if cancelled.load(Ordering::Relaxed) {
                         return Err(AppError::Failed("cancelled".into()));
                     }
@@ -779,9 +778,8 @@ fn send_to_file(
                 len: 0,
                 name: target.display().to_string(),
             };
-            let n = checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))
-                .map_err(AppError::Failed)?;
-            sink.finish().map_err(AppError::Failed)?;
+            let n = checksum::through(&mut sink, sha.as_mut(), |s| copy_input(input, s, &c2))?;
+            sink.finish()?;
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));
             }

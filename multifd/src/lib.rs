@@ -115,6 +115,7 @@
 //! ```
 
 pub mod compress;
+pub mod copy;
 pub mod delta;
 pub mod digest;
 pub mod dirty;
