@@ -133,11 +133,14 @@
 //! ```
 
 mod channel;
+mod decoder;
+mod frame;
 mod handshake;
 mod mask;
 mod url;
 
-pub use self::channel::{PeerClose, WebSocketChannel};
+pub use self::channel::WebSocketChannel;
+pub use self::frame::PeerClose;
 pub use self::handshake::{HandshakeTask, WebSocketHandshake};
 pub use self::url::WebSocketUrl;
 
