@@ -259,10 +259,11 @@ impl Decoder {
     }
 
     /// Decode from the front of `input`, advancing it past what was
-    /// consumed, up to the first event: `Ok(None)` once all of `input` is
-    /// consumed and more is needed, `Some(Event::Data(n))` (input left
-    /// where the payload starts) until [`Decoder::payload`] took those
-    /// bytes.
+    /// consumed, up to the first event. `Ok(None)`: all of `input` was
+    /// consumed and more is needed. `Some(Event::Data(n))`: `input` stops
+    /// where payload starts; every call answers that (with `n` going
+    /// down) until [`Decoder::payload`] has counted off the frame's last
+    /// payload byte.
     pub(crate) fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Event>, FrameError> {
         loop {
             match &mut self.state {
