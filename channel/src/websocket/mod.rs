@@ -79,9 +79,9 @@
 //! Protocol violations fail the channel with a close frame carrying the
 //! RFC 6455 status, and an error naming the channel and the reason: a text
 //! frame gets 1003 ("binary data only"), an unmasked frame from a client or
-//! a masked one from a server 1002 (tungstenite's rule, enforced here on our
-//! own reader), reserved bits, unknown opcodes, fragmented or oversized
-//! control frames and misplaced continuation frames 1002, a frame or
+//! a masked one from a server 1002 (tungstenite's rule), reserved bits,
+//! unknown opcodes, fragmented or oversized control frames and misplaced
+//! continuation frames 1002, a frame or
 //! message above [`WebSocketConfig::max_frame_size`] /
 //! [`WebSocketConfig::max_message_size`] 1009, an invalid close payload
 //! 1002 or 1007. Later I/O repeats the error.
@@ -99,9 +99,25 @@
 //! a buffer per message and copies every written payload twice (into a
 //! message, then into its output buffer). For a migration stream that is
 //! the hot path, so the data path here streams between the caller's buffers
-//! and the inner channel using tungstenite's frame header codec
-//! ([`FrameHeader`](tungstenite::protocol::frame::FrameHeader)), and never
-//! allocates after setup.
+//! and the inner channel with frame code of its own, and never allocates
+//! after setup.
+//!
+//! # Inside
+//!
+//! As in the TLS module, the protocol is kept apart from the I/O:
+//!
+//! * `frame.rs`: the frame format, both ways: opcodes, header parsing and
+//!   encoding, control and close frames (pure functions);
+//! * `decoder.rs`: the incoming frame sequence as a pure state machine fed
+//!   bytes, with every frame rule and size limit; when data payload is
+//!   next it says how many bytes, and the channel moves them itself (from
+//!   the socket straight into the caller's buffers) and hands them back
+//!   to be unmasked in place;
+//! * `mask.rs`: masking (SIMD) and mask keys;
+//! * `channel.rs`: [`WebSocketChannel`], the driver: buffers, the inner
+//!   channel, blocking and non-blocking I/O, answers to pings and closes,
+//!   failing with a close frame;
+//! * `handshake.rs`: the HTTP upgrade as a resumable state machine.
 //!
 //! # Example
 //!
@@ -133,11 +149,14 @@
 //! ```
 
 mod channel;
+mod decoder;
+mod frame;
 mod handshake;
 mod mask;
 mod url;
 
-pub use self::channel::{PeerClose, WebSocketChannel};
+pub use self::channel::WebSocketChannel;
+pub use self::frame::PeerClose;
 pub use self::handshake::{HandshakeTask, WebSocketHandshake};
 pub use self::url::WebSocketUrl;
 
