@@ -148,7 +148,7 @@ impl KeyPool {
     /// The next key. Fails only if the kernel's random source fails.
     pub(crate) fn next(&mut self) -> io::Result<[u8; 4]> {
         if self.used + 4 > self.bytes.len() {
-            fill_random(&mut self.bytes)?;
+            crate::random::fill(&mut self.bytes)?;
             self.used = 0;
         }
         let mut key = [0u8; 4];
@@ -156,26 +156,6 @@ impl KeyPool {
         self.used += 4;
         Ok(key)
     }
-}
-
-/// Fill `buf` from `getrandom(2)`.
-pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes
-        // for the duration of the call; getrandom writes at most that many.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        done += n as usize;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
