@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use transit_channel::{io as chio, Channel, Shutdown, ShutdownHandle, SocketAddress};
+use transit_channel::{Channel, Shutdown, ShutdownHandle, SocketAddress};
 use transit_multifd::compress::Compress;
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::{
@@ -26,7 +26,7 @@ use crate::payload::{self, copy_input, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
-use crate::runtime::{Runtime, Work};
+use crate::runtime::Runtime;
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
@@ -311,36 +311,6 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
 /// `--retry`'s waiting (the library backs off itself). `None` for
 /// transports that cannot connect again (`exec:`, `fd:`, `stdio:`,
 /// `rdma:`) or with `--reconnect 0`.
-fn reconnect(
-    ep: &Endpoint,
-    opts: &TransportOpts,
-    count: u32,
-    window: Option<Duration>,
-) -> Option<Reconnect> {
-    let window = window?;
-    match ep {
-        Endpoint::Socket(SocketAddress::Fd(_)) => return None,
-        Endpoint::Socket(_) | Endpoint::WebSocket(_) => {}
-        _ => return None,
-    }
-    let (ep, mut opts) = (ep.clone(), opts.clone());
-    opts.retry = Duration::ZERO;
-    Some(Reconnect::new(
-        window,
-        Arc::new(move |id: u32| {
-            let which = format!("page channel {id}");
-            transport::open(&ep, &opts, id + 1, count, &which).map_err(|e| {
-                let source = if e.refused {
-                    std::io::Error::from_raw_os_error(libc::ECONNREFUSED)
-                } else {
-                    std::io::Error::other(e.message.clone())
-                };
-                transit_channel::Error::os(&which, format!("reconnect ({})", e.message), source)
-            })
-        }),
-    ))
-}
-
 fn send_multifd(
     rt: &Runtime,
     plan: &Plan,
@@ -353,32 +323,21 @@ fn send_multifd(
     // Phase 2: main channel + N page channels, connected (and their
     // handshakes run) in parallel.
     let n = plan.channels;
-    type Opened = Result<Box<dyn Channel>, transport::OpenError>;
-    let works: Vec<(String, Work<Opened>)> = (0..=n)
-        .map(|i| {
-            let ep = ep.clone();
-            let opts = plan.transport.clone();
-            let which = if i == 0 {
-                "main channel".to_owned()
-            } else {
-                format!("page channel {}", i - 1)
-            };
-            let name = if i == 0 {
-                "connect-main".to_owned()
-            } else {
-                format!("connect-{}", i - 1)
-            };
-            // Every connect finishes (no short cut), so the most telling
-            // error can be chosen below.
-            let work: Work<Opened> =
-                Box::new(move || Ok(transport::open(&ep, &opts, i, n + 1, &which)));
-            (name, work)
-        })
-        .collect();
     let cancel = plan.transport.cancel.clone();
-    let results = rt.run_tasks(works, move || cancel.cancel())?;
+    let (e2, opts) = (ep.clone(), plan.transport.clone());
+    let opened = rt.run_task(
+        "connect",
+        move || cancel.cancel(),
+        move || Ok(transport::open_session(&e2, &opts, n)),
+    )?;
     let exec = matches!(plan.endpoint, Endpoint::Exec(_));
-    let mut chans = pick_channels(results).map_err(|e| with_exec_hint(e, exec))?;
+    let mut chans = opened.map_err(|mut e| {
+        // Say so on the connections that did open: a receiver that took
+        // one of them for plain bytes (`recv --raw`) then fails too,
+        // naming the mismatch, instead of writing an empty file.
+        transit_multifd::give_up(&mut e.opened, &e.error.message);
+        with_exec_hint(AppError::Failed(e.error.message), exec)
+    })?;
     let main = chans.remove(0);
     let peer = main.peer_address().map(|a| a.to_string());
 
@@ -433,7 +392,10 @@ fn send_multifd(
         }
     };
     let mut config = plan.config.clone();
-    config.reconnect = reconnect(&ep, &plan.transport, n + 1, args.common.reconnect_window());
+    config.reconnect = args.common.reconnect_window().and_then(|window| {
+        let f = transport::reopener(&ep, &plan.transport, n + 1)?;
+        Some(Reconnect::new(window, Arc::from(f)))
+    });
     let (passes, ratio, seed) = (plan.passes, args.dirty_ratio, args.seed);
     let work_slot = slot.clone();
     let work_abort = abort.clone();
@@ -824,57 +786,5 @@ fn raw_failed(e: RawError) -> AppError {
             one_line(said.as_deref().unwrap_or("nothing"))
         )),
         RawError::Channel(e) => AppError::Failed(format!("raw channel: {e}")),
-    }
-}
-
-/// All channels, or the most telling error: a refused handshake (TLS,
-/// websocket) explains more than a connection the peer reset or refused
-/// after it gave up because of that handshake.
-fn pick_channels(
-    results: Vec<Result<Box<dyn Channel>, transport::OpenError>>,
-) -> Result<Vec<Box<dyn Channel>>, AppError> {
-    let mut errors = Vec::new();
-    let mut chans = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(c) => chans.push(c),
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        return Ok(chans);
-    }
-    // With TLS 1.3 a client learns that the server refused its
-    // certificate only when it reads: the reason may wait on a channel
-    // whose handshake "succeeded".
-    for c in &mut chans {
-        if let Some(why) = pending_refusal(c.as_mut()) {
-            return Err(AppError::Failed(why));
-        }
-    }
-    // The most telling failure: a layer that says why (TLS, websocket)
-    // before other failures, before symptoms (resets, refusals, closes:
-    // often another channel's handshake failing first), before a cancel.
-    let best = errors
-        .iter()
-        .enumerate()
-        .min_by_key(|(i, e)| (e.kind, *i))
-        .map(|(i, _)| i)
-        .unwrap_or(0);
-    let why = errors.swap_remove(best).message;
-    // Say so on the connections that did open: a receiver that took one
-    // of them for plain bytes (`recv --raw`) then fails too, naming the
-    // mismatch, instead of writing an empty file.
-    transit_multifd::give_up(&mut chans, &why);
-    Err(AppError::Failed(why))
-}
-
-/// The error a connected channel reports when read (a TLS alert the peer
-/// sent after our handshake finished), waiting at most half a second.
-fn pending_refusal(ch: &mut dyn Channel) -> Option<String> {
-    let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    match chio::read_all_until(ch, &mut [0u8; 1], deadline) {
-        Err(e) if e.is_peer_refusal() => Some(e.to_string()),
-        _ => None,
     }
 }

@@ -38,11 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         false,
     )?;
 
-    // Channel 0 is the main channel, 1..=n the page channels; each is
-    // connected and layered under its own deadline.
-    let mut chans = (0..=n)
-        .map(|i| connect::open(&ep, &opts, i, n + 1, &format!("channel {i}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    // The main channel and n page channels, connected and layered in
+    // parallel, each under its own deadline; on failure, the most telling
+    // error of all.
+    let mut chans = connect::open_session(&ep, &opts, n).map_err(|e| e.error)?;
     let main = chans.remove(0);
 
     let image = SourceImage::map_file(Path::new(file))?;

@@ -382,6 +382,139 @@ pub fn open(
     layer_client(base, ep, opts, which)
 }
 
+/// The name of channel `i` of a session in reports: `main channel` (0)
+/// or `page channel N` (`i - 1`).
+pub fn channel_name(i: u32) -> String {
+    match i {
+        0 => "main channel".to_owned(),
+        i => format!("page channel {}", i - 1),
+    }
+}
+
+/// [`open_session`] failed: the most telling error, and the channels that
+/// did open (the caller may tell their peer why it gives up before it
+/// drops them).
+pub struct SessionOpenError {
+    /// The most telling failure.
+    pub error: OpenError,
+    /// The channels that opened, in order.
+    pub opened: Vec<Box<dyn Channel>>,
+}
+
+impl std::fmt::Debug for SessionOpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOpenError")
+            .field("error", &self.error)
+            .field("opened", &self.opened.len())
+            .finish()
+    }
+}
+
+/// Open the main channel and `pages` page channels of a session to `ep`,
+/// in parallel (a thread each: their connects and handshakes overlap), the
+/// main channel first in the result. Every open finishes, so the error is
+/// the most telling of all: a layer that says why (a TLS refusal, a
+/// websocket status) before other failures, before symptoms (a reset, a
+/// refused connection: often another channel's handshake failing first),
+/// before a cancel. With TLS 1.3 a client learns that the server refused
+/// its certificate only when it reads: a handshake that "succeeded" is
+/// read for half a second for that refusal when another failed.
+pub fn open_session(
+    ep: &Endpoint,
+    opts: &TransportOpts,
+    pages: u32,
+) -> Result<Vec<Box<dyn Channel>>, SessionOpenError> {
+    let count = pages + 1;
+    let results: Vec<Result<Box<dyn Channel>, OpenError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
+            .map(|i| {
+                std::thread::Builder::new()
+                    .name(format!("connect-{i}"))
+                    .spawn_scoped(s, move || open(ep, opts, i, count, &channel_name(i)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(OpenError::new(
+                        "a connect thread panicked",
+                        OpenFailure::Other,
+                    ))
+                }),
+                Err(e) => Err(OpenError::new(
+                    format!("start a connect thread: {e}"),
+                    OpenFailure::Other,
+                )),
+            })
+            .collect()
+    });
+    let mut errors = Vec::new();
+    let mut opened = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(c) => opened.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(opened);
+    }
+    for c in &mut opened {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        if let Err(e) = chio::read_all_until(c.as_mut(), &mut [0u8; 1], deadline) {
+            if e.is_peer_refusal() {
+                return Err(SessionOpenError {
+                    error: OpenError::from_channel(&e),
+                    opened,
+                });
+            }
+        }
+    }
+    let best = errors
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, e)| (e.kind, *i))
+        .map_or(0, |(i, _)| i);
+    Err(SessionOpenError {
+        error: errors.swap_remove(best),
+        opened,
+    })
+}
+
+/// A function that opens page channel `id` (0-based) of a session of
+/// `count` channels to `ep` again, as at the start (connect, TLS,
+/// websocket; no retry while nobody listens), for a session that
+/// survives lost channels; `None` for endpoints that cannot connect
+/// again (`exec:`, `fd:`, `stdio:`, `file:`, and `rdma:` for now). Its
+/// error says, as an OS error `ECONNREFUSED`, when trying again will not
+/// help (nobody listens, the peer's TLS refused us).
+#[allow(clippy::type_complexity)]
+pub fn reopener(
+    ep: &Endpoint,
+    opts: &TransportOpts,
+    count: u32,
+) -> Option<Box<dyn Fn(u32) -> transit_channel::Result<Box<dyn Channel>> + Send + Sync>> {
+    match ep {
+        Endpoint::Socket(SocketAddress::Fd(_)) => return None,
+        Endpoint::Socket(_) | Endpoint::WebSocket(_) => {}
+        _ => return None,
+    }
+    let (ep, mut opts) = (ep.clone(), opts.clone());
+    opts.retry = Duration::ZERO;
+    Some(Box::new(move |id: u32| {
+        let which = channel_name(id + 1);
+        open(&ep, &opts, id + 1, count, &which).map_err(|e| {
+            let source = if e.refused {
+                std::io::Error::from_raw_os_error(libc::ECONNREFUSED)
+            } else {
+                std::io::Error::other(e.message.clone())
+            };
+            transit_channel::Error::os(&which, format!("reconnect ({})", e.message), source)
+        })
+    }))
+}
+
 /// The client layers over a connected base channel.
 pub fn layer_client(
     base: Box<dyn Channel>,

@@ -58,3 +58,33 @@ fn a_cancel_ends_a_handshake_in_progress() {
     t.join().unwrap();
     drop(server);
 }
+
+#[test]
+fn a_session_opens_all_its_channels_or_says_the_most_telling_failure() {
+    // The kernel accepts on a listening socket's backlog: all open.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let ep = Endpoint::parse(&format!("tcp:127.0.0.1:{port}")).unwrap();
+    let opts = TransportOpts::new(Duration::from_secs(5));
+    let chans = connect::open_session(&ep, &opts, 3).unwrap();
+    assert_eq!(chans.len(), 4);
+    assert_eq!(connect::channel_name(0), "main channel");
+    assert_eq!(connect::channel_name(3), "page channel 2");
+    drop((chans, server));
+    // Nobody listens: every open fails, the error says so and that
+    // trying again will not help.
+    let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let ep = Endpoint::parse(&format!("tcp:127.0.0.1:{port}")).unwrap();
+    let Err(e) = connect::open_session(&ep, &opts, 2) else {
+        panic!("nobody listens, yet it opened");
+    };
+    assert!(e.opened.is_empty());
+    assert!(e.error.refused, "{:?}", e.error);
+    assert!(e.error.message.starts_with("main channel: "), "{}", e.error);
+    // A websocket endpoint can connect again; an fd or a command cannot.
+    assert!(connect::reopener(&Endpoint::parse("ws://127.0.0.1:1/m").unwrap(), &opts, 3).is_some());
+    assert!(connect::reopener(&Endpoint::parse("exec:cat").unwrap(), &opts, 3).is_none());
+    assert!(connect::reopener(&Endpoint::parse("fd:3").unwrap(), &opts, 3).is_none());
+}
