@@ -20,7 +20,6 @@ pub mod checksum;
 pub mod cli;
 pub mod error;
 mod manual;
-mod output;
 mod payload;
 mod recv;
 mod report;

@@ -27,15 +27,12 @@ use std::time::{Duration, Instant};
 use transit_channel::{io as chio, Channel, ControlFlow, ReadFlags, Shutdown, SocketChannel};
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit, WireError};
-use transit_multifd::{
-    AbortHandle, Accepted, Destination, Receiver, RecvConfig, RecvOutcome, Stats,
-};
+use transit_multifd::{AbortHandle, Accepted, Destination, Receiver, RecvConfig, Stats};
 use transit_net_listener::NetListener;
 
 use crate::checksum;
 use crate::cli::RecvArgs;
 use crate::error::{one_line, AppError};
-use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::report::{
     CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
@@ -50,32 +47,8 @@ use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::copy::{copy_from_channel, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::incoming::{self, Peeked};
+use transit_multifd::output::{Output, TempOutput};
 use transit_multifd::raw::RawError;
-use transit_multifd::room;
-
-/// Where received data goes.
-#[derive(Debug, Clone)]
-enum Output {
-    /// Verified and discarded.
-    Discard,
-    /// Standard output.
-    Stdout,
-    /// A regular file (or nothing yet), renamed into place on success.
-    File(PathBuf),
-    /// An existing device, FIFO or socket: opened as it is and written in
-    /// order, never replaced.
-    Device(PathBuf),
-}
-
-impl Output {
-    fn describe(&self) -> Option<String> {
-        match self {
-            Output::Discard => None,
-            Output::Stdout => Some("-".into()),
-            Output::File(p) | Output::Device(p) => Some(p.display().to_string()),
-        }
-    }
-}
 
 /// How long a refused connection is held open (until the peer closes) so
 /// the peer reads our TLS alert rather than a reset.
@@ -148,14 +121,8 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
     }
     check_interval(c.json_interval)?;
     let wait_limit = c.timeout.map(check_timeout).transpose()?;
-    let output = match &args.output {
-        None => Output::Discard,
-        Some(p) if p.as_os_str() == "-" => Output::Stdout,
-        Some(p) => match check_target(p).map_err(AppError::Usage)? {
-            OutputTarget::File(t) => Output::File(t),
-            OutputTarget::Stream(t) => Output::Device(t),
-        },
-    };
+    let output = Output::from_arg(args.output.as_deref())
+        .map_err(|e| AppError::Usage(format!("output {e}")))?;
     check_tls_uri(&endpoint, c.tls_creds.is_some())?;
     if args.delta && (c.raw || !matches!(output, Output::File(_))) {
         return Err(usage(
@@ -410,44 +377,25 @@ fn wait_first_client(
     })
 }
 
+/// A plain copy's sink: a file leaves holes for zero runs (written
+/// through a temporary file put in place at the end), anything else is
+/// written in order.
 fn output_sink(
     output: &Output,
     mode: Option<u32>,
 ) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
-    Ok(match output {
-        Output::Discard => (Box::new(WriteSink(std::io::sink())), None),
-        Output::Stdout => (Box::new(WriteSink(stdout_file()?)), None),
-        Output::Device(p) => (Box::new(WriteSink(device_file(p)?)), None),
-        Output::File(p) => {
-            let t = create_temp(p, mode)?;
-            let file = t
-                .writer()
-                .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
-            let sink = FileSink {
-                file,
-                len: 0,
-                name: p.display().to_string(),
-            };
-            (Box::new(sink), Some(t))
-        }
-    })
-}
-
-fn create_temp(p: &std::path::Path, mode: Option<u32>) -> Result<TempOutput, AppError> {
-    TempOutput::create(p, mode)
-        .map_err(|e| AppError::Failed(format!("create output next to {}: {e}", p.display())))
-}
-
-fn device_file(p: &std::path::Path) -> Result<crate::output::StreamTarget, AppError> {
-    open_stream(p).map_err(|e| AppError::Failed(format!("open {} for writing: {e}", p.display())))
-}
-
-fn stdout_file() -> Result<std::fs::File, AppError> {
-    std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .map_err(|e| AppError::Failed(format!("stdout: {e}")))
+    let failed = |e: std::io::Error| AppError::Failed(e.to_string());
+    if let Output::File(p) = output {
+        let t = TempOutput::create(p, mode)
+            .map_err(|e| AppError::Failed(format!("create output next to {}: {e}", p.display())))?;
+        let file = t
+            .writer()
+            .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
+        let name = p.display().to_string();
+        return Ok((Box::new(FileSink { file, len: 0, name }), Some(t)));
+    }
+    let (w, _) = output.stream_writer(mode).map_err(failed)?;
+    Ok((Box::new(WriteSink(w)), None))
 }
 
 /// Copy a reader to the output; shared by raw connections and `file:`.
@@ -914,7 +862,7 @@ impl SessionWorker {
                 }
             }
             let temp = temp.lock().unwrap_or_else(|e| e.into_inner()).take();
-            commit(&output, temp, out)
+            output.commit(temp, out)
         })?;
         let mut sha256 = image_sha.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let (true, None, Output::File(p)) = (want_sha, &sha256, &target) {
@@ -985,10 +933,7 @@ impl SessionWorker {
         // What an image may need, whichever comes (a stream has no size).
         let max_image_size = match self.max_size {
             Some(n) => Some(SizeLimit::Configured(n)),
-            None => match &self.output {
-                Output::File(p) => room::free_space(p),
-                Output::Discard | Output::Stdout | Output::Device(_) => room::memory_available(),
-            },
+            None => self.output.max_image_size(),
         };
         RecvConfig {
             expected_channels: self.channels,
@@ -1007,34 +952,21 @@ impl SessionWorker {
     /// `temp` for a file).
     fn destination(&self, temp: Arc<Mutex<Option<TempOutput>>>) -> Destination {
         let (output, mode, sha) = (self.output.clone(), self.mode, self.sha.clone());
-        let failed = |e: AppError| transit_multifd::Error::Config(e.to_string());
         Destination::Decide(Box::new(move |h: &SessionHeader| {
             if h.layout != Layout::Stream {
-                return Ok(match output {
-                    // Pages are faulted in as they arrive, overlapped with
-                    // the transfer; zero pages of fresh memory are never
-                    // touched.
-                    Output::Discard | Output::Stdout | Output::Device(_) => {
-                        Destination::Memory { prefault: false }
-                    }
-                    Output::File(path) => Destination::File { path, mode },
-                });
+                return Ok(output.image_destination(mode));
             }
-            let w: Box<dyn Write + Send> = match &output {
-                Output::Discard => Box::new(std::io::sink()),
-                Output::Stdout => Box::new(stdout_file().map_err(failed)?),
-                Output::File(p) => {
-                    let t = create_temp(p, mode).map_err(failed)?;
-                    let w = t.writer().map_err(|e| {
-                        transit_multifd::Error::data(format!("open {}", t.temp_path().display()), e)
-                    })?;
-                    *temp.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+            let (w, t) = output
+                .stream_writer(mode)
+                .map_err(|e| transit_multifd::Error::data("open the output", e))?;
+            *temp.lock().unwrap_or_else(|e| e.into_inner()) = t;
+            // Standard output stays unbuffered: a reader there (QEMU's
+            // incoming migration) sees each chunk as it is written.
+            let w: Box<dyn Write + Send> = match output {
+                Output::File(_) | Output::Device(_) => {
                     Box::new(std::io::BufWriter::with_capacity(1 << 20, w))
                 }
-                Output::Device(p) => Box::new(std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    device_file(p).map_err(failed)?,
-                )),
+                Output::Discard | Output::Stdout => w,
             };
             // A stream arrives in order: hashed as it is written.
             Ok(Destination::Writer(match sha {
@@ -1042,51 +974,6 @@ impl SessionWorker {
                 None => w,
             }))
         }))
-    }
-}
-
-/// Put a verified session's output where it belongs: flush the stream,
-/// move the file into place, or write the image out. The receiver runs
-/// this before it answers the sender, so the sender's success means the
-/// output is in place, and this step's failure is what the sender hears.
-fn commit(
-    output: &Output,
-    temp: Option<TempOutput>,
-    out: &mut RecvOutcome,
-) -> transit_multifd::Result<()> {
-    use transit_multifd::Error;
-    let in_place = |e: std::io::Error, p: &std::path::Path| {
-        Error::data(format!("put the output in place at {}", p.display()), e)
-    };
-    if let Some(w) = out.writer.as_mut() {
-        w.flush().map_err(|e| Error::data("write the output", e))?;
-    }
-    if let Some(mut t) = temp {
-        t.persist().map_err(|e| in_place(e, t.target()))?;
-    }
-    let Some(img) = out.image.as_mut() else {
-        return Ok(());
-    };
-    match output {
-        // Discarded once verified, before the sender is told: freeing a
-        // large image is part of what the user waits for.
-        Output::Discard => {
-            out.image = None;
-            Ok(())
-        }
-        Output::File(p) => img.persist_in_place().map_err(|e| in_place(e, p)),
-        Output::Stdout => std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(|mut f| f.write_all(img.as_slice()))
-            .map_err(|e| Error::data("write the image to stdout", e)),
-        Output::Device(p) => open_stream(p)
-            .and_then(|mut f| {
-                f.write_all(img.as_slice())?;
-                f.flush()
-            })
-            .map_err(|e| Error::data(format!("write the image to {}", p.display()), e)),
     }
 }
 

@@ -21,7 +21,6 @@ use transit_multifd::{
 use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
 use crate::error::{one_line, AppError};
-use crate::output::{check_target, open_stream, OutputTarget, TempOutput};
 use crate::payload::{self, copy_input, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
@@ -32,6 +31,7 @@ use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
+use transit_multifd::output::{open_stream, resolve, OutputTarget, TempOutput};
 use transit_multifd::raw::RawError;
 
 /// Default connect and handshake timeout of `send`.
@@ -96,7 +96,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
         ));
     }
     if let Endpoint::File(p) = &endpoint {
-        check_target(p).map_err(AppError::Usage)?;
+        resolve(p).map_err(|e| AppError::Usage(format!("output {e}")))?;
         if args.max_bandwidth.is_some() {
             return Err(usage(
                 "--max-bandwidth caps a transfer to a receiver; file: writes locally",
@@ -690,7 +690,7 @@ fn send_to_file(
     let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let c2 = count.clone();
     let flag = cancelled.clone();
-    let target = check_target(&path).map_err(AppError::Usage)?;
+    let target = resolve(&path).map_err(|e| AppError::Usage(format!("output {e}")))?;
     let mode = args.common.mode;
     let mut sha = args.common.checksum.map(|_| checksum::Sha256::new());
     let _live = Live::install(

@@ -358,6 +358,191 @@ fn temp_path_for(target: &Path) -> io::Result<PathBuf> {
     Ok(target.with_file_name(tmp))
 }
 
+/// An existing non-regular output (device, FIFO, socket) opened to write
+/// in order. `flush` makes a block device durable (`fdatasync`), as
+/// putting a file in place does; a FIFO or a character device has nothing
+/// to sync.
+#[derive(Debug)]
+pub struct StreamTarget {
+    file: File,
+    block: bool,
+}
+
+impl io::Write for StreamTarget {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.file).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.block {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Open an existing non-regular output (device, FIFO) to write in order:
+/// never created, truncated or replaced.
+pub fn open_stream(path: &Path) -> io::Result<StreamTarget> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = OpenOptions::new().write(true).open(path)?;
+    let block = file.metadata()?.file_type().is_block_device();
+    Ok(StreamTarget { file, block })
+}
+
+/// This process' standard output as a file (a duplicate of fd 1).
+pub fn stdout_file() -> io::Result<File> {
+    use std::os::fd::AsFd;
+    io::stdout().as_fd().try_clone_to_owned().map(File::from)
+}
+
+/// Where a receiver's output goes, as a person names it: nothing (verify
+/// and discard), `-` (standard output), a regular file (written next to
+/// the target, renamed into place once verified and durable) or an
+/// existing device, FIFO or socket (written in order, never replaced).
+/// One type serves a session ([`Output::destination`], then
+/// [`Output::commit`] in [`Receiver::run_with`](crate::Receiver::run_with))
+/// and a plain copy ([`Output::stream_writer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Verified and discarded.
+    Discard,
+    /// Standard output.
+    Stdout,
+    /// A regular file (or nothing yet), renamed into place on success.
+    File(PathBuf),
+    /// An existing device, FIFO or socket: opened as it is and written in
+    /// order, never replaced.
+    Device(PathBuf),
+}
+
+impl Output {
+    /// `None`: discard; `-`: standard output; else what [`resolve`] says
+    /// the path is (errors start with the path).
+    pub fn from_arg(path: Option<&Path>) -> io::Result<Output> {
+        Ok(match path {
+            None => Output::Discard,
+            Some(p) if p.as_os_str() == "-" => Output::Stdout,
+            Some(p) => match resolve(p)? {
+                OutputTarget::File(t) => Output::File(t),
+                OutputTarget::Stream(t) => Output::Device(t),
+            },
+        })
+    }
+
+    /// How reports name it (`-`, the path; nothing when discarded).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Output::Discard => None,
+            Output::Stdout => Some("-".into()),
+            Output::File(p) | Output::Device(p) => Some(p.display().to_string()),
+        }
+    }
+
+    /// The default bound of an image's data ([`crate::room`]): the free
+    /// space of a file's file system, else the memory available.
+    pub fn max_image_size(&self) -> Option<crate::wire::SizeLimit> {
+        match self {
+            Output::File(p) => crate::room::free_space(p),
+            Output::Discard | Output::Stdout | Output::Device(_) => crate::room::memory_available(),
+        }
+    }
+
+    /// Where an image goes: into the file, or into memory (faulted in as
+    /// data arrives, zero pages never touched) that [`commit`](Self::commit)
+    /// writes out or frees.
+    pub fn image_destination(&self, mode: Option<u32>) -> crate::Destination {
+        match self {
+            Output::File(path) => crate::Destination::File {
+                path: path.clone(),
+                mode,
+            },
+            Output::Discard | Output::Stdout | Output::Device(_) => {
+                crate::Destination::Memory { prefault: false }
+            }
+        }
+    }
+
+    /// A writer for a stream (bytes in order) into the output; for a file,
+    /// the [`TempOutput`] that [`commit`](Self::commit) puts in place.
+    #[allow(clippy::type_complexity)]
+    pub fn stream_writer(
+        &self,
+        mode: Option<u32>,
+    ) -> io::Result<(Box<dyn io::Write + Send>, Option<TempOutput>)> {
+        let at = |p: &Path, what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
+        Ok(match self {
+            Output::Discard => (Box::new(io::sink()), None),
+            Output::Stdout => (
+                Box::new(
+                    stdout_file().map_err(|e| io::Error::new(e.kind(), format!("stdout: {e}")))?,
+                ),
+                None,
+            ),
+            Output::Device(p) => (
+                Box::new(open_stream(p).map_err(|e| {
+                    io::Error::new(e.kind(), format!("open {} for writing: {e}", p.display()))
+                })?),
+                None,
+            ),
+            Output::File(p) => {
+                let t =
+                    TempOutput::create(p, mode).map_err(|e| at(p, "create output next to", e))?;
+                let w = t.writer().map_err(|e| at(t.temp_path(), "open", e))?;
+                (Box::new(w), Some(t))
+            }
+        })
+    }
+
+    /// Put a verified session's outcome where it belongs: flush the
+    /// stream, move a stream's temporary file (`temp`) or the image file
+    /// into place, write a memory image out, or free it (discarded, before
+    /// the sender is told: freeing a large image is part of what the user
+    /// waits for). Meant for the commit step of
+    /// [`Receiver::run_with`](crate::Receiver::run_with), which runs it
+    /// before it answers the sender, so the sender's success means the
+    /// output is in place, and this step's failure is what the sender
+    /// hears.
+    pub fn commit(
+        &self,
+        temp: Option<TempOutput>,
+        out: &mut crate::RecvOutcome,
+    ) -> crate::Result<()> {
+        use crate::Error;
+        use std::io::Write;
+        let in_place = |e: io::Error, p: &Path| {
+            Error::data(format!("put the output in place at {}", p.display()), e)
+        };
+        if let Some(w) = out.writer.as_mut() {
+            w.flush().map_err(|e| Error::data("write the output", e))?;
+        }
+        if let Some(mut t) = temp {
+            t.persist().map_err(|e| in_place(e, t.target()))?;
+        }
+        let Some(img) = out.image.as_mut() else {
+            return Ok(());
+        };
+        match self {
+            Output::Discard => {
+                out.image = None;
+                Ok(())
+            }
+            Output::File(p) => img.persist_in_place().map_err(|e| in_place(e, p)),
+            Output::Stdout => stdout_file()
+                .and_then(|mut f| f.write_all(img.as_slice()))
+                .map_err(|e| Error::data("write the image to stdout", e)),
+            Output::Device(p) => open_stream(p)
+                .and_then(|mut f| {
+                    f.write_all(img.as_slice())?;
+                    f.flush()
+                })
+                .map_err(|e| Error::data(format!("write the image to {}", p.display()), e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +631,28 @@ mod tests {
         let e = resolve(&d.join("nope/x")).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_output_named_by_a_person_and_a_stream_into_a_file() {
+        let dir = std::env::temp_dir().join(format!("transit-output-arg-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(Output::from_arg(None).unwrap(), Output::Discard);
+        assert_eq!(
+            Output::from_arg(Some(Path::new("-"))).unwrap(),
+            Output::Stdout
+        );
+        assert!(Output::from_arg(Some(&dir)).is_err());
+        let target = dir.join("s.bin");
+        let out = Output::from_arg(Some(&target)).unwrap();
+        assert_eq!(out, Output::File(target.clone()));
+        assert_eq!(out.describe(), Some(target.display().to_string()));
+        let (mut w, temp) = out.stream_writer(None).unwrap();
+        std::io::Write::write_all(&mut w, b"stream").unwrap();
+        drop(w);
+        assert!(!target.exists(), "nothing at the target before the commit");
+        temp.expect("a temporary file").persist().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"stream");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
