@@ -16,7 +16,6 @@
 //! `transit-multifd`.
 
 pub mod bench;
-pub mod checksum;
 pub mod cli;
 pub mod error;
 mod manual;

@@ -30,7 +30,6 @@ use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit, WireError};
 use transit_multifd::{AbortHandle, Accepted, Destination, Receiver, RecvConfig, Stats};
 use transit_net_listener::NetListener;
 
-use crate::checksum;
 use crate::cli::RecvArgs;
 use crate::error::{one_line, AppError};
 use crate::report::{
@@ -45,6 +44,7 @@ use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming,
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
+use transit_multifd::checksum;
 use transit_multifd::copy::{copy_from_channel, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::output::{Output, TempOutput};

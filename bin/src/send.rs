@@ -18,7 +18,6 @@ use transit_multifd::{
     wire, AbortHandle, ChannelStats, Payload, Reconnect, SendConfig, Sender, Stats,
 };
 
-use crate::checksum;
 use crate::cli::{CommonArgs, SendArgs};
 use crate::error::{one_line, AppError};
 use crate::payload::{self, copy_input, Input};
@@ -29,6 +28,7 @@ use crate::runtime::Runtime;
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
+use transit_multifd::checksum;
 use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
 use transit_multifd::output::{open_stream, resolve, OutputTarget, TempOutput};

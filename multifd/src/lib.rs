@@ -114,6 +114,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod checksum;
 pub mod compress;
 pub mod copy;
 pub mod delta;

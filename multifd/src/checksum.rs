@@ -2,7 +2,7 @@
 //! with standard tools (`sha256sum FILE` at either end).
 //!
 //! transit verifies every session with its own order-independent 64-bit
-//! digest ([`transit_multifd::digest`]), computed per page on the worker
+//! digest ([`crate::digest`]), computed per page on the worker
 //! threads while the data is in cache. SHA-256 needs the bytes in order, so
 //! it is computed where they are in order:
 //!
@@ -20,7 +20,7 @@
 //! its JSON (`"sha256": "HEX"`).
 //!
 //! ```
-//! let mut h = transit::checksum::Sha256::new();
+//! let mut h = transit_multifd::checksum::Sha256::new();
 //! h.update(b"abc");
 //! assert_eq!(
 //!     h.finish(),
@@ -34,16 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use transit_multifd::copy::{CopyError, Sink};
-
-/// The digests `--checksum` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ChecksumKind {
-    // SHA-256, as `sha256sum` prints it. (No doc comment: clap would
-    // print the value's description and switch help to its long layout.)
-    #[allow(missing_docs)]
-    Sha256,
-}
+use crate::copy::{CopyError, Sink};
 
 /// A running SHA-256.
 pub struct Sha256(ring::digest::Context);
@@ -248,14 +239,14 @@ impl<W: Write> Write for Writing<W> {
 }
 
 /// A [`Sink`] that hashes what it is given (`--raw` copies).
-pub(crate) struct HashSink<'a> {
+pub struct HashSink<'a> {
     inner: &'a mut dyn Sink,
     hash: &'a mut Sha256,
 }
 
 impl<'a> HashSink<'a> {
     /// Hash what goes to `inner` into `hash`.
-    pub(crate) fn new(inner: &'a mut dyn Sink, hash: &'a mut Sha256) -> HashSink<'a> {
+    pub fn new(inner: &'a mut dyn Sink, hash: &'a mut Sha256) -> HashSink<'a> {
         HashSink { inner, hash }
     }
 }
@@ -275,7 +266,7 @@ impl Sink for HashSink<'_> {
 }
 
 /// Run `f` on `sink`, hashing what it writes when `hash` is given.
-pub(crate) fn through<R>(
+pub fn through<R>(
     sink: &mut dyn Sink,
     hash: Option<&mut Sha256>,
     f: impl FnOnce(&mut dyn Sink) -> R,
