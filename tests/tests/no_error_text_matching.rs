@@ -10,7 +10,13 @@
 use std::path::{Path, PathBuf};
 
 /// Source trees whose non-test code must decide from types.
-const TREES: [&str; 4] = ["bin/src", "channel/src", "multifd/src", "net-listener/src"];
+const TREES: [&str; 5] = [
+    "bin/src",
+    "channel/src",
+    "endpoint/src",
+    "multifd/src",
+    "net-listener/src",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
