@@ -267,21 +267,7 @@ fn make_channels(transport: &str, n: u32) -> Result<Sides, String> {
             opts.join = Some(
                 transit_endpoint::join::JoinTag::new().map_err(|e| format!("a join token: {e}"))?,
             );
-            let mut chans: Chans = Vec::new();
-            let handles: Vec<_> = (0..=n)
-                .map(|i| {
-                    let (ep, opts) = (ep.clone(), opts.clone());
-                    std::thread::spawn(move || {
-                        transport::open(&ep, &opts, i, n + 1, &format!("exec channel {i}"))
-                    })
-                })
-                .collect();
-            for h in handles {
-                chans.push(
-                    h.join()
-                        .map_err(|_| "an exec thread panicked".to_owned())??,
-                );
-            }
+            let mut chans = transport::open_session(&ep, &opts, n).map_err(|e| e.error.message)?;
             let main = chans.remove(0);
             return Ok((main, chans, None));
         }
