@@ -232,7 +232,7 @@ pub(crate) fn seek_data(file: &File, off: u64) -> io::Result<Option<u64>> {
 
 /// The first hole at or after `off` (`SEEK_HOLE`; the end of the file
 /// counts as one); `None` at or past the end.
-pub(crate) fn seek_hole(file: &File, off: u64) -> io::Result<Option<u64>> {
+fn seek_hole(file: &File, off: u64) -> io::Result<Option<u64>> {
     seek(file, off, libc::SEEK_HOLE)
 }
 
