@@ -46,8 +46,9 @@
 //! and one written for another file (the path now names another inode).
 //!
 //! Limits: readers of the file during the update see a mix of old and new
-//! pages (the file is never left mixed once the receiver exits, or once
-//! the next receive recovered it); other writers must keep away while it
+//! pages (a receiver that ends, well or not, never leaves it mixed; one
+//! that is killed leaves it mixed until the next receive on the path
+//! recovers it); other writers must keep away while it
 //! runs (their writes are not journaled). The journal needs room for the
 //! old contents of every changed range (about the delta's size, plus a
 //! shortened file's cut tail). Hard links to the file see the update,
