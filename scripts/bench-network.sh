@@ -24,7 +24,9 @@
 #   full    the file to a receiver whose --output does not exist
 #   delta   the same to a receiver whose --output holds the older copy
 #           (copied there before the clock starts), with --delta
-# both outputs compared with the file (cmp) every round.
+#   inplace the same as delta with --delta --inplace (the older copy is
+#           updated where it lies under an undo journal, not copied)
+# every output compared with the file (cmp) every round.
 #
 # Lost channel (send/recv --reconnect), over the link, rounds interleaved:
 #   lost    the same random file as `full` (to a new --output), one page
@@ -40,6 +42,7 @@
 #   link:     auto within 10% of the better of none and zstd
 #   loopback: auto within 10% of the better of none and zstd
 #   link:     delta / full <= 0.1
+#   link:     inplace / full <= 0.1
 #   link:     lost / full <= 1.25, and its vA TX bytes / file <= 1.1
 #   loopback: none / noack <= 1.05 (acknowledgements cost little)
 #   link:     resume: the same SIZE file to `recv --resume`, the sender
@@ -131,13 +134,16 @@ run_case() {
         "$(echo "$wire / 1048576" | bc -l)" "$(echo "$bytes / 1048576" | bc -l)"
 }
 
-# delta_case NAME: full or delta.
+# delta_case NAME: full, delta or inplace.
 delta_case() {
     local name=$1 out="$ddir/out.img" addr t0 t1 rpid extra=()
     rm -f "$out"
-    if [ "$name" = delta ]; then
+    case $name in
+    delta) extra=(--delta) ;;
+    inplace) extra=(--delta --inplace) ;;
+    esac
+    if [ "$name" != full ]; then
         cp "$ddir/old.img" "$out"
-        extra=(--delta)
     fi
     rm -f "$work/r.err" # wait_listen must not read the last receiver's address
     ip netns exec tnB "$T" recv tcp:10.77.0.2:0 --output "$out" "${extra[@]}" --json \
@@ -236,9 +242,10 @@ for r in $(seq 1 "$REPS"); do
     done
     delta_case full
     delta_case delta
+    delta_case inplace
     lost_case
 done
-cases+=(link-full link-delta link-lost)
+cases+=(link-full link-delta link-inplace link-lost)
 
 # The resume case, once after the rounds.
 resume_case() {
@@ -309,6 +316,7 @@ check "link: auto / better of none and zstd" \
 check "loopback: auto / better of none and zstd" \
     "$(echo "${med[loop-auto]} / $(min "${med[loop-none]}" "${med[loop-zstd]}")" | bc -l)" "<=" 1.10
 check "link: delta (1% changed) / full send" "$(echo "${med[link-delta]} / ${med[link-full]}" | bc -l)" "<=" 0.10
+check "link: delta in place (1% changed) / full send" "$(echo "${med[link-inplace]} / ${med[link-full]}" | bc -l)" "<=" 0.10
 check "link: resume, bytes sent over all runs / file bytes" "$resume_ratio" "<=" 1.10
 mapfile -t v <"$work/lost-tx"
 check "link: lost channel / full send (time)" "$(echo "${med[link-lost]} / ${med[link-full]}" | bc -l)" "<=" 1.25

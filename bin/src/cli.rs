@@ -186,7 +186,7 @@ pub struct CommonArgs {
     pub verbose: u8,
 
     /// Errors only: no progress, no warnings, no summary line (recv still prints its listening
-    /// line; --json output is unchanged).
+    /// line, and a rollback of an interrupted in-place update; --json output is unchanged).
     #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -383,6 +383,14 @@ pub struct RecvArgs {
     /// An absent FILE is received whole.
     #[arg(long, requires = "output")]
     pub delta: bool,
+
+    /// With --delta: update FILE where it lies instead of building a new file next to it (no
+    /// copy of FILE, for large images on file systems without reflink such as ext4). What each
+    /// write overwrites is saved first in .FILE.transit-undo; a failed transfer puts FILE back as
+    /// it was, and after a crash the next recv on FILE does before anything else. Readers of FILE
+    /// meanwhile see old and new pages mixed. Not with --resume.
+    #[arg(long)]
+    pub inplace: bool,
 
     /// Write into .FILE.transit-partial next to --output FILE and keep it if the transfer fails
     /// or is killed; the next run with --resume picks it up and receives only what it lacks

@@ -93,6 +93,8 @@ struct Opts {
     checksum: bool,
     /// `--delta`.
     delta: bool,
+    /// `--inplace`.
+    inplace: bool,
     /// `--resume`.
     resume: bool,
     /// `--reconnect` (`None`: off).
@@ -124,6 +126,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
     let output = Output::from_arg(args.output.as_deref())
         .map_err(|e| AppError::Usage(format!("output {e}")))?;
     check_tls_uri(&endpoint, c.tls_creds.is_some())?;
+    check_inplace(&args, &output)?;
     if args.delta && (c.raw || !matches!(output, Output::File(_))) {
         return Err(usage(
             "--delta starts from the file at --output FILE: it needs a regular output file and transit's framing (not --raw)",
@@ -144,6 +147,11 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         return Err(usage(
             "recv exec: runs one command, but a multifd session needs one connection per channel plus one, opened by the sender; use --raw, or start the session from the sender: transit send 'exec:... transit recv stdio:'",
         ));
+    }
+    if let Output::File(p) = &output {
+        // Before anything else: a FILE left mixed by a killed in-place
+        // update is put back as it was (or the run stops here).
+        roll_back_interrupted(p)?;
     }
     let handshake = wait_limit.unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT));
     let mut transport = TransportOpts::new(handshake);
@@ -173,6 +181,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         max_size: args.max_size,
         checksum: args.common.checksum.is_some(),
         delta: args.delta,
+        inplace: args.inplace,
         resume: args.resume,
         reconnect: args.common.reconnect_window(),
     };
@@ -241,6 +250,63 @@ fn first_raw(rt: &Runtime, opts: &Opts, source: Source) -> Result<Box<dyn Channe
     };
     listener.disconnect();
     Ok(ch)
+}
+
+/// `--inplace` updates a regular `--output FILE` as a delta, under
+/// transit's framing, and is rolled back rather than resumed.
+fn check_inplace(args: &RecvArgs, output: &Output) -> Result<(), AppError> {
+    if !args.inplace {
+        return Ok(());
+    }
+    if !matches!(output, Output::File(_)) {
+        return Err(usage(
+            "--inplace updates --output FILE where it lies: it needs a regular output file (not -, a device, a FIFO or no --output)",
+        ));
+    }
+    if !args.delta {
+        return Err(usage(
+            "--inplace is a way to apply a delta to FILE: add --delta",
+        ));
+    }
+    if args.common.raw {
+        return Err(usage(
+            "--inplace needs transit's framing to know what to keep (not --raw)",
+        ));
+    }
+    if args.resume {
+        return Err(usage(
+            "--inplace and --resume exclude each other: a failed in-place update is rolled back, so there is nothing to resume; run --delta --inplace again (only the differing chunks cross again)",
+        ));
+    }
+    Ok(())
+}
+
+/// Roll back an in-place update of `path` that a killed receiver left
+/// (its undo journal), saying so on stderr (even with `-q`); refuse to
+/// go on when that cannot be done.
+fn roll_back_interrupted(path: &std::path::Path) -> Result<(), AppError> {
+    match transit_multifd::undo::recover(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            eprintln!(
+                "transit: {}: rolled back an interrupted in-place update ({} range(s), {} restored from {}{})",
+                path.display(),
+                r.ranges,
+                crate::units::size(r.bytes),
+                r.journal.display(),
+                if r.torn {
+                    "; its torn last record, whose write never happened, was ignored"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(e) => Err(AppError::Failed(format!(
+            "{}: an interrupted in-place update cannot be rolled back, so nothing was received: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Run the server layers (TLS, websocket) of one connection on a worker.
@@ -684,6 +750,7 @@ fn recv_multifd(
         inflight,
         max_size: opts.max_size,
         delta: opts.delta,
+        inplace: opts.inplace,
         resume: opts.resume,
         reconnect: opts.reconnect,
         sha: opts.checksum.then(checksum::Shared::new),
@@ -760,6 +827,8 @@ struct SessionWorker {
     max_size: Option<u64>,
     /// `--delta`.
     delta: bool,
+    /// `--inplace`.
+    inplace: bool,
     /// `--resume`.
     resume: bool,
     /// `--reconnect`: how long a lost page channel may stay lost.
@@ -942,6 +1011,7 @@ impl SessionWorker {
             max_image_size,
             idle_timeout: self.idle,
             delta: self.delta,
+            inplace: self.inplace,
             resume: self.resume,
             reconnect_wait: self.reconnect,
         }

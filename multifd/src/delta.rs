@@ -3,7 +3,8 @@
 //!
 //! A receiver that already holds a version of the image (the file at its
 //! output path) hashes it in chunks while it copies it into its temporary
-//! output, and answers the session's accept with a
+//! output (a clone where the file system shares blocks), and answers the
+//! session's accept with a
 //! [`Record::Have`](crate::wire::Record::Have): one hash per chunk. The
 //! sender hashes the same chunks of its image and sends the pages of
 //! differing chunks as usual; pages of matching chunks go as
@@ -17,6 +18,23 @@
 //! most [`MAX_HAVE_CHUNKS`](crate::wire::MAX_HAVE_CHUNKS) chunks (one page
 //! per chunk for images up to 4 GiB of 4 KiB pages), so a change of one
 //! page costs one chunk. Hashing runs on every core on both sides.
+//!
+//! Where the output goes: by default a new file next to the older copy,
+//! renamed over it once verified (atomic: the path holds the old file or
+//! the new one, never a mix). Without block sharing (ext4, tmpfs) that
+//! new file costs a copy of the whole older one, however small the delta.
+//! With [`RecvConfig::inplace`](crate::RecvConfig::inplace) the older copy
+//! is hashed where it lies and the differing pages are written into it,
+//! each write's old contents saved first in an undo journal
+//! ([`crate::undo`]): a failure rolls the file back, a crash is rolled back
+//! by the next receive on the path, so the file is never left mixed once a
+//! receiver is done with it; while the session runs, its readers see a mix.
+//! The wire is the same either way.
+//!
+//! Limits: the kept pages are verified by hashes of the older copy taken
+//! before the transfer; a copy that changes meanwhile fails the session
+//! (checked at the commit by inode, size and times) when it is copied, and
+//! must not be written by others at all when it is updated in place.
 
 use std::fs::File;
 use std::io;

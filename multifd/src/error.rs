@@ -165,6 +165,24 @@ pub enum Error {
     /// The session was aborted locally (an [`AbortHandle`](crate::AbortHandle)).
     #[error("multifd: aborted: {0}")]
     Aborted(String),
+
+    /// An in-place update's undo journal ([`crate::undo`]): an interrupted
+    /// update could not be rolled back before the session (a live
+    /// receiver holds it, it is damaged, it belongs to another file), or
+    /// the journal could not be created.
+    #[error("multifd: {0}")]
+    Undo(#[from] crate::undo::UndoError),
+
+    /// The session failed (`cause`), and rolling back its in-place update
+    /// failed too: the undo journal stays next to the file, and the next
+    /// receive on that path rolls back before anything else.
+    #[error("{cause}; rolling back the in-place update failed too: {rollback} (the undo journal stays: the next receive on this path rolls back first)")]
+    NotRolledBack {
+        /// Why the session failed.
+        cause: Box<Error>,
+        /// Why the rollback failed.
+        rollback: crate::undo::UndoError,
+    },
 }
 
 impl Error {
@@ -175,6 +193,7 @@ impl Error {
             | Error::Protocol { id, .. }
             | Error::Remote { id, .. }
             | Error::Timeout { id, .. } => Some(*id),
+            Error::NotRolledBack { cause, .. } => cause.channel(),
             _ => None,
         }
     }
@@ -187,6 +206,7 @@ impl Error {
             | Error::Remote { stage, .. }
             | Error::Timeout { stage, .. } => Some(*stage),
             Error::Mismatch { .. } => Some(Stage::End),
+            Error::NotRolledBack { cause, .. } => cause.stage(),
             _ => None,
         }
     }
@@ -200,6 +220,9 @@ impl Error {
             Error::Mismatch { .. } => ErrorCode::Mismatch,
             Error::Config(_) => ErrorCode::Refused,
             Error::Aborted(_) => ErrorCode::Aborted,
+            Error::Undo(crate::undo::UndoError::Busy { .. }) => ErrorCode::Refused,
+            Error::Undo(_) => ErrorCode::Io,
+            Error::NotRolledBack { cause, .. } => cause.code(),
         }
     }
 

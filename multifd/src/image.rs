@@ -44,10 +44,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::output::TempOutput;
+use crate::undo::Journal;
 use std::ptr::NonNull;
 
 /// An `mmap`ed region, unmapped on drop.
@@ -206,31 +208,45 @@ unsafe fn touch_pages(addr: usize, len: usize) {
     }
 }
 
+/// `lseek(fd, off, whence)` for `SEEK_DATA`/`SEEK_HOLE`: `None` when
+/// there is no data (or hole) at or after `off` (`ENXIO`).
+fn seek(file: &File, off: u64, whence: i32) -> io::Result<Option<u64>> {
+    // SAFETY: lseek on our own open descriptor; it moves only the file
+    // offset, which nothing here uses (all I/O is positioned).
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off as libc::off_t, whence) };
+    if r >= 0 {
+        return Ok(Some(r as u64));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENXIO) {
+        return Ok(None);
+    }
+    Err(e)
+}
+
+/// The first byte of data at or after `off` (`SEEK_DATA`); `None` if
+/// only holes follow.
+pub(crate) fn seek_data(file: &File, off: u64) -> io::Result<Option<u64>> {
+    seek(file, off, libc::SEEK_DATA)
+}
+
+/// The first hole at or after `off` (`SEEK_HOLE`; the end of the file
+/// counts as one); `None` at or past the end.
+fn seek_hole(file: &File, off: u64) -> io::Result<Option<u64>> {
+    seek(file, off, libc::SEEK_HOLE)
+}
+
 /// The data extents of `file` (`size` bytes) as byte ranges, by
 /// `SEEK_DATA`/`SEEK_HOLE` (a file system without holes reports one
 /// extent: the whole file).
 fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
-    let seek = |off: u64, whence: i32| -> io::Result<Option<u64>> {
-        // SAFETY: lseek on our own open descriptor; it moves only the
-        // file offset, which nothing else here uses.
-        let r = unsafe { libc::lseek(fd, off as libc::off_t, whence) };
-        if r >= 0 {
-            return Ok(Some(r as u64));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None); // no data (or hole) at or after `off`
-        }
-        Err(e)
-    };
     let mut out = Vec::new();
     let mut at = 0;
     while at < size {
-        let Some(start) = seek(at, libc::SEEK_DATA)? else {
+        let Some(start) = seek_data(file, at)? else {
             break;
         };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        let end = seek_hole(file, start)?.unwrap_or(size).min(size);
         if end <= start {
             break;
         }
@@ -238,6 +254,53 @@ fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         at = end;
     }
     Ok(out)
+}
+
+/// `pwrite` all of `buf` at `off`.
+pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: pwrite reads `buf.len()` bytes of the live slice `buf`;
+        // `fd` is open for the call.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n as usize..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Make `len` bytes at `off` of a file read as zeros: punch a hole, or
+/// write zeros where the file system cannot.
+pub(crate) fn zero_file_range(fd: RawFd, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on an open file; no memory is involved.
+    let r = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(ZEROS.len() as u64) as usize;
+        pwrite_all(fd, &ZEROS[..n], off + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Content of generated non-zero pages.
@@ -540,7 +603,7 @@ pub struct DestImage {
     map: Mapping,
     len: usize,
     fresh: bool,
-    file: Option<TempOutput>,
+    file: Option<FileOut>,
     /// Delta: the older copy that kept pages are copied from as their
     /// KEEP ranges arrive (the output itself starts empty), and what it
     /// looked like when it was hashed (inode, size, mtime, ctime).
@@ -548,6 +611,63 @@ pub struct DestImage {
     /// The output holds the older copy already (cloned or copied while it
     /// was hashed): kept ranges need no copy.
     kept_in_place: bool,
+}
+
+/// Where a file destination's bytes go.
+enum FileOut {
+    /// A new file, renamed over the target once complete.
+    Temp(TempOutput),
+    /// The target itself, updated in place under an undo journal.
+    InPlace(InPlace),
+}
+
+/// An in-place update (`RecvConfig::inplace`): rolled back when dropped
+/// before it was committed.
+struct InPlace {
+    journal: Arc<Journal>,
+    /// Set on the file when it is committed (`--mode`).
+    mode: Option<u32>,
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        // Best effort: the receiver rolls back explicitly and reports a
+        // failure; one that fails here leaves the journal for the next
+        // receive on the path.
+        let _ = self.journal.rollback();
+    }
+}
+
+impl FileOut {
+    fn file(&self) -> &File {
+        match self {
+            FileOut::Temp(t) => t.file(),
+            FileOut::InPlace(p) => p.journal.file(),
+        }
+    }
+
+    fn target(&self) -> &Path {
+        match self {
+            FileOut::Temp(t) => t.target(),
+            FileOut::InPlace(p) => p.journal.target(),
+        }
+    }
+
+    fn persist(&mut self) -> io::Result<()> {
+        match self {
+            FileOut::Temp(t) => t.persist(),
+            FileOut::InPlace(p) => {
+                if let (Some(mode), true) = (p.mode, p.journal.is_open()) {
+                    let fd = p.journal.file().as_raw_fd();
+                    // SAFETY: fchmod on the open file being updated.
+                    if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                p.journal.commit().map_err(io::Error::other)
+            }
+        }
+    }
 }
 
 /// What an older copy looked like when it was hashed: if it changes
@@ -573,6 +693,7 @@ impl std::fmt::Debug for DestImage {
             .field("len", &self.len)
             .field("fresh", &self.fresh)
             .field("file", &self.file.as_ref().map(|t| t.target()))
+            .field("in_place", &matches!(self.file, Some(FileOut::InPlace(_))))
             .finish()
     }
 }
@@ -612,7 +733,7 @@ impl DestImage {
             map: Mapping::map(0, 0, 0, -1)?,
             len,
             fresh: true,
-            file: Some(temp),
+            file: Some(FileOut::Temp(temp)),
             base: None,
             kept_in_place: false,
         })
@@ -651,7 +772,7 @@ impl DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
                 fresh: false,
-                file: Some(temp),
+                file: Some(FileOut::Temp(temp)),
                 base: Some((old, before)),
                 kept_in_place: true,
             },
@@ -702,12 +823,58 @@ impl DestImage {
                 map: Mapping::map(0, 0, 0, -1)?,
                 len,
                 fresh,
-                file: Some(temp),
+                file: Some(FileOut::Temp(temp)),
                 base,
                 kept_in_place: false,
             },
             hashes,
         ))
+    }
+
+    /// A file destination that is the older copy itself, updated in place
+    /// under `journal` ([`crate::undo`], `RecvConfig::inplace`): the file
+    /// is hashed in chunks of `chunk_size` where it lies (no copy; the
+    /// hashes are returned for the Have record), then cut or extended to
+    /// `size` (a cut tail saved in the journal first). Every write of the
+    /// session saves what it overwrites first;
+    /// [`persist_in_place`](Self::persist_in_place) commits (setting
+    /// `mode` on the file, if given), and dropping the image before that
+    /// rolls the file back.
+    pub(crate) fn in_place(
+        journal: Journal,
+        size: u64,
+        mode: Option<u32>,
+        chunk_size: u32,
+    ) -> io::Result<(DestImage, Vec<u64>)> {
+        let len = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        // From here a failure rolls back (the cut, if it happened).
+        let out = InPlace {
+            journal: Arc::new(journal),
+            mode,
+        };
+        let have = out.journal.old_size().min(size);
+        let hashes = crate::delta::hash_file(out.journal.file(), have, chunk_size)?;
+        out.journal.set_len(size)?;
+        Ok((
+            DestImage {
+                map: Mapping::map(0, 0, 0, -1)?,
+                len,
+                fresh: false,
+                file: Some(FileOut::InPlace(out)),
+                base: None,
+                kept_in_place: true,
+            },
+            hashes,
+        ))
+    }
+
+    /// The undo journal of an in-place update.
+    pub(crate) fn undo(&self) -> Option<&Arc<Journal>> {
+        match &self.file {
+            Some(FileOut::InPlace(p)) => Some(&p.journal),
+            _ => None,
+        }
     }
 
     /// Delta: copy the kept range `[offset, offset + len)` from the older
@@ -764,9 +931,13 @@ impl DestImage {
         self.file.as_ref().map(|t| t.file())
     }
 
-    /// The temporary path of a file destination.
+    /// The temporary path of a file destination (`None` for one updated
+    /// in place).
     pub fn temp_path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|t| t.temp_path())
+        match &self.file {
+            Some(FileOut::Temp(t)) => Some(t.temp_path()),
+            _ => None,
+        }
     }
 
     /// True for a file destination.
@@ -775,7 +946,9 @@ impl DestImage {
     }
 
     /// Make a file destination durable and move it into place: `fsync`,
-    /// rename to the target, `fsync` the directory. Calling it
+    /// rename to the target, `fsync` the directory; for one updated in
+    /// place, `fsync` it and remove its undo journal
+    /// ([`Journal::commit`](crate::undo::Journal::commit)). Calling it
     /// again does nothing. An anonymous image has nothing to persist.
     pub fn persist_in_place(&mut self) -> io::Result<()> {
         let Some(t) = self.file.as_mut() else {

@@ -72,7 +72,8 @@
 //! still ends the session.
 //!
 //! Other modules: [`rate`] (the bandwidth cap), [`compress`] (zstd per
-//! packet), [`delta`] (sending only what the receiver lacks).
+//! packet), [`delta`] (sending only what the receiver lacks), [`undo`]
+//! (the journal that makes an in-place delta crash-safe).
 //!
 //! Limits: images must fit in the address space (`usize`); the source must
 //! not change during a pass (between passes it may, through
@@ -132,6 +133,7 @@ pub mod rejoin;
 pub mod room;
 mod sender;
 mod session;
+pub mod undo;
 mod watchdog;
 pub mod wire;
 pub mod zero;

@@ -122,3 +122,205 @@ fn delta_with_compression_over_tls() {
         "{s}"
     );
 }
+
+/// `recv --delta --inplace`: the changed pages are written into FILE
+/// itself (the same inode, no copy of it), the result is the sender's file
+/// byte for byte, and no journal or temporary file is left.
+#[test]
+fn in_place_delta_round_trip() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Scratch::new("delta-inplace");
+    let old = random_bytes(8 << 20, 22);
+    let mut new = old.clone();
+    for i in 0..16usize {
+        new[i * 500_000 + 7] ^= 0xff;
+    }
+    // One more page, and the last one changed.
+    new.extend_from_slice(&random_bytes(4096, 23));
+    let (input, out) = (dir.join("new.img"), dir.join("out.img"));
+    std::fs::write(&input, &new).unwrap();
+    std::fs::write(&out, &old).unwrap();
+    let inode = std::fs::metadata(&out).unwrap().ino();
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &[
+            "--json",
+            "--delta",
+            "--inplace",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "{}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0), "{}", recv.stderr);
+    assert!(std::fs::read(&out).unwrap() == new);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().ino(),
+        inode,
+        "updated in place"
+    );
+    assert_eq!(dir.names(), ["new.img", "out.img"]);
+    let (s, r) = (json(&send.stdout), json(&recv.stdout));
+    assert_eq!(s["verified"], true);
+    assert!(s["bytes"].as_u64().unwrap() <= 17 * 4096, "{s}");
+    assert_eq!(r["kept_pages"], s["kept_pages"]);
+}
+
+/// `--inplace` needs `--delta`, a regular `--output FILE` and framing, and
+/// is not resumable: each is a usage error (exit 2) naming `--inplace`;
+/// the right combination is accepted (it then waits for a sender).
+#[test]
+fn inplace_usage_errors() {
+    let dir = Scratch::new("delta-inplace-usage");
+    let f = dir.join("f");
+    let f = f.to_str().unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let uri = "tcp:127.0.0.1:0";
+    for args in [
+        vec!["recv", uri, "--inplace", "--output", f],
+        vec!["recv", uri, "--delta", "--inplace", "--output", "-"],
+        vec![
+            "recv",
+            uri,
+            "--delta",
+            "--inplace",
+            "--output",
+            fifo.to_str().unwrap(),
+        ],
+        vec!["recv", uri, "--delta", "--inplace", "--raw", "--output", f],
+        vec![
+            "recv",
+            uri,
+            "--delta",
+            "--inplace",
+            "--resume",
+            "--output",
+            f,
+        ],
+    ] {
+        let r = run(transit(&args));
+        assert_eq!(r.code(), Some(2), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("--inplace"), "{args:?}: {}", r.stderr);
+    }
+    let r = run(transit(&[
+        "recv",
+        uri,
+        "--delta",
+        "--inplace",
+        "--output",
+        f,
+        "--timeout",
+        "0.5",
+    ]));
+    assert_eq!(r.code(), Some(1), "accepted, then no sender: {}", r.stderr);
+}
+
+/// A receiver cancelled (SIGINT) in the middle of an in-place update rolls
+/// FILE back before it exits: byte for byte the old file, no journal.
+#[test]
+fn a_cancelled_in_place_receiver_rolls_back_before_it_exits() {
+    use std::time::{Duration, Instant};
+    let dir = Scratch::new("delta-inplace-cancel");
+    let old = random_bytes(16 << 20, 25);
+    let mut new = old.clone();
+    for p in (0..4096usize).step_by(2) {
+        new[p * 4096 + 9] ^= 0xff;
+    }
+    let (input, out) = (dir.join("new.img"), dir.join("out.img"));
+    let journal = dir.join(".out.img.transit-undo");
+    std::fs::write(&input, &new).unwrap();
+    std::fs::write(&out, &old).unwrap();
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &["--delta", "--inplace", "--output", out.to_str().unwrap()],
+    );
+    let send = transit_tests::Running::spawn(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().unwrap(),
+        "--max-bandwidth",
+        "4M",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) < 2 << 20 {
+        assert!(Instant::now() < deadline, "no journal grew");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    recv.signal(libc::SIGINT);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(130), "{}", recv.stderr);
+    let _ = send.finish();
+    assert!(std::fs::read(&out).unwrap() == old, "rolled back");
+    assert_eq!(dir.names(), ["new.img", "out.img"]);
+}
+
+/// A receiver killed (SIGKILL) in the middle of an in-place update leaves
+/// FILE mixed and its journal; the next `recv` on FILE, with or without
+/// `--delta`, rolls it back before anything else and says so.
+#[test]
+fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
+    use std::time::{Duration, Instant};
+    let dir = Scratch::new("delta-inplace-kill");
+    let old = random_bytes(16 << 20, 24);
+    let mut new = old.clone();
+    for p in (0..4096usize).step_by(2) {
+        new[p * 4096 + 5] ^= 0xff;
+    }
+    let (input, out) = (dir.join("new.img"), dir.join("out.img"));
+    let journal = dir.join(".out.img.transit-undo");
+    std::fs::write(&input, &new).unwrap();
+    std::fs::write(&out, &old).unwrap();
+    let (recv, addr) = start_recv(
+        "tcp:127.0.0.1:0",
+        &["--delta", "--inplace", "--output", out.to_str().unwrap()],
+    );
+    // 8 MiB of changed pages at 4 MiB/s: about 2 s of writing in place.
+    let send = transit_tests::Running::spawn(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().unwrap(),
+        "--max-bandwidth",
+        "4M",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) < 2 << 20 {
+        assert!(Instant::now() < deadline, "no journal grew");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    recv.signal(libc::SIGKILL);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), None, "killed");
+    let _ = send.finish();
+    let mixed = std::fs::read(&out).unwrap();
+    assert!(mixed != old && mixed != new, "the kill left FILE mixed");
+    assert!(journal.exists());
+    let r = run(transit(&[
+        "recv",
+        "tcp:127.0.0.1:0",
+        "--output",
+        out.to_str().unwrap(),
+        "--timeout",
+        "0.5",
+    ]));
+    assert!(
+        r.stderr
+            .contains("rolled back an interrupted in-place update"),
+        "{}",
+        r.stderr
+    );
+    assert!(std::fs::read(&out).unwrap() == old, "rolled back");
+    assert_eq!(dir.names(), ["new.img", "out.img"]);
+}

@@ -72,6 +72,19 @@ pub struct RecvConfig {
     /// copy of it and tell the sender which chunks it has, so only the
     /// others cross the network (default off).
     pub delta: bool,
+    /// In-place delta ([`crate::undo`]; only with [`delta`](Self::delta)
+    /// and a [`Destination::File`] whose path holds a non-empty regular
+    /// file; elsewhere it changes nothing): instead of building a new
+    /// file next to it, hash the file where it lies (read-only, no copy)
+    /// and write the differing pages straight into it, each write's old
+    /// contents saved first in an undo journal (`.NAME.transit-undo`,
+    /// durable before the write). A verified session commits (`fsync`,
+    /// journal removed); a failed one, of any kind, rolls the file back to
+    /// what it was, byte for byte; after a crash the next session on the
+    /// path rolls back first. Readers of the file during the session see
+    /// a mix of old and new pages. Excludes [`resume`](Self::resume)
+    /// (refused as a configuration error). Default off.
+    pub inplace: bool,
     /// Resumable output ([`DestImage::open_partial`]): with a
     /// [`Destination::File`], write into `.NAME.transit-partial` next to
     /// the target, left in place if the session fails (or the process is
@@ -94,6 +107,7 @@ impl Default for RecvConfig {
             max_image_size: None,
             idle_timeout: Some(Duration::from_secs(60)),
             delta: false,
+            inplace: false,
             resume: false,
             reconnect_wait: None,
         }
@@ -571,12 +585,7 @@ impl Receiver {
         if failure.is_failed() {
             return Err(failure.take_error());
         }
-        let target = match prepare(
-            &session,
-            self.dest.take(),
-            self.config.delta,
-            self.config.resume,
-        ) {
+        let target = match prepare(&session, self.dest.take(), &self.config) {
             Ok(t) => t,
             Err(e) => {
                 let rec = Record::Error {
@@ -588,6 +597,41 @@ impl Receiver {
             }
         };
         let (target, have) = target;
+        // An in-place update is rolled back here when the session fails
+        // (its image's drop would do it too, but could not say that it
+        // failed).
+        let undo = match &target {
+            Target::Image(img) => img.undo().cloned(),
+            Target::Stream(_) => None,
+        };
+        let out = self.serve(session, progress, failure, main, target, have, commit);
+        match (out, undo) {
+            (Err(e), Some(u)) => match u.rollback() {
+                Ok(_) => Err(e),
+                Err(rollback) => Err(Error::NotRolledBack {
+                    cause: Box::new(e),
+                    rollback,
+                }),
+            },
+            (out, _) => out,
+        }
+    }
+
+    /// Accept, send the Have record if any, run the session into `target`.
+    #[allow(clippy::too_many_arguments)]
+    fn serve<F>(
+        &mut self,
+        session: SessionHeader,
+        progress: Arc<Progress>,
+        failure: Arc<Failure>,
+        mut main: Conn,
+        target: Target,
+        have: Option<Record>,
+        commit: F,
+    ) -> Result<RecvOutcome>
+    where
+        F: FnOnce(&mut RecvOutcome) -> Result<()>,
+    {
         write_record(
             &mut main.ch,
             &Record::Accept {
@@ -693,17 +737,27 @@ enum Target {
 
 /// Create or check the destination for the session's layout; with
 /// `delta` and an existing file at a file destination's path, start from
-/// it and return the [`Record::Have`] to send.
+/// it (or update it in place) and return the [`Record::Have`] to send.
+/// Before anything else, an interrupted in-place update of a file
+/// destination's path is rolled back ([`crate::undo::recover`]).
 fn prepare(
     session: &SessionHeader,
     dest: Option<Destination>,
-    delta: bool,
-    resume: bool,
+    config: &RecvConfig,
 ) -> Result<(Target, Option<Record>)> {
     let dest = match dest {
         Some(Destination::Decide(decide)) => Some(decide(session)?),
         d => d,
     };
+    let (delta, resume) = (config.delta, config.resume);
+    if let Some(Destination::File { path, .. }) = dest.as_ref() {
+        crate::undo::recover(path)?;
+    }
+    if config.inplace && resume {
+        return Err(Error::Config(
+            "an in-place update cannot also be resumable: it is rolled back when it fails (use one of inplace and resume)".into(),
+        ));
+    }
     if let (true, Layout::Image { size }, Some(Destination::File { path, mode })) =
         (resume, session.layout, dest.as_ref())
     {
@@ -721,6 +775,16 @@ fn prepare(
         let old = std::fs::File::open(path)
             .ok()
             .filter(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0));
+        if let (Some(_), true) = (&old, config.inplace) {
+            let chunk_size = crate::delta::chunk_size_for(size, session.page_size);
+            let journal = crate::undo::Journal::create(path, session.page_size)?;
+            let (img, hashes) = DestImage::in_place(journal, size, *mode, chunk_size)
+                .map_err(|e| Error::data(format!("update {} in place", path.display()), e))?;
+            return Ok((
+                Target::Image(img),
+                Some(Record::Have { chunk_size, hashes }),
+            ));
+        }
         if let Some(old) = old {
             let chunk_size = crate::delta::chunk_size_for(size, session.page_size);
             let (img, hashes) = DestImage::create_file_from(path, old, size, *mode, chunk_size)

@@ -15,10 +15,11 @@ use super::stream::{write_stream, Chunk, StreamShared, StreamState};
 use super::{Conn, RecvOutcome, Target};
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
-use crate::image::DestImage;
+use crate::image::{pwrite_all, zero_file_range, DestImage};
 use crate::progress::{Progress, ThreadCpu};
 use crate::rejoin::{Cuts, Rejoins};
 use crate::session::{self, lock, read_record, write_record, Failure, Wake};
+use crate::undo::{Change, Journal};
 use crate::watchdog::{Activities, Wait, Watchdog};
 use crate::wire::{
     self, Layout, PacketFlags, PacketHeader, Record, SessionHeader, Totals, VerdictStatus,
@@ -35,6 +36,9 @@ struct ImageShared {
     /// The file of a file destination (pages are written with `pwrite`);
     /// `None` for memory.
     file: Option<RawFd>,
+    /// An in-place update's undo journal: what a write or a zeroing is
+    /// about to change is saved there first.
+    undo: Option<Arc<Journal>>,
     /// Pages holding data now (their written bit is set), and the most the
     /// sender announced (`SessionHeader::data_bytes`).
     data_pages: AtomicU64,
@@ -70,10 +74,12 @@ impl ImageShared {
         image.mark_used();
         let base = image.ptr();
         let file = image.file().map(|f| f.as_raw_fd());
+        let undo = image.undo().cloned();
         ImageShared {
             image,
             base,
             file,
+            undo,
             // A caller's image that held data before has every written
             // bit set: count them, so zero pages and holes over them
             // balance.
@@ -173,7 +179,25 @@ impl ImageShared {
         match self.file {
             // SAFETY: the caller claimed the page this epoch.
             None => unsafe { self.slice_mut(off, len) }.fill(0),
-            Some(fd) => zero_file_range(fd, off, len)?,
+            Some(fd) => zero_file_range(fd, off, len as u64)?,
+        }
+        Ok(())
+    }
+
+    /// Zero the runs `(offset, length)` of the destination (claimed by the
+    /// caller this epoch), saving what they hold in the undo journal
+    /// first (one append and sync for them all).
+    fn zero_runs(&self, runs: &[(u64, u64)]) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        if let Some(u) = &self.undo {
+            u.save(runs, Change::Zero)
+                .map_err(|e| undo_failed(u, runs[0].0, e))?;
+        }
+        for &(o, l) in runs {
+            self.zero(o, l as usize)
+                .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e))?;
         }
         Ok(())
     }
@@ -234,32 +258,24 @@ fn pread_exact(fd: RawFd, buf: &mut [u8], off: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `pwrite` all of `buf` at `off`.
-fn pwrite_all(fd: RawFd, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: pwrite reads `buf.len()` bytes of the live slice `buf`;
-        // `fd` is the destination file, open for the session.
-        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off as libc::off_t) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n as usize..];
-        off += n as u64;
-    }
-    Ok(())
+/// The error of a failed save to the undo journal `u` (before writing at
+/// `off`).
+fn undo_failed(u: &Journal, off: u64, e: std::io::Error) -> Error {
+    Error::data(
+        format!(
+            "save what offset {off} holds in the undo journal {}",
+            u.path().display()
+        ),
+        e,
+    )
 }
 
 /// Hash (into `digest`, if given) the pages `offsets` whose bytes follow
 /// each other in `buf`, while they are in cache, and `pwrite` each run of
 /// contiguous pages to the file, one run at a time under `one_at_a_time`
 /// if given (page channels contend on the file's inode lock otherwise).
+/// With an undo journal, what the runs hold is saved there first, all of
+/// them in one append and sync.
 fn write_pages(
     fd: RawFd,
     buf: &[u8],
@@ -267,7 +283,15 @@ fn write_pages(
     session: &SessionHeader,
     digest: Option<&mut Digest>,
     one_at_a_time: Option<&Mutex<()>>,
+    undo: Option<&Journal>,
 ) -> Result<()> {
+    if let (Some(u), Some(&first)) = (undo, offsets.first()) {
+        let runs: Vec<(u64, u64)> = session::runs(offsets, session)
+            .map(|(o, l)| (o, l as u64))
+            .collect();
+        u.save(&runs, Change::Write)
+            .map_err(|e| undo_failed(u, first, e))?;
+    }
     if let Some(d) = digest {
         let mut pos = 0usize;
         for &o in offsets {
@@ -282,31 +306,6 @@ fn write_pages(
         pwrite_all(fd, &buf[at..at + len], off)
             .map_err(|e| Error::data(format!("write the destination at offset {off}"), e))?;
         at += len;
-    }
-    Ok(())
-}
-
-/// Make `len` bytes at `off` of a file read as zeros: punch a hole, or
-/// write zeros where the file system cannot.
-fn zero_file_range(fd: RawFd, off: u64, len: usize) -> std::io::Result<()> {
-    // SAFETY: fallocate on the destination file; no memory is involved.
-    let r = unsafe {
-        libc::fallocate(
-            fd,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(ZEROS.len());
-        pwrite_all(fd, &ZEROS[..n], off + done as u64)?;
-        done += n;
     }
     Ok(())
 }
@@ -934,7 +933,9 @@ impl FileWriter {
                         }
                         WriteJob::Pages { buf, offsets } => {
                             let d = session.verify.then_some(&mut digest);
-                            if let Err(e) = write_pages(fd, &buf, &offsets, &session, d, None) {
+                            let undo = img.undo.as_deref();
+                            if let Err(e) = write_pages(fd, &buf, &offsets, &session, d, None, undo)
+                            {
                                 failure.fail(e, true);
                                 return;
                             }
@@ -1237,16 +1238,20 @@ impl Reader {
             ));
         }
         let verify = self.session.verify;
+        let mut zeroed: Vec<(u64, u64)> = Vec::new();
         for &o in &self.offsets[normal..] {
             let len = self.session.page_len(o);
             if img.take_written(o >> shift) {
-                img.zero(o, len)
-                    .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e))?;
+                match zeroed.last_mut() {
+                    Some((a, l)) if *a + *l == o => *l += len as u64,
+                    _ => zeroed.push((o, len as u64)),
+                }
             }
             if verify {
                 self.digest.add(zero_hash(o, len as u32));
             }
         }
+        img.zero_runs(&zeroed)?;
         // Data bytes are the pages' (a compressed packet carries fewer on
         // the wire; a raw one exactly its payload, checked when decoded).
         let data: u64 = if h.flags.contains(PacketFlags::COMPRESSED) {
@@ -1489,6 +1494,7 @@ impl Reader {
             &self.session,
             digest,
             Some(&img.writing),
+            img.undo.as_deref(),
         )
     }
 
@@ -1509,6 +1515,11 @@ impl Reader {
         let ps = u64::from(self.session.page_size);
         let mut pages = 0u64;
         let mut result = Ok(());
+        // Pages that held data, to be zeroed a run at a time (one hole
+        // punched per run, not per page) once the packet is decoded, after
+        // one save of them all in an in-place update's journal.
+        let mut zeroed: Vec<(u64, u64)> = Vec::new();
+        let size = self.session.image_size();
         for &(off, len) in &holes {
             let (first, count) = (off / ps, len.div_ceil(ps));
             if !img.claim_range(first, count) {
@@ -1546,33 +1557,13 @@ impl Reader {
                 pages += count;
                 continue;
             }
-            // Pages that held data are zeroed a run at a time (one hole
-            // punched per run, not per page).
-            let mut zeroed = Ok(());
-            let mut run: Option<(u64, u64)> = None;
-            let flush = |r: (u64, u64), zeroed: &mut Result<()>| {
-                if zeroed.is_ok() {
-                    let (o, end) = (r.0 * ps, (r.1 * ps).min(self.session.image_size()));
-                    *zeroed = img
-                        .zero(o, (end - o) as usize)
-                        .map_err(|e| Error::data(format!("zero the destination at offset {o}"), e));
-                }
-            };
-            img.take_written_range(first, count, |idx| match run {
-                Some((a, b)) if b == idx => run = Some((a, b + 1)),
-                _ => {
-                    if let Some(r) = run.replace((idx, idx + 1)) {
-                        flush(r, &mut zeroed);
-                    }
+            img.take_written_range(first, count, |idx| {
+                let (o, end) = (idx * ps, ((idx + 1) * ps).min(size));
+                match zeroed.last_mut() {
+                    Some((a, l)) if *a + *l == o => *l = end - *a,
+                    _ => zeroed.push((o, end - o)),
                 }
             });
-            if let Some(r) = run {
-                flush(r, &mut zeroed);
-            }
-            if let Err(e) = zeroed {
-                result = Err(e);
-                break;
-            }
             if self.session.verify {
                 for idx in first..first + count {
                     let o = idx * ps;
@@ -1584,6 +1575,7 @@ impl Reader {
         }
         self.holes = holes;
         result?;
+        img.zero_runs(&zeroed)?;
         if keep {
             self.counters_packet(0, 0, 0, PACKET_HEADER_LEN + n);
             self.progress.kept(pages);
