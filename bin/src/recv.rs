@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use transit_channel::{io as chio, Channel, ControlFlow, ReadFlags, Shutdown, SocketChannel};
 use transit_multifd::progress::ThreadCpu;
-use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit, WireError};
+use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit};
 use transit_multifd::{AbortHandle, Accepted, Destination, Receiver, RecvConfig, Stats};
 use transit_net_listener::NetListener;
 
@@ -42,6 +42,7 @@ use crate::send::{
 };
 use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming, Source};
 use transit_endpoint::connect as transport;
+use transit_endpoint::join::Role;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::checksum;
@@ -357,51 +358,27 @@ fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppE
 /// the main channel gathers the others' pipes and receives; the others
 /// hand theirs over and wait for the outcome.
 fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
-    let mut ch: Box<dyn Channel> = Box::new(
+    let ch: Box<dyn Channel> = Box::new(
         transit_channel::PipeChannel::stdio()
             .map_err(|e| AppError::Failed(format!("stdio: {e}")))?,
     );
     let timeout = opts.handshake;
-    let (ch, pre) = rt.run_task(
+    let role = rt.run_task(
         "join",
         || {},
-        move || {
-            let pre = transit_endpoint::join::read_preamble(&mut *ch, timeout)
-                .map_err(AppError::Failed)?;
-            Ok((ch, pre))
-        },
+        move || transit_endpoint::join::join(ch, timeout).map_err(AppError::Failed),
     )?;
-    if pre.index != 0 {
-        drop(ch);
-        let ok = rt.run_task(
-            "join",
-            || {},
-            move || {
-                transit_endpoint::join::follow(&pre.tag, pre.index, timeout)
-                    .map_err(AppError::Failed)
-            },
-        )?;
-        return if ok {
-            Ok(())
-        } else {
-            Err(AppError::Failed(format!(
-                "exec: run {}: the session failed (the run with the main channel says why)",
-                pre.index
-            )))
-        };
+    match role {
+        Role::Follower { ok: true, .. } => Ok(()),
+        Role::Follower { index, ok: false } => Err(AppError::Failed(format!(
+            "exec: run {index}: the session failed (the run with the main channel says why)"
+        ))),
+        Role::Leader(mut leader, chans) => {
+            let r = recv_multifd(rt, opts, Source::Channels(chans), clock);
+            leader.finish(r.is_ok());
+            r
+        }
     }
-    let (mut leader, others) = rt.run_task(
-        "join",
-        || {},
-        move || {
-            transit_endpoint::join::lead(&pre.tag, pre.count, timeout).map_err(AppError::Failed)
-        },
-    )?;
-    let mut chans = vec![ch];
-    chans.extend(others.into_iter().map(|(_, c)| c));
-    let r = recv_multifd(rt, opts, Source::Channels(chans), clock);
-    leader.finish(r.is_ok());
-    r
 }
 
 /// Raw mode: the first client is the stream (as `nc -l`).
@@ -643,30 +620,10 @@ const NOT_FRAMED: &str = "this transit receiver speaks its framed protocol, not 
 /// What a connection that comes while a session runs is told.
 const BUSY: &str = "this receiver is busy with another session; try again when it is done";
 
-/// Rejected connections being told why at once, at most.
-const TURN_AWAY_MAX: usize = 16;
-static TURNING_AWAY: AtomicU64 = AtomicU64::new(0);
-
-/// Tell a connection that does not speak the framed protocol why it is
-/// refused (a `transit send --raw` reads this and fails, naming the
-/// mismatch), then drain and close it on a thread of its own, so the
-/// refusal is not destroyed by a reset. Beyond [`TURN_AWAY_MAX`] at once,
-/// connections are closed without a word.
-fn turn_away(mut ch: Box<dyn Channel>, why: &'static str) {
-    if TURNING_AWAY.fetch_add(1, Ordering::AcqRel) >= TURN_AWAY_MAX as u64 {
-        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("recv-turn-away".into())
-        .spawn(move || {
-            incoming::refuse(&mut *ch, why);
-            drain_close(ch, Instant::now() + LINGER);
-            TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Tell a connection why it is refused, on a thread of its own
+/// ([`incoming::turn_away`]).
+fn turn_away(ch: Box<dyn Channel>, why: &'static str) {
+    incoming::turn_away(ch, why, LINGER);
 }
 
 /// Close a connection of a failed session gently: end of file to the
@@ -793,20 +750,6 @@ fn recv_multifd(
     }
     finish_report(&summary, opts.json, to_stderr, opts.verbosity);
     Ok(())
-}
-
-/// Errors after which the session cannot go on.
-fn is_fatal(e: &transit_multifd::Error) -> bool {
-    matches!(
-        e,
-        transit_multifd::Error::Protocol {
-            source: WireError::ChannelCountMismatch { .. }
-                | WireError::ImageTooLarge { .. }
-                | WireError::DuplicateChannel { .. }
-                | WireError::ChannelIdOutOfRange { .. },
-            ..
-        }
-    )
 }
 
 struct SessionWorker {
@@ -1056,7 +999,7 @@ fn offer(
 ) -> Result<Option<Accepted>, AppError> {
     match rx.accept_channel(ch) {
         Ok(a) => Ok(Some(a)),
-        Err(e) if is_fatal(&e) => Err(e.into()),
+        Err(e) if e.ends_session() => Err(e.into()),
         Err(e) => {
             warn(&format!("rejected a connection from {peer}: {e}"));
             Ok(None)

@@ -301,6 +301,41 @@ pub fn follow(tag: &JoinTag, index: u32, timeout: Duration) -> Result<bool, Stri
     }
 }
 
+/// What this run of an `exec:` command is, once joined ([`join`]).
+pub enum Role {
+    /// The run with the main channel: every run's channel, the main one
+    /// first; tell the others the outcome with [`Leader::finish`].
+    Leader(Leader, Vec<Box<dyn Channel>>),
+    /// Another run: its channel went to the leader; the session's outcome
+    /// (`true`: it succeeded).
+    Follower {
+        /// This run's index.
+        index: u32,
+        /// The outcome the leader sent.
+        ok: bool,
+    },
+}
+
+/// Join this run (whose channel is `ch`, its stdin and stdout) to the
+/// others of its `exec:` command: read the preamble, then lead (gather
+/// the other runs' channels) or follow (hand ours over, wait for the
+/// outcome), each step within `timeout`. Blocks: run it on a worker.
+pub fn join(mut ch: Box<dyn Channel>, timeout: Duration) -> Result<Role, String> {
+    let pre = read_preamble(&mut *ch, timeout)?;
+    if pre.index != 0 {
+        drop(ch);
+        let ok = follow(&pre.tag, pre.index, timeout)?;
+        return Ok(Role::Follower {
+            index: pre.index,
+            ok,
+        });
+    }
+    let (leader, others) = lead(&pre.tag, pre.count, timeout)?;
+    let mut chans = vec![ch];
+    chans.extend(others.into_iter().map(|(_, c)| c));
+    Ok(Role::Leader(leader, chans))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,25 @@ impl Error {
         }
     }
 
+    /// True for a connection's rejection that ends the session it was
+    /// offered to ([`Receiver::accept_channel`](crate::Receiver::accept_channel)):
+    /// the sender's channels cannot all be filed (a channel-count mismatch,
+    /// a duplicate channel, an id out of range) or its image does not fit.
+    /// Other rejections (a stranger, another session's channel, a timeout)
+    /// leave the receiver waiting for good connections.
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            Error::Protocol {
+                source: WireError::ChannelCountMismatch { .. }
+                    | WireError::ImageTooLarge { .. }
+                    | WireError::DuplicateChannel { .. }
+                    | WireError::ChannelIdOutOfRange { .. },
+                ..
+            }
+        )
+    }
+
     /// The stage the error happened in, when known.
     pub fn stage(&self) -> Option<Stage> {
         match self {
@@ -289,5 +308,24 @@ impl Ctx {
             stage,
             seconds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_rejections_end_the_session() {
+        let ctx = Ctx::new(ChannelId::Page(3), "peer");
+        let ends = |e: WireError| ctx.proto(Stage::Handshake, e).ends_session();
+        assert!(ends(WireError::DuplicateChannel { id: 3 }));
+        assert!(ends(WireError::ChannelCountMismatch {
+            found: 2,
+            expected: 4
+        }));
+        assert!(!ends(WireError::UnknownConnection { found: 7 }));
+        assert!(!ends(WireError::ExtraConnection { channels: 4 }));
+        assert!(!ctx.timeout(Stage::Handshake, 1.0).ends_session());
     }
 }

@@ -86,6 +86,40 @@ pub fn refuse(ch: &mut dyn Channel, why: &str) {
     let _ = chio::write_all(ch, &rec.to_bytes());
 }
 
+/// Connections being told why they are refused at once, at most.
+pub const TURN_AWAY_MAX: u64 = 16;
+
+static TURNING_AWAY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tell a connection why it is refused ([`refuse`]: a `transit send
+/// --raw` reads it and fails naming the mismatch, a second sender learns
+/// the receiver is busy), then close it gracefully for at most `linger`
+/// (so the refusal is not destroyed by a reset), on a thread of its own:
+/// the caller never waits on a stranger. Beyond [`TURN_AWAY_MAX`] at once
+/// (a flood), connections are closed without a word.
+pub fn turn_away(mut ch: Box<dyn Channel>, why: &'static str, linger: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    if TURNING_AWAY.fetch_add(1, Ordering::AcqRel) >= TURN_AWAY_MAX {
+        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("turn-away".into())
+        .spawn(move || {
+            refuse(&mut *ch, why);
+            let _ = chio::close_gracefully(
+                &mut *ch,
+                Instant::now() + linger,
+                0,
+                transit_channel::ReadFlags::empty(),
+            );
+            TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        TURNING_AWAY.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
