@@ -152,7 +152,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
     if let Output::File(p) = &output {
         // Before anything else: a FILE left mixed by a killed in-place
         // update is put back as it was (or the run stops here).
-        roll_back_interrupted(p)?;
+        crate::send::roll_back_interrupted(p, "received")?;
     }
     let handshake = wait_limit.unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT));
     let mut transport = TransportOpts::new(handshake);
@@ -280,34 +280,6 @@ fn check_inplace(args: &RecvArgs, output: &Output) -> Result<(), AppError> {
         ));
     }
     Ok(())
-}
-
-/// Roll back an in-place update of `path` that a killed receiver left
-/// (its undo journal), saying so on stderr (even with `-q`); refuse to
-/// go on when that cannot be done.
-fn roll_back_interrupted(path: &std::path::Path) -> Result<(), AppError> {
-    match transit_multifd::undo::recover(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(r)) => {
-            eprintln!(
-                "transit: {}: rolled back an interrupted in-place update ({} range(s), {} restored from {}{})",
-                path.display(),
-                r.ranges,
-                crate::units::size(r.bytes),
-                r.journal.display(),
-                if r.torn {
-                    "; its torn last record, whose write never happened, was ignored"
-                } else {
-                    ""
-                }
-            );
-            Ok(())
-        }
-        Err(e) => Err(AppError::Failed(format!(
-            "{}: an interrupted in-place update cannot be rolled back, so nothing was received: {e}",
-            path.display()
-        ))),
-    }
 }
 
 /// Run the server layers (TLS, websocket) of one connection on a worker.

@@ -264,6 +264,34 @@ pub fn check_timeout(s: f64) -> Result<Duration, AppError> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// Roll back an in-place update of `path` that a killed receiver left
+/// (its undo journal), saying so on stderr (even with `-q`); refuse to
+/// go on when that cannot be done.
+pub(crate) fn roll_back_interrupted(path: &std::path::Path, done: &str) -> Result<(), AppError> {
+    match transit_multifd::undo::recover(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            eprintln!(
+                "transit: {}: rolled back an interrupted in-place update ({} range(s), {} restored from {}{})",
+                path.display(),
+                r.ranges,
+                crate::units::size(r.bytes),
+                r.journal.display(),
+                if r.torn {
+                    "; its torn last record, whose write never happened, was ignored"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(e) => Err(AppError::Failed(format!(
+            "{}: an interrupted in-place update cannot be rolled back, so nothing was {done}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Run `transit send`.
 pub fn run(args: SendArgs) -> Result<(), AppError> {
     let clock = CpuClock::start();
@@ -280,6 +308,11 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
         args.seed,
         args.compressible,
     );
+    // A file a killed in-place receiver left mixed is rolled back before
+    // it is read: never send what is neither the old nor the new file.
+    if let Some(p) = args.input.as_deref().filter(|p| p.as_os_str() != "-") {
+        roll_back_interrupted(p, "sent")?;
+    }
     let map = !plan.raw;
     let input = rt.run_task(
         "prepare",

@@ -269,10 +269,10 @@ fn a_cancelled_in_place_receiver_rolls_back_before_it_exits() {
 /// A receiver killed (SIGKILL) in the middle of an in-place update leaves
 /// FILE mixed and its journal; the next `recv` on FILE, with or without
 /// `--delta`, rolls it back before anything else and says so.
-#[test]
-fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
+/// An in-place receiver killed mid-update in `dir`: FILE (`out.img`) is
+/// left mixed with its journal; returns (FILE, journal, old, new).
+fn killed_in_place(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>, Vec<u8>) {
     use std::time::{Duration, Instant};
-    let dir = Scratch::new("delta-inplace-kill");
     let old = random_bytes(16 << 20, 24);
     let mut new = old.clone();
     for p in (0..4096usize).step_by(2) {
@@ -307,6 +307,13 @@ fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
     let mixed = std::fs::read(&out).unwrap();
     assert!(mixed != old && mixed != new, "the kill left FILE mixed");
     assert!(journal.exists());
+    (out, journal, old, new)
+}
+
+#[test]
+fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
+    let dir = Scratch::new("delta-inplace-kill");
+    let (out, _journal, old, _new) = killed_in_place(&dir);
     let r = run(transit(&[
         "recv",
         "tcp:127.0.0.1:0",
@@ -323,4 +330,30 @@ fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
     );
     assert!(std::fs::read(&out).unwrap() == old, "rolled back");
     assert_eq!(dir.names(), ["new.img", "out.img"]);
+}
+
+/// A file a killed in-place receiver left mixed is never sent as it is:
+/// the sender rolls it back first (the old code sent the mixed file).
+#[test]
+fn a_file_left_mixed_by_a_killed_receiver_is_rolled_back_before_it_is_sent() {
+    let dir = Scratch::new("delta-inplace-send");
+    let (out, journal, old, _new) = killed_in_place(&dir);
+    let copy = dir.join("copy.img");
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &["--output", copy.to_str().unwrap()]);
+    let send = run(transit(&["send", &addr, "--input", out.to_str().unwrap()]));
+    let recv = recv.finish();
+    assert_eq!(send.code(), Some(0), "{}", send.stderr);
+    assert_eq!(recv.code(), Some(0), "{}", recv.stderr);
+    assert!(
+        send.stderr
+            .contains("rolled back an interrupted in-place update"),
+        "{}",
+        send.stderr
+    );
+    assert!(!journal.exists());
+    assert!(std::fs::read(&out).unwrap() == old, "FILE rolled back");
+    assert!(
+        std::fs::read(&copy).unwrap() == old,
+        "the old file was sent"
+    );
 }
