@@ -583,6 +583,8 @@ struct Done {
     peer: Option<String>,
     /// `--checksum sha256` of what was received.
     sha256: Option<String>,
+    /// The output file was updated in place (`--inplace`).
+    in_place: bool,
 }
 
 /// What a connection that is not framed transit is told.
@@ -717,6 +719,7 @@ fn recv_multifd(
         &clock,
     );
     summary.sha256 = done.sha256;
+    summary.in_place = done.in_place;
     if done.session.compression == transit_multifd::wire::Compression::Zstd {
         summary.compress = Some("zstd".into());
     }
@@ -836,7 +839,12 @@ impl SessionWorker {
         let hashed = image_sha.clone();
         let want_sha = self.sha.is_some();
         let target = self.output.clone();
+        let in_place = Arc::new(AtomicBool::new(false));
+        let was_in_place = in_place.clone();
         let outcome = rx.run_with(move |out| {
+            if out.image.as_ref().is_some_and(|i| i.is_in_place()) {
+                was_in_place.store(true, Ordering::Relaxed);
+            }
             // A memory image is hashed once verified, before it is written
             // out or freed; a file once it is in place.
             if let (true, Some(img)) = (want_sha, out.image.as_ref()) {
@@ -864,6 +872,7 @@ impl SessionWorker {
             session: outcome.session,
             peer,
             sha256,
+            in_place: in_place.load(Ordering::Relaxed),
         })
     }
 

@@ -516,6 +516,10 @@ pub struct Summary {
     /// they had not delivered went again (absent when none).
     #[serde(skip_serializing_if = "is_zero")]
     pub reconnects: u64,
+    /// `recv --delta --inplace`: the output file was updated where it lay,
+    /// under an undo journal (absent otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -626,6 +630,7 @@ impl Summary {
             compress: None,
             kept_pages: stats.kept_pages,
             reconnects: stats.reconnects,
+            in_place: false,
         }
     }
 
@@ -671,6 +676,9 @@ impl Summary {
                 ", {} pages kept (the receiver had them)",
                 self.kept_pages
             ));
+        }
+        if self.in_place {
+            s.push_str(", updated in place");
         }
         if self.reconnects > 0 {
             s.push_str(&format!(

@@ -940,6 +940,12 @@ impl DestImage {
         }
     }
 
+    /// True for a file destination updated where it lies, under an undo
+    /// journal (`RecvConfig::inplace` with an existing file).
+    pub fn is_in_place(&self) -> bool {
+        matches!(self.file, Some(FileOut::InPlace(_)))
+    }
+
     /// True for a file destination.
     pub fn is_file(&self) -> bool {
         self.file.is_some()

@@ -172,6 +172,9 @@ fn in_place_delta_round_trip() {
     assert_eq!(s["verified"], true);
     assert!(s["bytes"].as_u64().unwrap() <= 17 * 4096, "{s}");
     assert_eq!(r["kept_pages"], s["kept_pages"]);
+    // The receiver's summary says where the output went.
+    assert_eq!(r["in_place"], true, "{r}");
+    assert!(s.get("in_place").is_none(), "{s}");
 }
 
 /// `--inplace` needs `--delta`, a regular `--output FILE` and framing, and
