@@ -152,6 +152,17 @@ pub enum UndoError {
         /// The inode at the path now.
         found: u64,
     },
+    /// A record in the middle of the journal is damaged (valid ones
+    /// follow it): not what a crash leaves, so nothing is applied.
+    #[error("{journal} is damaged in its middle (a valid record follows at byte {at}): {target} was left as it is, neither rolled back nor updated; remove {journal} once {target} is known to be right")]
+    Damaged {
+        /// The file.
+        target: PathBuf,
+        /// Its journal.
+        journal: PathBuf,
+        /// Where the valid record after the damage starts.
+        at: u64,
+    },
     /// The journal's file is gone.
     #[error("{journal} is the undo journal of an interrupted in-place update of {target}, which no longer exists: nothing to roll back; remove {journal}")]
     TargetGone {
@@ -697,51 +708,102 @@ struct Record {
     at: u64,
 }
 
-/// The valid records of a journal, in order, and whether bytes after the
-/// last one were ignored (a torn or damaged record).
-fn read_records(file: &File, old_size: u64) -> io::Result<(Vec<Record>, bool)> {
+/// How a journal ends after its last valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Right after it.
+    Clean,
+    /// In bytes that are no whole valid record, and none follows: the
+    /// append a crash cut short (its write never started: the sync
+    /// comes first).
+    Torn,
+    /// In a damaged record followed by valid ones (at this offset): not
+    /// a torn append; applying only what comes before would leave the
+    /// file mixed, so nothing is applied.
+    Damaged(u64),
+}
+
+/// The record at `at`, if a whole valid one starts there, and where the
+/// next one starts.
+fn record_at(
+    file: &File,
+    at: u64,
+    size: u64,
+    old_size: u64,
+    data: &mut Vec<u8>,
+) -> io::Result<Option<(Record, u64)>> {
+    let mut head = [0u8; RECORD_HEAD_LEN];
+    if size.saturating_sub(at) < RECORD_HEAD_LEN as u64 {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut head, at)?;
+    let word = |r: std::ops::Range<usize>| u64::from_le_bytes(head[r].try_into().unwrap_or([0; 8]));
+    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let kind = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let (offset, len, crc) = (word(8..16), word(16..24), word(24..32));
+    let body = match kind {
+        KIND_DATA => len,
+        _ => 0,
+    };
+    let sane = magic == RECORD_MAGIC
+        && (kind == KIND_DATA || kind == KIND_ZERO)
+        && len > 0
+        && offset.checked_add(len).is_some_and(|e| e <= old_size)
+        && body <= MAX_DATA
+        && size - at - RECORD_HEAD_LEN as u64 >= body;
+    if !sane {
+        return Ok(None);
+    }
+    data.resize(body as usize, 0);
+    file.read_exact_at(data, at + RECORD_HEAD_LEN as u64)?;
+    if crc64(&[&head[..24], data]) != crc {
+        return Ok(None);
+    }
+    let record = Record {
+        zero: kind == KIND_ZERO,
+        offset,
+        len,
+        at: at + RECORD_HEAD_LEN as u64,
+    };
+    Ok(Some((record, at + RECORD_HEAD_LEN as u64 + body)))
+}
+
+/// The valid records of a journal, in order, and how it ends after the
+/// last one.
+fn read_records(file: &File, old_size: u64) -> io::Result<(Vec<Record>, Tail)> {
     let size = file.metadata()?.len();
     let mut at = HEADER_LEN as u64;
     let mut out = Vec::new();
     let mut data = Vec::new();
     while at < size {
-        let mut head = [0u8; RECORD_HEAD_LEN];
-        if size - at < RECORD_HEAD_LEN as u64 {
-            break;
+        match record_at(file, at, size, old_size, &mut data)? {
+            Some((r, next)) => {
+                out.push(r);
+                at = next;
+            }
+            None => {
+                // Is a valid record further on? Look where its magic is.
+                let magic = RECORD_MAGIC.to_le_bytes();
+                let mut chunk = vec![0u8; 1 << 20];
+                let mut pos = at + 1;
+                while pos < size {
+                    let n = (size - pos).min(chunk.len() as u64) as usize;
+                    file.read_exact_at(&mut chunk[..n], pos)?;
+                    for i in 0..n.saturating_sub(3) {
+                        if chunk[i..i + 4] == magic
+                            && record_at(file, pos + i as u64, size, old_size, &mut data)?.is_some()
+                        {
+                            return Ok((out, Tail::Damaged(pos + i as u64)));
+                        }
+                    }
+                    // Overlap by 3 so a magic across chunks is seen.
+                    pos += n.saturating_sub(3).max(1) as u64;
+                }
+                return Ok((out, Tail::Torn));
+            }
         }
-        file.read_exact_at(&mut head, at)?;
-        let word =
-            |r: std::ops::Range<usize>| u64::from_le_bytes(head[r].try_into().unwrap_or([0; 8]));
-        let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        let kind = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let (offset, len, crc) = (word(8..16), word(16..24), word(24..32));
-        let body = match kind {
-            KIND_DATA => len,
-            _ => 0,
-        };
-        let sane = magic == RECORD_MAGIC
-            && (kind == KIND_DATA || kind == KIND_ZERO)
-            && len > 0
-            && offset.checked_add(len).is_some_and(|e| e <= old_size)
-            && body <= MAX_DATA
-            && size - at - RECORD_HEAD_LEN as u64 >= body;
-        if !sane {
-            break;
-        }
-        data.resize(body as usize, 0);
-        file.read_exact_at(&mut data, at + RECORD_HEAD_LEN as u64)?;
-        if crc64(&[&head[..24], &data]) != crc {
-            break;
-        }
-        out.push(Record {
-            zero: kind == KIND_ZERO,
-            offset,
-            len,
-            at: at + RECORD_HEAD_LEN as u64,
-        });
-        at += RECORD_HEAD_LEN as u64 + body;
     }
-    Ok((out, at < size))
+    Ok((out, Tail::Clean))
 }
 
 /// Roll `target` back from `journal`: old size, records in reverse,
@@ -754,8 +816,16 @@ fn apply(
     target_path: &Path,
 ) -> Result<Recovered, UndoError> {
     let shown = target_path.display();
-    let (records, torn) =
+    let (records, tail) =
         read_records(journal, old_size).map_err(io_err(format!("read {}", path.display())))?;
+    if let Tail::Damaged(at) = tail {
+        return Err(UndoError::Damaged {
+            target: target_path.to_path_buf(),
+            journal: path.to_path_buf(),
+            at,
+        });
+    }
+    let torn = tail == Tail::Torn;
     let restore = io_err(format!("restore {shown} from {}", path.display()));
     let mut bytes = 0;
     let result = (|| {
@@ -898,20 +968,22 @@ mod tests {
         let len = j.log.metadata().unwrap().len();
         j.save(&[(8192, 4096)], Change::Write).unwrap();
         assert_eq!(j.log.metadata().unwrap().len(), len);
-        let (recs, torn) = read_records(&j.log, j.old_size).unwrap();
+        let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
         assert_eq!(recs.len(), 2);
-        assert!(!torn);
+        assert_eq!(tail, Tail::Clean);
         // Half a record more: ignored.
         let mut extra = Vec::new();
         push_record(&mut extra, KIND_DATA, 4096, 4096, &old[4096..8192]);
         j.log.write_all_at(&extra[..100], len).unwrap();
-        let (recs, torn) = read_records(&j.log, j.old_size).unwrap();
+        let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
         assert_eq!(recs.len(), 2);
-        assert!(torn);
-        // A flipped byte in a record's data ends the journal there.
+        assert_eq!(tail, Tail::Torn);
+        // A flipped byte in the first record's data, with a valid record
+        // after it: damaged, not torn.
         j.log.write_all_at(&[0xee], HEADER_LEN as u64 + 40).unwrap();
-        let (recs, _) = read_records(&j.log, j.old_size).unwrap();
+        let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
         assert_eq!(recs.len(), 0);
+        assert!(matches!(tail, Tail::Damaged(_)), "{tail:?}");
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -939,6 +1011,65 @@ mod tests {
         assert!(last.zero && last.offset == 6 << 20);
         assert_eq!(recs.iter().filter(|r| !r.zero).count(), 2);
         j.rollback().unwrap().unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A damaged journal (a byte flipped or the file cut anywhere after
+    /// its header) never panics the reader, and what it reads is always a
+    /// prefix of what was written: a record is applied only if it is
+    /// whole and its checksum holds, and nothing after a bad one is; a bad
+    /// record with valid ones after it is damage, refused, not a torn end.
+    #[test]
+    fn damage_anywhere_reads_as_a_prefix_of_the_records() {
+        let d = scratch("damage");
+        let p = d.join("f");
+        let old = pattern(64 * 4096, 9);
+        fs::write(&p, &old).unwrap();
+        let j = Journal::create(&p, 4096).unwrap();
+        for (k, page) in [3u64, 17, 18, 40, 41, 42, 60].iter().enumerate() {
+            let change = if k % 3 == 2 {
+                Change::Zero
+            } else {
+                Change::Write
+            };
+            j.save(&[(page * 4096, 4096)], change).unwrap();
+        }
+        let (truth, tail) = read_records(&j.log, j.old_size).unwrap();
+        assert_eq!(tail, Tail::Clean);
+        let key = |r: &Record| (r.offset, r.len, r.zero);
+        let truth: Vec<_> = truth.iter().map(key).collect();
+        let pristine = fs::read(j.path()).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let scratch_log = d.join("log");
+        for round in 0..400 {
+            let mut bytes = pristine.clone();
+            let at = HEADER_LEN + (next() as usize) % (bytes.len() - HEADER_LEN);
+            if round % 2 == 0 {
+                bytes[at] ^= 1 + (next() % 255) as u8;
+            } else {
+                bytes.truncate(at);
+            }
+            fs::write(&scratch_log, &bytes).unwrap();
+            let f = File::open(&scratch_log).unwrap();
+            let (got, tail) = read_records(&f, j.old_size).unwrap();
+            let got: Vec<_> = got.iter().map(key).collect();
+            assert!(
+                got.len() <= truth.len() && got[..] == truth[..got.len()],
+                "round {round}: damage at {at} read {got:?}, wrote {truth:?}"
+            );
+            // Damage before the last record is never taken for a torn
+            // end: applying the records before it would leave the file
+            // mixed.
+            if round % 2 == 0 && got.len() + 1 < truth.len() {
+                assert!(matches!(tail, Tail::Damaged(_)), "round {round}: {tail:?}");
+            }
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 }
