@@ -144,7 +144,7 @@ pub fn run(args: BenchArgs) -> Result<(), AppError> {
         );
     }
     let image = SourceImage::generate(&spec)
-        .map_err(|e| AppError::Failed(format!("generate the image: {e}")))?;
+        .map_err(|e| AppError::context(format!("generate the image: {e}"), e))?;
     // Every run borrows the same pages; the image lives until the process
     // exits.
     let image: &'static SourceImage = Box::leak(Box::new(image));
@@ -389,7 +389,7 @@ impl BenchFiles {
             output: dir.join(format!("transit-bench-{}.out", std::process::id())),
         };
         payload_to_file(image, &files.source)
-            .map_err(|e| AppError::Failed(format!("write {}: {e}", files.source.display())))?;
+            .map_err(|e| AppError::context(format!("write {}: {e}", files.source.display()), e))?;
         Ok(files)
     }
 }

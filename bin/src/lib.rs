@@ -231,7 +231,7 @@ fn report_error(e: &AppError, sub: Option<&str>, json: Option<(&'static str, boo
             role,
             error: match e {
                 AppError::Usage(_) => "usage",
-                AppError::Failed(_) => "failure",
+                AppError::Failed(_) | AppError::Error { .. } => "failure",
                 AppError::Cancelled(_) => "cancelled",
             },
             message: e.to_string(),

@@ -194,7 +194,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         Endpoint::Stdio => return recv_stdio(&rt, &opts, clock),
         _ => {}
     }
-    let source = accept::listen(&endpoint).map_err(|e| AppError::Failed(e.message))?;
+    let source = accept::listen(&endpoint).map_err(|e| AppError::context(e.message.clone(), e))?;
     if let Source::Connected(sock) = source {
         if !c.raw {
             return Err(usage(format!(
@@ -229,7 +229,7 @@ fn first_raw(rt: &Runtime, opts: &Opts, source: Source) -> Result<Box<dyn Channe
                 || {},
                 move || {
                     l.accept()
-                        .map_err(|e| AppError::Failed(format!("accept on {}: {e}", l.name())))
+                        .map_err(|e| AppError::context(format!("accept on {}: {e}", l.name()), e))
                 },
             )?;
             return accept_layers(rt, opts, Box::new(ch), None);
@@ -312,7 +312,7 @@ fn accept_layers(
 /// `recv exec:COMMAND --raw`: the command's stdout supplies the bytes.
 fn recv_exec(rt: &Runtime, opts: &Opts, cmd: &str, clock: CpuClock) -> Result<(), AppError> {
     let ch = transit_endpoint::exec::ExecChannel::spawn(cmd)
-        .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+        .map_err(|e| AppError::context(format!("raw channel: {e}"), e))?;
     let ch = accept_layers(rt, opts, Box::new(ch), None)?;
     recv_raw(rt, opts, ch, clock)
 }
@@ -320,7 +320,7 @@ fn recv_exec(rt: &Runtime, opts: &Opts, cmd: &str, clock: CpuClock) -> Result<()
 /// `recv stdio: --raw`: stdin supplies the bytes.
 fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
     let ch = transit_channel::PipeChannel::stdio()
-        .map_err(|e| AppError::Failed(format!("raw channel: {e}")))?;
+        .map_err(|e| AppError::context(format!("raw channel: {e}"), e))?;
     let ch = accept_layers(rt, opts, Box::new(ch), None)?;
     recv_raw(rt, opts, ch, clock)
 }
@@ -332,7 +332,7 @@ fn recv_stdio_raw(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppE
 fn recv_stdio(rt: &Runtime, opts: &Opts, clock: CpuClock) -> Result<(), AppError> {
     let ch: Box<dyn Channel> = Box::new(
         transit_channel::PipeChannel::stdio()
-            .map_err(|e| AppError::Failed(format!("stdio: {e}")))?,
+            .map_err(|e| AppError::context(format!("stdio: {e}"), e))?,
     );
     let timeout = opts.handshake;
     let role = rt.run_task(
@@ -401,8 +401,9 @@ fn output_sink(
 ) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
     let failed = |e: std::io::Error| AppError::Failed(e.to_string());
     if let Output::File(p) = output {
-        let t = TempOutput::create(p, mode)
-            .map_err(|e| AppError::Failed(format!("create output next to {}: {e}", p.display())))?;
+        let t = TempOutput::create(p, mode).map_err(|e| {
+            AppError::context(format!("create output next to {}: {e}", p.display()), e)
+        })?;
         let file = t
             .writer()
             .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
@@ -492,11 +493,11 @@ fn run_copy(
                 return Err(AppError::Failed("cancelled".into()));
             }
             sink.done()
-                .map_err(|e| AppError::Failed(format!("raw channel ({name}): {e}")))?;
+                .map_err(|e| AppError::context(format!("raw channel ({name}): {e}"), e))?;
             drop(sink);
             if let Some(mut t) = temp {
                 t.persist()
-                    .map_err(|e| AppError::Failed(format!("put the output in place: {e}")))?;
+                    .map_err(|e| AppError::context(format!("put the output in place: {e}"), e))?;
             }
             Ok((n, secs, cpu, sha.map(checksum::Sha256::finish)))
         },
@@ -560,7 +561,7 @@ fn recv_from_file(
     clock: CpuClock,
 ) -> Result<(), AppError> {
     let ch = transit_channel::FileChannel::open(&path, std::fs::OpenOptions::new().read(true))
-        .map_err(|e| AppError::Failed(format!("open {}: {e}", path.display())))?;
+        .map_err(|e| AppError::context(format!("open {}: {e}", path.display()), e))?;
     run_copy(
         rt,
         opts,
@@ -628,7 +629,7 @@ fn recv_multifd(
             .unwrap_or_else(|e| e.into_inner())
             .send(Msg::In(inc));
     })
-    .map_err(|e| AppError::Failed(e.message))?;
+    .map_err(|e| AppError::context(e.message.clone(), e))?;
     let inflight = acceptor.in_flight();
 
     let slot: ProgressSlot = Arc::new(Mutex::new(None));

@@ -168,7 +168,7 @@ fn plan(args: &SendArgs) -> Result<Plan, AppError> {
     if matches!(endpoint, Endpoint::Exec(_)) && !raw {
         transport.join = Some(
             transit_endpoint::join::JoinTag::new()
-                .map_err(|e| AppError::Failed(format!("a join token: {e}")))?,
+                .map_err(|e| AppError::context(format!("a join token: {e}"), e))?,
         );
     }
     Ok(Plan {
@@ -207,9 +207,10 @@ const EXEC_EXPECTS: &str = "a framed exec: runs COMMAND once per channel and spe
 /// command is expected to be (the usual cause is a command that is not a
 /// transit receiver).
 fn with_exec_hint(e: AppError, exec: bool) -> AppError {
-    match e {
-        AppError::Failed(m) if exec => AppError::Failed(format!("{m}; {EXEC_EXPECTS}")),
-        e => e,
+    if exec {
+        e.with_note(EXEC_EXPECTS)
+    } else {
+        e
     }
 }
 
@@ -369,7 +370,7 @@ fn send_multifd(
         // one of them for plain bytes (`recv --raw`) then fails too,
         // naming the mismatch, instead of writing an empty file.
         transit_multifd::give_up(&mut e.opened, &e.error.message);
-        with_exec_hint(AppError::Failed(e.error.message), exec)
+        with_exec_hint(AppError::context(e.error.message.clone(), e.error), exec)
     })?;
     let main = chans.remove(0);
     let peer = main.peer_address().map(|a| a.to_string());
@@ -614,7 +615,7 @@ fn send_raw(
         move || cancel.cancel(),
         move || {
             transport::open(&ep, &opts, 0, 1, "raw channel")
-                .map_err(|e| AppError::Failed(e.message))
+                .map_err(|e| AppError::context(e.message.clone(), e))
         },
     )?;
     let peer = ch
@@ -764,7 +765,7 @@ fn send_to_file(
                 }
             };
             let mut out = TempOutput::create(&target, mode)
-                .map_err(|e| AppError::Failed(format!("create {}: {e}", target.display())))?;
+                .map_err(|e| AppError::context(format!("create {}: {e}", target.display()), e))?;
             let file = out.writer().map_err(|e| {
                 AppError::Failed(format!("open {}: {e}", out.temp_path().display()))
             })?;
@@ -778,8 +779,9 @@ fn send_to_file(
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AppError::Failed("cancelled".into()));
             }
-            out.persist()
-                .map_err(|e| AppError::Failed(format!("rename into {}: {e}", target.display())))?;
+            out.persist().map_err(|e| {
+                AppError::context(format!("rename into {}: {e}", target.display()), e)
+            })?;
             let sha = sha.map(checksum::Sha256::finish);
             Ok((n, t.elapsed().as_secs_f64(), cpu.seconds(), sha))
         },
