@@ -64,7 +64,8 @@
 # mount) the files go to /dev/shm and T4 is skipped.
 #
 # Knobs:
-#   REPS=5          rounds (interleaved: every case in each round)
+#   REPS=5          rounds (interleaved: every case in each round; each round
+#                   starts one case later, so every case runs first in turn)
 #   SIZE=1G         the file of T1/T2, T3's image, T4's data
 #   SPARSE=64G      T4's file size (SPARSE=0: skip T4)
 #   EXTENTS=64      T4's data extents (SIZE / EXTENTS bytes each)
@@ -467,8 +468,15 @@ fi
 echo "== $REPS rounds of: ${cases[*]} ($SIZE${sparse:+; T4: $SPARSE with $SIZE of data}), PIN=$PIN" >&2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$REPS"); do
-    echo "round $round" >&2
-    for c in "${cases[@]}"; do
+    # Each round starts one case later: the first case of a round runs
+    # after the previous round's outputs were freed and the checks ran,
+    # when this VM's memory is slowest to allocate (freed pages go back to
+    # the host), so every case takes its turn there.
+    n=${#cases[@]}
+    shift_by=$(((round - 1) % n))
+    order=("${cases[@]:shift_by}" "${cases[@]:0:shift_by}")
+    echo "round $round: ${order[*]}" >&2
+    for c in "${order[@]}"; do
         [ -n "${failed[$c]:-}" ] && continue      # failed before: not again
         case $c in
             dd) run_dd;; socat) run_socat;; iperf3) run_iperf3;;
