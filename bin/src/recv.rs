@@ -24,10 +24,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use transit_channel::{io as chio, Channel, ControlFlow, ReadFlags, Shutdown, SocketChannel};
+use transit_channel::{Channel, ControlFlow, Shutdown, SocketChannel};
 use transit_multifd::progress::ThreadCpu;
 use transit_multifd::wire::{self, Layout, SessionHeader, SizeLimit};
-use transit_multifd::{AbortHandle, Accepted, Destination, Receiver, RecvConfig, Stats};
+use transit_multifd::{AbortHandle, Destination, Receiver, RecvConfig, Stats};
 use transit_net_listener::NetListener;
 
 use crate::cli::RecvArgs;
@@ -47,9 +47,10 @@ use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::checksum;
 use transit_multifd::copy::{copy_from_channel, FileSink, IdleWatch, Sink, WriteSink};
-use transit_multifd::incoming::{self, Peeked};
+use transit_multifd::incoming;
 use transit_multifd::output::{Output, TempOutput};
 use transit_multifd::raw::RawError;
+use transit_multifd::serve::{self, Arrival, Event};
 
 /// How long a refused connection is held open (until the peer closes) so
 /// the peer reads our TLS alert rather than a reset.
@@ -572,12 +573,6 @@ fn recv_from_file(
     )
 }
 
-enum Msg {
-    /// A connection, or the failure of one of the session's own.
-    In(Incoming<Peeked>),
-    Cancel,
-}
-
 struct Done {
     stats: Stats,
     session: SessionHeader,
@@ -595,27 +590,13 @@ const NOT_FRAMED: &str = "this transit receiver speaks its framed protocol, not 
 /// What a connection that comes while a session runs is told.
 const BUSY: &str = "this receiver is busy with another session; try again when it is done";
 
-/// Tell a connection why it is refused, on a thread of its own
-/// ([`incoming::turn_away`]).
-fn turn_away(ch: Box<dyn Channel>, why: &'static str) {
-    incoming::turn_away(ch, why, LINGER);
-}
-
-/// Close a connection of a failed session gently: end of file to the
-/// peer, then read and discard until it closes too (bounded), so it gets
-/// FIN rather than a reset that destroys what we last sent it (a TLS
-/// alert naming the reason).
-fn drain_close(mut ch: Box<dyn Channel>, deadline: Instant) {
-    let _ = chio::close_gracefully(ch.as_mut(), deadline, 0, ReadFlags::empty());
-}
-
 fn recv_multifd(
     rt: &Runtime,
     opts: &Opts,
     source: Source,
     clock: CpuClock,
 ) -> Result<(), AppError> {
-    let (tx, queue) = mpsc::channel::<Msg>();
+    let (tx, queue) = mpsc::channel::<Event>();
     let q = Mutex::new(tx.clone());
     let cfg = AcceptConfig {
         timeout: opts.handshake,
@@ -624,10 +605,14 @@ fn recv_multifd(
         ..AcceptConfig::new(opts.endpoint.clone(), opts.transport.clone())
     };
     let acceptor = Acceptor::start(rt.ctx(), source, cfg, incoming::head, move |inc| {
-        let _ = q
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Msg::In(inc));
+        let _ = q.lock().unwrap_or_else(|e| e.into_inner()).send(match inc {
+            Incoming::Conn(a) => Event::Arrival(Arrival {
+                ch: a.ch,
+                peer: a.peer,
+                kind: a.kind,
+            }),
+            Incoming::Fatal(why) => Event::Fatal(why),
+        });
     })
     .map_err(|e| AppError::context(e.message.clone(), e))?;
     let inflight = acceptor.in_flight();
@@ -658,7 +643,7 @@ fn recv_multifd(
     let cancel_layers = opts.transport.cancel.clone();
     let on_cancel = move || {
         cancel_layers.cancel();
-        let _ = cancel_tx.send(Msg::Cancel);
+        let _ = cancel_tx.send(Event::Cancelled);
         if let Some(a) = cancel_abort
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -729,7 +714,7 @@ fn recv_multifd(
 }
 
 struct SessionWorker {
-    queue: mpsc::Receiver<Msg>,
+    queue: mpsc::Receiver<Event>,
     output: Output,
     mode: Option<u32>,
     channels: Option<u32>,
@@ -759,83 +744,33 @@ struct SessionWorker {
 
 impl SessionWorker {
     fn run(self) -> Result<Done, AppError> {
-        let start = Instant::now();
         // A stream into a file goes through a temporary file the decider
         // creates and the commit step puts in place.
         let temp: Arc<Mutex<Option<TempOutput>>> = Arc::default();
         let mut rx = Receiver::new(self.config(), self.destination(temp.clone()));
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx.abort_handle());
-        let mut peer = None;
-        let mut assembly_deadline: Option<Instant> = self.wait_limit.map(|t| start + t);
-        while !rx.is_ready() {
-            let msg = match assembly_deadline {
-                None => self.queue.recv().map_err(|_| ()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    self.queue.recv_timeout(left).map_err(|_| ())
-                }
+        let policy = self.policy();
+        let inflight = self.inflight.clone();
+        let peer = serve::assemble(&mut rx, &self.queue, &policy, &|| inflight.count(), |rx| {
+            let Some(h) = rx.session() else { return };
+            let (unit, total) = match h.layout {
+                Layout::Image { size } => (u64::from(h.page_size), size),
+                Layout::Stream => (u64::from(h.packet_payload), 0),
             };
-            let (ch, from, kind) = match msg {
-                Ok(Msg::In(Incoming::Conn(a))) => (a.ch, a.peer, a.kind),
-                Ok(Msg::In(Incoming::Fatal(why))) => {
-                    self.wind_down(rx.into_channels());
-                    return Err(AppError::Failed(why));
-                }
-                Ok(Msg::Cancel) => return Err(AppError::Failed("cancelled".into())),
-                Err(()) => return Err(self.assembly_timeout(&rx, start)),
-            };
-            match kind {
-                Peeked::Other(why) => {
-                    warn(&format!(
-                        "rejected a connection from {from}: not a transit sender: {why}"
-                    ));
-                    turn_away(ch, NOT_FRAMED);
-                }
-                Peeked::Main(_) | Peeked::Page => {
-                    let started = rx.session().is_some();
-                    if offer(&mut rx, ch, &from)? == Some(Accepted::Main) {
-                        peer = Some(from);
-                    }
-                    if let (false, Some(h)) = (started, rx.session().copied()) {
-                        let (unit, total) = match h.layout {
-                            Layout::Image { size } => (u64::from(h.page_size), size),
-                            Layout::Stream => (u64::from(h.packet_payload), 0),
-                        };
-                        self.unit.store(unit, Ordering::Relaxed);
-                        self.total.store(total, Ordering::Relaxed);
-                        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = rx.progress();
-                        assembly_deadline = Some(Instant::now() + self.handshake);
-                    }
-                }
-            }
-        }
+            self.unit.store(unit, Ordering::Relaxed);
+            self.total.store(total, Ordering::Relaxed);
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = rx.progress();
+        })
+        .map_err(|e| match e {
+            serve::AssembleError::Session(e) => AppError::from(e),
+            e => AppError::Failed(e.to_string()),
+        })?;
         let output = self.output.clone();
         // While the session runs, a lost page channel's new connection
         // rejoins it (`--reconnect`), and whoever else connects is told
         // why it is refused (a second sender would otherwise wait for an
         // accept record until its timeout).
-        let queue = self.queue;
-        let rejoin = rx.rejoin_handle();
-        let _ = std::thread::Builder::new()
-            .name("recv-busy".into())
-            .spawn(move || {
-                while let Ok(msg) = queue.recv() {
-                    let (ch, peer) = match msg {
-                        Msg::In(Incoming::Conn(a)) if matches!(a.kind, Peeked::Page) => {
-                            if let Err(e) = rejoin.offer(a.ch) {
-                                warn(&format!("rejected a connection from {}: {e}", a.peer));
-                            }
-                            continue;
-                        }
-                        Msg::In(Incoming::Conn(a)) => (a.ch, a.peer),
-                        _ => continue,
-                    };
-                    warn(&format!(
-                        "rejected a connection from {peer}: a session is running"
-                    ));
-                    turn_away(ch, BUSY);
-                }
-            });
+        let _ = serve::serve_busy(rx.rejoin_handle(), self.queue, policy);
         let image_sha: Arc<Mutex<Option<String>>> = Arc::default();
         let hashed = image_sha.clone();
         let want_sha = self.sha.is_some();
@@ -877,49 +812,14 @@ impl SessionWorker {
         })
     }
 
-    /// A handshake failed: let the handshakes still running end, and close
-    /// every connection gently (in parallel, within [`LINGER`]) so each
-    /// peer reads why rather than a reset.
-    fn wind_down(&self, held: Vec<Box<dyn Channel>>) {
-        let deadline = Instant::now() + LINGER;
-        let mut drains = Vec::new();
-        let mut drain = |ch: Box<dyn Channel>| {
-            if let Ok(t) = std::thread::Builder::new()
-                .name("recv-drain".into())
-                .spawn(move || drain_close(ch, deadline))
-            {
-                drains.push(t);
-            }
-        };
-        for ch in held {
-            drain(ch);
-        }
-        loop {
-            match self.queue.recv_timeout(Duration::from_millis(20)) {
-                Ok(Msg::In(Incoming::Conn(a))) => drain(a.ch),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.inflight.count() == 0 || Instant::now() >= deadline {
-                        break;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        for t in drains {
-            let _ = t.join();
-        }
-    }
-
-    fn assembly_timeout(&self, rx: &Receiver, start: Instant) -> AppError {
-        let waited = start.elapsed().as_secs_f64();
-        match rx.session() {
-            None => AppError::Failed(format!("no sender arrived within {waited:.1} s")),
-            Some(h) => AppError::Failed(format!(
-                "the sender's channels did not all arrive within {:.1} s of its main channel (expected {} page channels)",
-                self.handshake.as_secs_f64(),
-                h.channels
-            )),
+    fn policy(&self) -> serve::Policy {
+        serve::Policy {
+            wait_limit: self.wait_limit,
+            handshake: self.handshake,
+            linger: LINGER,
+            not_framed: NOT_FRAMED,
+            busy: BUSY,
+            log: Arc::new(warn),
         }
     }
 
@@ -969,22 +869,5 @@ impl SessionWorker {
                 None => w,
             }))
         }))
-    }
-}
-
-/// Hand a connection to the receiver; rejected ones are warned about
-/// (`None`), fatal ones end the session.
-fn offer(
-    rx: &mut Receiver,
-    ch: Box<dyn Channel>,
-    peer: &str,
-) -> Result<Option<Accepted>, AppError> {
-    match rx.accept_channel(ch) {
-        Ok(a) => Ok(Some(a)),
-        Err(e) if e.ends_session() => Err(e.into()),
-        Err(e) => {
-            warn(&format!("rejected a connection from {peer}: {e}"));
-            Ok(None)
-        }
     }
 }

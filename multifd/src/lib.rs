@@ -132,6 +132,7 @@ mod receiver;
 pub mod rejoin;
 pub mod room;
 mod sender;
+pub mod serve;
 mod session;
 pub mod undo;
 mod watchdog;

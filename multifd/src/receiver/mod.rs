@@ -274,11 +274,11 @@ impl Receiver {
         self.session.is_some() && self.pages.iter().all(Option::is_some)
     }
 
-    /// Give up before the session runs: every connection taken so far
+    /// Give up before the session runs: take every connection so far
     /// (the main channel, page channels filed or waiting for it), for the
     /// caller to close as it sees fit (gracefully, so each peer reads why
-    /// rather than a reset).
-    pub fn into_channels(mut self) -> Vec<Box<dyn Channel>> {
+    /// rather than a reset). The receiver cannot run after this.
+    pub fn take_channels(&mut self) -> Vec<Box<dyn Channel>> {
         let mut out: Vec<Box<dyn Channel>> = self.main.take().map(|c| c.ch).into_iter().collect();
         out.extend(self.pending.drain(..).map(|(c, _)| c.ch));
         out.extend(self.pages.drain(..).flatten().map(|c| c.ch));
