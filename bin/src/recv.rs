@@ -1,18 +1,16 @@
 //! `transit recv`: listen, assemble a multifd session (or take one raw
 //! connection), receive, verify, put the output in place, report.
 //!
-//! The listener runs on the [`Runtime`]'s loop. Each accepted connection
-//! goes through [`admit`] on the loop, concurrently with every other and
-//! without a thread of its own: TLS, the websocket upgrade, then its
-//! first bytes (a silent or slow connection blocks no one; it is closed
-//! after the handshake timeout, and a failed handshake is logged and
-//! dropped). Then it is handed to the session worker: the main channel's
-//! session header says whether an image or a stream comes, which chooses
+//! The endpoint is opened with `transit_endpoint::accept::listen`; its
+//! connections come through an `Acceptor` on the [`Runtime`]'s loop (TLS,
+//! the websocket upgrade and the first bytes of each, concurrently and
+//! under a deadline each) and go, classified, to the session worker, which
+//! applies `transit_multifd::serve`'s policy: the session header chooses
 //! the destination (memory, a file renamed into place on success, stdout,
-//! or nothing); page channels that arrive before the main channel wait
-//! for it; anything else is rejected with a warning and the receiver
-//! keeps waiting for a real sender. Once every channel is present the
-//! session runs on multifd's threads.
+//! a device, or nothing), page channels may come first, strangers are
+//! told why and the receiver keeps waiting for its sender. Once every
+//! channel is present the session runs on multifd's threads; meanwhile a
+//! lost page channel may rejoin and a second sender is told it is busy.
 
 use std::cell::RefCell;
 use std::io::Write;

@@ -2,7 +2,8 @@
 //!
 //! Phases on the [`Runtime`]: prepare the payload (generate or map the
 //! image, open the stream) on a worker; connect the main channel and every
-//! page channel in parallel, one connect task each; run the session on a
+//! page channel in parallel (`transit_endpoint::connect::open_session`,
+//! the most telling error if one fails); run the session on a
 //! worker (multifd's own threads below it) while timers drive the progress
 //! bar and the JSON intervals; print the summary.
 
