@@ -152,17 +152,6 @@ pub enum UndoError {
         /// The inode at the path now.
         found: u64,
     },
-    /// A record in the middle of the journal is damaged (valid ones
-    /// follow it): not what a crash leaves, so nothing is applied.
-    #[error("{journal} is damaged in its middle (a valid record follows at byte {at}): {target} was left as it is, neither rolled back nor updated; remove {journal} once {target} is known to be right")]
-    Damaged {
-        /// The file.
-        target: PathBuf,
-        /// Its journal.
-        journal: PathBuf,
-        /// Where the valid record after the damage starts.
-        at: u64,
-    },
     /// The journal's file is gone.
     #[error("{journal} is the undo journal of an interrupted in-place update of {target}, which no longer exists: nothing to roll back; remove {journal}")]
     TargetGone {
@@ -709,18 +698,22 @@ struct Record {
 }
 
 /// How a journal ends after its last valid record.
+///
+/// Bytes after it that are no whole valid record are the last batch of
+/// appends a crash cut short (its ranges were never written: the sync
+/// comes first). Within that unsynced batch, later records may have
+/// reached the disk while earlier ones did not, and a torn record's data
+/// (the file's old contents) may itself hold record-shaped bytes: so a
+/// valid-looking record after a bad one proves nothing, and the journal
+/// is read up to its first bad record. (Damage to synced records, bit rot,
+/// cannot be told from that; it would roll back only the records before
+/// it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tail {
     /// Right after it.
     Clean,
-    /// In bytes that are no whole valid record, and none follows: the
-    /// append a crash cut short (its write never started: the sync
-    /// comes first).
+    /// In bytes that are no whole valid record.
     Torn,
-    /// In a damaged record followed by valid ones (at this offset): not
-    /// a torn append; applying only what comes before would leave the
-    /// file mixed, so nothing is applied.
-    Damaged(u64),
 }
 
 /// The record at `at`, if a whole valid one starts there, and where the
@@ -782,23 +775,6 @@ fn read_records(file: &File, old_size: u64) -> io::Result<(Vec<Record>, Tail)> {
                 at = next;
             }
             None => {
-                // Is a valid record further on? Look where its magic is.
-                let magic = RECORD_MAGIC.to_le_bytes();
-                let mut chunk = vec![0u8; 1 << 20];
-                let mut pos = at + 1;
-                while pos < size {
-                    let n = (size - pos).min(chunk.len() as u64) as usize;
-                    file.read_exact_at(&mut chunk[..n], pos)?;
-                    for i in 0..n.saturating_sub(3) {
-                        if chunk[i..i + 4] == magic
-                            && record_at(file, pos + i as u64, size, old_size, &mut data)?.is_some()
-                        {
-                            return Ok((out, Tail::Damaged(pos + i as u64)));
-                        }
-                    }
-                    // Overlap by 3 so a magic across chunks is seen.
-                    pos += n.saturating_sub(3).max(1) as u64;
-                }
                 return Ok((out, Tail::Torn));
             }
         }
@@ -818,13 +794,6 @@ fn apply(
     let shown = target_path.display();
     let (records, tail) =
         read_records(journal, old_size).map_err(io_err(format!("read {}", path.display())))?;
-    if let Tail::Damaged(at) = tail {
-        return Err(UndoError::Damaged {
-            target: target_path.to_path_buf(),
-            journal: path.to_path_buf(),
-            at,
-        });
-    }
     let torn = tail == Tail::Torn;
     let restore = io_err(format!("restore {shown} from {}", path.display()));
     let mut bytes = 0;
@@ -978,12 +947,11 @@ mod tests {
         let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(tail, Tail::Torn);
-        // A flipped byte in the first record's data, with a valid record
-        // after it: damaged, not torn.
+        // A flipped byte in a record's data ends the journal there.
         j.log.write_all_at(&[0xee], HEADER_LEN as u64 + 40).unwrap();
         let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
         assert_eq!(recs.len(), 0);
-        assert!(matches!(tail, Tail::Damaged(_)), "{tail:?}");
+        assert_eq!(tail, Tail::Torn);
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -1017,8 +985,7 @@ mod tests {
     /// A damaged journal (a byte flipped or the file cut anywhere after
     /// its header) never panics the reader, and what it reads is always a
     /// prefix of what was written: a record is applied only if it is
-    /// whole and its checksum holds, and nothing after a bad one is; a bad
-    /// record with valid ones after it is damage, refused, not a torn end.
+    /// whole and its checksum holds, and nothing after a bad one is.
     #[test]
     fn damage_anywhere_reads_as_a_prefix_of_the_records() {
         let d = scratch("damage");
@@ -1063,13 +1030,36 @@ mod tests {
                 got.len() <= truth.len() && got[..] == truth[..got.len()],
                 "round {round}: damage at {at} read {got:?}, wrote {truth:?}"
             );
-            // Damage before the last record is never taken for a torn
-            // end: applying the records before it would leave the file
-            // mixed.
-            if round % 2 == 0 && got.len() + 1 < truth.len() {
-                assert!(matches!(tail, Tail::Damaged(_)), "round {round}: {tail:?}");
-            }
+            assert!(got.len() == truth.len() || tail == Tail::Torn);
         }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A torn last append whose data holds the bytes of a valid record
+    /// (the file updated in place is a disk image holding a journal) ends
+    /// the journal there: the records before it are applied. (A scan for
+    /// valid records after a bad one, tried and dropped, took this for
+    /// damage and refused to roll the file back.)
+    #[test]
+    fn a_torn_append_holding_record_bytes_is_a_torn_end() {
+        let d = scratch("embedded");
+        let p = d.join("disk.img");
+        let mut old = vec![0x11u8; 4 * 4096];
+        let mut inner = Vec::new();
+        push_record(&mut inner, KIND_DATA, 0, 100, &[0x22u8; 100]);
+        old[4096 + 200..4096 + 200 + inner.len()].copy_from_slice(&inner);
+        fs::write(&p, &old).unwrap();
+        let j = Journal::create(&p, 4096).unwrap();
+        j.save(&[(0, 4096)], Change::Write).unwrap();
+        let clean = j.log.metadata().unwrap().len();
+        // The next append (page 1) cut by a crash after 1000 bytes of data.
+        let mut rec = Vec::new();
+        push_record(&mut rec, KIND_DATA, 4096, 4096, &old[4096..8192]);
+        j.log
+            .write_all_at(&rec[..RECORD_HEAD_LEN + 1000], clean)
+            .unwrap();
+        let (recs, tail) = read_records(&j.log, j.old_size).unwrap();
+        assert_eq!((recs.len(), tail), (1, Tail::Torn));
         fs::remove_dir_all(&d).unwrap();
     }
 }
