@@ -45,7 +45,7 @@ use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
 use transit_multifd::checksum;
 use transit_multifd::copy::{copy_from_channel, FileSink, IdleWatch, Sink, WriteSink};
-use transit_multifd::incoming;
+use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::output::{Output, TempOutput};
 use transit_multifd::raw::RawError;
 use transit_multifd::serve::{self, Arrival, Event};
@@ -603,14 +603,28 @@ fn recv_multifd(
         ..AcceptConfig::new(opts.endpoint.clone(), opts.transport.clone())
     };
     let acceptor = Acceptor::start(rt.ctx(), source, cfg, incoming::head, move |inc| {
-        let _ = q.lock().unwrap_or_else(|e| e.into_inner()).send(match inc {
+        let event = match inc {
+            // The session's own channel (a joined run of `exec:`) that does
+            // not speak transit: nothing else will come instead.
+            Incoming::Conn(a) if a.own => match a.kind {
+                Peeked::Other(why) => Event::Fatal(format!(
+                    "connection from {}: not a transit sender: {why}",
+                    a.peer
+                )),
+                kind => Event::Arrival(Arrival {
+                    ch: a.ch,
+                    peer: a.peer,
+                    kind,
+                }),
+            },
             Incoming::Conn(a) => Event::Arrival(Arrival {
                 ch: a.ch,
                 peer: a.peer,
                 kind: a.kind,
             }),
             Incoming::Fatal(why) => Event::Fatal(why),
-        });
+        };
+        let _ = q.lock().unwrap_or_else(|e| e.into_inner()).send(event);
     })
     .map_err(|e| AppError::context(e.message.clone(), e))?;
     let inflight = acceptor.in_flight();

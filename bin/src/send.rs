@@ -287,10 +287,17 @@ pub(crate) fn roll_back_interrupted(path: &std::path::Path, done: &str) -> Resul
             );
             Ok(())
         }
-        Err(e) => Err(AppError::Failed(format!(
-            "{}: an interrupted in-place update cannot be rolled back, so nothing was {done}: {e}",
-            path.display()
-        ))),
+        Err(e @ transit_multifd::undo::UndoError::Busy { .. }) => Err(AppError::context(
+            format!("{}: nothing was {done}: {e}", path.display()),
+            e,
+        )),
+        Err(e) => Err(AppError::context(
+            format!(
+                "{}: an interrupted in-place update cannot be rolled back, so nothing was {done}: {e}",
+                path.display()
+            ),
+            e,
+        )),
     }
 }
 

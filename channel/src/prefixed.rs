@@ -151,6 +151,9 @@ impl Channel for Prefixed {
     }
 }
 
+/// The most first bytes [`sniff`] reads.
+pub const SNIFF_MAX: usize = 64 << 10;
+
 /// Where reading a connection's first bytes stands, as a decider sees
 /// them (see [`sniff`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +179,15 @@ pub fn sniff<K>(
     let mut buf = Vec::new();
     loop {
         let want = match decide(&buf) {
+            Head::More(n) if n.max(buf.len() + 1) > SNIFF_MAX => {
+                return Err((
+                    ch,
+                    crate::Error::protocol(
+                        "sniff",
+                        format!("a decider asked for more than {SNIFF_MAX} first bytes"),
+                    ),
+                ))
+            }
             Head::More(n) => n.max(buf.len() + 1),
             Head::Done(k) => {
                 let ch: Box<dyn Channel> = if buf.is_empty() {

@@ -18,7 +18,9 @@
 //! stranger that sends nothing delays no one. A connection whose layers
 //! fail is logged and dropped (closed gracefully, so the peer reads the
 //! TLS alert or HTTP refusal), except for channels given by the caller:
-//! those are the session's own, and their failure is [`Incoming::Fatal`].
+//! those are the session's own, their failure (layers, or no first bytes
+//! in time) is [`Incoming::Fatal`], and they arrive marked
+//! [`Admitted::own`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -340,27 +342,36 @@ fn layer_on_thread<K: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("accept-layers".into())
         .spawn(move || {
-            let _count = count;
             let deadline = Instant::now() + cfg.timeout;
-            let layered = if cfg.transport.has_layers(&cfg.endpoint) {
-                wrap_accepted(ch, &cfg.endpoint, &cfg.transport)
-            } else {
-                Ok(ch)
-            };
-            let ch = match layered {
-                Ok(ch) => ch,
-                Err(e) if fatal => {
-                    return deliver(Incoming::Fatal(format!("connection from {peer}: {e}")))
+            let outcome = (|| {
+                let ch = if cfg.transport.has_layers(&cfg.endpoint) {
+                    wrap_accepted(ch, &cfg.endpoint, &cfg.transport)
+                        .map_err(|e| format!("connection from {peer}: {e}"))?
+                } else {
+                    ch
+                };
+                match prefixed::sniff(ch, decide, deadline) {
+                    Ok((ch, kind)) => Ok((ch, kind)),
+                    Err((_, e)) if e.is_timed_out() => Err(format!(
+                        "connection from {peer}: it sent no complete header within {:.1} s",
+                        cfg.timeout.as_secs_f64()
+                    )),
+                    Err((_, e)) => Err(format!("connection from {peer}: {e}")),
                 }
-                Err(e) => return (cfg.log)(&format!("rejected a connection from {peer}: {e}")),
-            };
-            match prefixed::sniff(ch, decide, deadline) {
-                Ok((ch, kind)) => deliver(Incoming::Conn(Admitted { ch, peer, kind })),
-                Err((_, e)) if e.is_timed_out() => (cfg.log)(&format!(
-                    "closed a connection from {peer}: it sent no complete header within {:.1} s",
-                    cfg.timeout.as_secs_f64()
-                )),
-                Err((_, e)) => (cfg.log)(&format!("closed a connection from {peer}: {e}")),
+            })();
+            // Counted out before the caller hears of it: whoever waits for
+            // the connections in flight sees this one delivered.
+            drop(count);
+            match outcome {
+                Ok((ch, kind)) => deliver(Incoming::Conn(Admitted {
+                    ch,
+                    peer,
+                    kind,
+                    own: fatal,
+                })),
+                // The session's own channel: it cannot go on without it.
+                Err(why) if fatal => deliver(Incoming::Fatal(why)),
+                Err(why) => (cfg.log)(&format!("rejected a {why}")),
             }
         });
     if let Err(e) = spawned {

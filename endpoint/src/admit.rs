@@ -68,6 +68,10 @@ pub struct Admitted<K> {
     pub peer: String,
     /// What its first bytes are.
     pub kind: K,
+    /// One of the caller's own channels ([`crate::accept::Source::Channels`]:
+    /// the joined runs of `exec:`), not a stranger's: if it is not what the
+    /// caller expects, the session cannot go on.
+    pub own: bool,
 }
 
 /// How connections are admitted.
@@ -276,7 +280,7 @@ impl<K: 'static> State<K> {
             let outcome = loop {
                 let got = buf.len();
                 let want = match decide(&buf) {
-                    Head::More(n) if n > MAX_HEAD => {
+                    Head::More(n) if n.max(got + 1) > MAX_HEAD => {
                         break Some(Err(format!(
                             "its header would be longer than {MAX_HEAD} bytes"
                         )))
@@ -350,7 +354,12 @@ impl<K: 'static> State<K> {
             self.ctx.remove(t);
         }
         let peer = p.peer;
-        (self.deliver)(Admitted { ch, peer, kind });
+        (self.deliver)(Admitted {
+            ch,
+            peer,
+            kind,
+            own: false,
+        });
     }
 
     /// The handshake failed: log, drop, close gently.

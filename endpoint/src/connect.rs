@@ -460,14 +460,18 @@ pub fn open_session(
     if errors.is_empty() {
         return Ok(opened);
     }
-    for c in &mut opened {
+    // Only TLS refuses after a handshake that looked fine; one deadline
+    // for all the channels that opened.
+    if opts.tls.is_some() && !opts.cancel.is_cancelled() {
         let deadline = Instant::now() + Duration::from_millis(500);
-        if let Err(e) = chio::read_all_until(c.as_mut(), &mut [0u8; 1], deadline) {
-            if e.is_peer_refusal() {
-                return Err(SessionOpenError {
-                    error: OpenError::from_channel(&e),
-                    opened,
-                });
+        for (i, c) in opened.iter_mut().enumerate() {
+            if let Err(e) = chio::read_all_until(c.as_mut(), &mut [0u8; 1], deadline) {
+                if e.is_peer_refusal() {
+                    return Err(SessionOpenError {
+                        error: OpenError::channel(&channel_name(i as u32), &e),
+                        opened,
+                    });
+                }
             }
         }
     }

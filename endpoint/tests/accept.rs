@@ -134,3 +134,48 @@ fn given_channels_are_classified_on_threads_and_a_failed_layer_is_fatal() {
     assert_eq!(acc.in_flight().count(), 0);
     acc.close();
 }
+
+/// One of the caller's own channels whose peer closes before its first
+/// bytes is fatal (the session would otherwise wait for it for ever), and
+/// the channels it hands over are marked as the caller's own.
+#[test]
+fn a_given_channel_that_ends_before_its_first_bytes_is_fatal() {
+    let ctx = MainContext::new().unwrap();
+    let (x, y) = SocketChannel::pair().unwrap();
+    drop(x); // the sender's run died before sending anything
+    let (mut ok_side, ok) = SocketChannel::pair().unwrap();
+    io::write_all(&mut ok_side, b"PAGE01").unwrap();
+    let (got, fatal) = (Got::default(), Arc::new(Mutex::new(Vec::new())));
+    let own = Arc::new(Mutex::new(Vec::new()));
+    let (g2, f2, o2) = (got.clone(), fatal.clone(), own.clone());
+    let cfg = AcceptConfig::new(Endpoint::Stdio, TransportOpts::new(Duration::from_secs(5)));
+    let acc = Acceptor::start(
+        &ctx,
+        Source::Channels(vec![Box::new(y) as Box<dyn Channel>, Box::new(ok)]),
+        cfg,
+        four,
+        move |inc: Incoming<String>| match inc {
+            Incoming::Conn(a) => {
+                o2.lock().unwrap().push(a.own);
+                g2.lock().unwrap().push((a.kind, Vec::new()));
+            }
+            Incoming::Fatal(why) => f2.lock().unwrap().push(why),
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    while (fatal.lock().unwrap().is_empty() || got.lock().unwrap().is_empty())
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        fatal.lock().unwrap().len(),
+        1,
+        "{:?}",
+        fatal.lock().unwrap()
+    );
+    assert_eq!(*own.lock().unwrap(), [true]);
+    assert_eq!(acc.in_flight().count(), 0);
+    acc.close();
+}

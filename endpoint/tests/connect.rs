@@ -88,3 +88,58 @@ fn a_session_opens_all_its_channels_or_says_the_most_telling_failure() {
     assert!(connect::reopener(&Endpoint::parse("exec:cat").unwrap(), &opts, 3).is_none());
     assert!(connect::reopener(&Endpoint::parse("fd:3").unwrap(), &opts, 3).is_none());
 }
+
+/// When some channels of a session fail, the opened ones are not each
+/// read for a refusal one after the other (only TLS can refuse after a
+/// handshake that looked fine): 4 websocket upgrades accepted and 4
+/// answered 404 end at once, not after 0.5 s per opened channel.
+#[test]
+fn a_failed_session_open_does_not_wait_on_each_opened_channel() {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let mut keep = Vec::new();
+        for (i, s) in l.incoming().take(8).enumerate() {
+            let mut s = s.unwrap();
+            if i % 2 == 0 {
+                let ch =
+                    transit_channel::SocketChannel::from_fd(std::os::fd::OwnedFd::from(s)).unwrap();
+                let ws = transit_channel::WebSocketChannel::server(
+                    Box::new(ch),
+                    "/x",
+                    Default::default(),
+                )
+                .handshake_blocking()
+                .unwrap();
+                keep.push(ws);
+            } else {
+                let mut b = [0u8; 1];
+                let mut req = Vec::new();
+                while !req.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap() == 0 {
+                        break;
+                    }
+                    req.push(b[0]);
+                }
+                s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+            }
+        }
+        let _ = done.recv_timeout(Duration::from_secs(30));
+        drop(keep);
+    });
+    let ep = Endpoint::parse(&format!("ws://127.0.0.1:{port}/x")).unwrap();
+    let opts = TransportOpts::new(Duration::from_secs(5));
+    let t = Instant::now();
+    let Err(e) = connect::open_session(&ep, &opts, 7) else {
+        panic!("half the upgrades are refused, yet it opened");
+    };
+    let took = t.elapsed();
+    assert_eq!(e.opened.len(), 4);
+    assert_eq!(e.error.kind, OpenFailure::Layer, "{}", e.error);
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    done_tx.send(()).unwrap();
+    server.join().unwrap();
+}

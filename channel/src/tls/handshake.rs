@@ -139,10 +139,14 @@ impl TlsChannel {
                 Err(e) => break Err(e),
             }
         };
-        if was_blocking {
-            self.set_blocking(true)?;
-        }
-        r
+        // The handshake's own outcome comes first: a failed restore only
+        // matters when the handshake succeeded.
+        let restored = if was_blocking {
+            self.set_blocking(true)
+        } else {
+            Ok(())
+        };
+        r.and(restored)
     }
 
     /// Run the handshake on `ctx`'s local executor, awaiting readiness of

@@ -862,7 +862,12 @@ pub fn null_peer(ch: &mut dyn Channel) -> Result<()> {
         let mut rh = [0u8; wire::RECORD_HEADER_LEN];
         chio::read_all(ch, &mut rh).map_err(|e| ctx.io(Stage::End, e))?;
         let rh = wire::decode_record_header(&rh).map_err(|e| ctx.proto(Stage::End, e))?;
-        let body = &mut body[..rh.len as usize];
+        let Some(body) = body.get_mut(..rh.len as usize) else {
+            return Err(ctx.proto(
+                Stage::End,
+                WireError::Unexpected("a record other than sync or end"),
+            ));
+        };
         chio::read_all(ch, body).map_err(|e| ctx.io(Stage::End, e))?;
         match wire::decode_record_body(&rh, body).map_err(|e| ctx.proto(Stage::End, e))? {
             Record::Sync { .. } => {}
