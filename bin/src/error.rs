@@ -114,6 +114,16 @@ impl std::error::Error for AppError {
     }
 }
 
+impl From<transit_channel::main_loop::runtime::PhaseError> for AppError {
+    fn from(e: transit_channel::main_loop::runtime::PhaseError) -> AppError {
+        use transit_channel::main_loop::runtime::PhaseError;
+        match e {
+            PhaseError::Cancelled(sig) => AppError::Cancelled(sig),
+            PhaseError::Failed(m) => AppError::Failed(m),
+        }
+    }
+}
+
 impl From<transit_multifd::Error> for AppError {
     fn from(e: transit_multifd::Error) -> AppError {
         AppError::from_error(e)

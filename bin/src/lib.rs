@@ -1,8 +1,8 @@
 //! The `transit` command line as a library: `transit send`, `transit recv`
 //! and `transit bench` (the binary in `main.rs` only calls [`main_entry`]).
 //!
-//! Every command runs on a transit main loop (see the private `runtime`
-//! module): blocking work (payload preparation, connects, the multifd
+//! Every command runs on a transit main loop
+//! (`transit_channel::main_loop::runtime::Runtime`): blocking work (payload preparation, connects, the multifd
 //! session) runs on worker threads as Tasks whose completion comes back to
 //! the loop, where timers drive the progress display and signals cancel.
 //! The user guide is `docs/cli.md`.
@@ -22,7 +22,6 @@ mod manual;
 mod payload;
 mod recv;
 mod report;
-mod runtime;
 mod send;
 mod units;
 

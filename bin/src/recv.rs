@@ -33,11 +33,11 @@ use crate::error::{one_line, AppError};
 use crate::report::{
     CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
-use crate::runtime::Runtime;
 use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
     DEFAULT_TIMEOUT,
 };
+use transit_channel::main_loop::runtime::Runtime;
 use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming, Source};
 use transit_endpoint::connect as transport;
 use transit_endpoint::join::Role;
@@ -185,7 +185,7 @@ pub fn run(args: RecvArgs) -> Result<(), AppError> {
         resume: args.resume,
         reconnect: args.common.reconnect_window(),
     };
-    let rt = Runtime::new()?;
+    let rt = Runtime::new().map_err(|e| AppError::context(format!("main loop: {e}"), e))?;
     match endpoint {
         Endpoint::File(path) => return recv_from_file(&rt, &opts, path, clock),
         Endpoint::Exec(cmd) => return recv_exec(&rt, &opts, &cmd, clock),

@@ -25,7 +25,7 @@ use crate::payload::{self, copy_input, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
-use crate::runtime::Runtime;
+use transit_channel::main_loop::runtime::Runtime;
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::TransportOpts;
@@ -306,7 +306,7 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
     let clock = CpuClock::start();
     crate::report::set_quiet(args.common.quiet);
     let plan = plan(&args)?;
-    let rt = Runtime::new()?;
+    let rt = Runtime::new().map_err(|e| AppError::context(format!("main loop: {e}"), e))?;
 
     // Phase 1: the payload (generation is not part of the transfer time).
     let ps = plan.config.page_size;
@@ -370,7 +370,7 @@ fn send_multifd(
     let opened = rt.run_task(
         "connect",
         move || cancel.cancel(),
-        move || Ok(transport::open_session(&e2, &opts, n)),
+        move || Ok::<_, AppError>(transport::open_session(&e2, &opts, n)),
     )?;
     let exec = matches!(plan.endpoint, Endpoint::Exec(_));
     let mut chans = opened.map_err(|mut e| {
@@ -458,7 +458,7 @@ fn send_multifd(
         })
     });
     let want_sha = args.common.checksum.is_some();
-    let stats = rt.run_task("session", on_cancel, move || {
+    let stats = rt.run_task("session", on_cancel, move || -> Result<_, AppError> {
         let stream_sha = checksum::Shared::new();
         let mut extents = None;
         let (src_payload, mut reader) = match input {

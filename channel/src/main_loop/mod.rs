@@ -104,6 +104,7 @@ mod executor;
 mod iothread;
 mod poll;
 mod run;
+pub mod runtime;
 mod shared;
 mod signal;
 mod source;

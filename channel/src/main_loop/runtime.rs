@@ -1,24 +1,49 @@
-//! The main loop every command runs on: a [`MainContext`] and a
-//! [`MainLoop`], SIGINT/SIGTERM sources, and blocking work moved to worker
-//! threads as [`Task`]s whose completion comes back on the loop.
+//! [`Runtime`]: the main loop a program runs its phases on: a
+//! [`MainContext`] and a [`MainLoop`], SIGINT/SIGTERM sources, and blocking
+//! work moved to worker threads as [`Task`]s whose completion comes back on
+//! the loop.
 //!
-//! A command is a sequence of phases (prepare the payload, connect, run
-//! the transfer); each phase is one or more tasks, and the loop runs until
-//! they complete. Timers (progress, JSON intervals) are ordinary sources
-//! on the same context. A signal runs the current phase's cancel action
-//! (shut the channels down, abort the session) and the phase ends as soon
-//! as its workers return; if they do not return within
-//! [`CANCEL_GRACE`], the loop stops anyway. A second signal stops it at
-//! once.
+//! A program is a sequence of phases (prepare, connect, transfer); each
+//! phase is one or more works on worker threads, and the loop runs until
+//! they complete. Timers (progress, intervals) are ordinary sources on the
+//! same context. A signal runs the current phase's cancel action (shut the
+//! channels down, abort the session) and the phase ends as soon as its
+//! workers return; if they do not return within [`CANCEL_GRACE`], the
+//! loop stops anyway. A second signal stops it at once. A phase whose
+//! works all succeeded stands even if a signal came meanwhile (too late to
+//! stop it); the phases after it are cancelled. Errors are the caller's
+//! type `E`, which says what [`PhaseError`]s become.
+//!
+//! Limits: the signal sources are process-wide (one `Runtime` at a time
+//! per process sees SIGINT and SIGTERM); works cannot be cancelled from
+//! outside except through their cancel action.
+//!
+//! ```
+//! use transit_channel::main_loop::runtime::{PhaseError, Runtime};
+//!
+//! let rt = Runtime::new()?;
+//! let n: Result<u32, PhaseError> = rt.run_task("sum", || {}, || Ok((1..=4).sum()));
+//! assert_eq!(n.ok(), Some(10));
+//! # Ok::<(), transit_channel::Error>(())
+//! ```
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use transit_channel::task::Task;
-use transit_channel::{ControlFlow, MainContext, MainLoop, SourceId};
+use crate::task::Task;
+use crate::{ControlFlow, MainContext, MainLoop, SourceId};
 
-use crate::error::AppError;
+/// Why a phase ended without its works' results.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhaseError {
+    /// A signal (its number) cancelled it.
+    #[error("cancelled by signal {0}")]
+    Cancelled(i32),
+    /// The runtime itself failed (a worker that did not finish).
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// How long a cancelled phase may take to wind down.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -31,7 +56,7 @@ struct CancelState {
     ml: MainLoop,
 }
 
-/// A context, its loop and the signal handling of one command.
+/// A context, its loop and the signal handling of one program's run.
 pub struct Runtime {
     ctx: MainContext,
     ml: MainLoop,
@@ -41,8 +66,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// A new context with SIGINT and SIGTERM handled on it.
-    pub fn new() -> Result<Runtime, AppError> {
-        let ctx = MainContext::new().map_err(|e| AppError::failed(format!("main loop: {e}")))?;
+    pub fn new() -> crate::Result<Runtime> {
+        let ctx = MainContext::new()?;
         let ml = MainLoop::new(&ctx);
         let cancel = Rc::new(CancelState {
             signal: Cell::new(None),
@@ -53,12 +78,10 @@ impl Runtime {
         for sig in [libc::SIGINT, libc::SIGTERM] {
             let state = cancel.clone();
             let grace_ctx = ctx.clone();
-            let id = ctx
-                .signal_add(sig, move || {
-                    on_signal(&state, &grace_ctx, sig);
-                    ControlFlow::Continue
-                })
-                .map_err(|e| AppError::failed(format!("install the signal handler: {e}")))?;
+            let id = ctx.signal_add(sig, move || {
+                on_signal(&state, &grace_ctx, sig);
+                ControlFlow::Continue
+            })?;
             signals.push(id);
         }
         Ok(Runtime {
@@ -81,7 +104,7 @@ impl Runtime {
 
     /// Run the loop until a callback quits it; `on_cancel` runs if a
     /// signal arrives meanwhile (the loop then stops by itself).
-    pub fn run_loop(&self, on_cancel: impl Fn() + 'static) -> Result<(), AppError> {
+    pub fn run_loop(&self, on_cancel: impl Fn() + 'static) -> Result<(), PhaseError> {
         self.check()?;
         let ml = self.ml.clone();
         *self.cancel.action.borrow_mut() = Some(Rc::new(move || {
@@ -99,44 +122,45 @@ impl Runtime {
     }
 
     /// `Err(Cancelled)` once a signal arrived.
-    pub fn check(&self) -> Result<(), AppError> {
+    pub fn check(&self) -> Result<(), PhaseError> {
         match self.cancelled() {
-            Some(sig) => Err(AppError::Cancelled(sig)),
+            Some(sig) => Err(PhaseError::Cancelled(sig)),
             None => Ok(()),
         }
     }
 
     /// Run `work` on a worker thread named `name` and the loop until it
     /// completes. `on_cancel` runs on the loop's thread if a signal arrives
-    /// meanwhile; a cancelled phase returns [`AppError::Cancelled`] unless
-    /// the work succeeded all the same (the signal came too late to stop
-    /// it): then its result stands, and the next phase is cancelled.
-    pub fn run_task<T: Send + 'static>(
+    /// meanwhile; a cancelled phase returns [`PhaseError::Cancelled`]
+    /// (as `E`) unless the work succeeded all the same (the signal came too
+    /// late to stop it): then its result stands, and the next phase is
+    /// cancelled.
+    pub fn run_task<T: Send + 'static, E: From<PhaseError> + Send + 'static>(
         &self,
         name: &str,
         on_cancel: impl Fn() + 'static,
-        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, AppError> {
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         let mut out = self.run_tasks(
-            vec![(name.to_owned(), Box::new(work) as Work<T>)],
+            vec![(name.to_owned(), Box::new(work) as Work<T, E>)],
             on_cancel,
         )?;
         out.pop()
-            .ok_or_else(|| AppError::failed(format!("{name}: the task returned nothing")))
+            .ok_or_else(|| PhaseError::Failed(format!("{name}: the task returned nothing")).into())
     }
 
     /// Run several works in parallel, one worker thread each, and the loop
     /// until all complete. Returns their results in order, or the first
     /// error in order.
-    pub fn run_tasks<T: Send + 'static>(
+    pub fn run_tasks<T: Send + 'static, E: From<PhaseError> + Send + 'static>(
         &self,
-        works: Vec<(String, Work<T>)>,
+        works: Vec<(String, Work<T, E>)>,
         on_cancel: impl Fn() + 'static,
-    ) -> Result<Vec<T>, AppError> {
+    ) -> Result<Vec<T>, E> {
         self.check()?;
         let n = works.len();
-        type Slots<T> = Rc<RefCell<Vec<Option<Result<T, AppError>>>>>;
-        let slots: Slots<T> = Rc::new(RefCell::new((0..n).map(|_| None).collect()));
+        type Slots<T, E> = Rc<RefCell<Vec<Option<Result<T, E>>>>>;
+        let slots: Slots<T, E> = Rc::new(RefCell::new((0..n).map(|_| None).collect()));
         let left = Rc::new(Cell::new(n));
         *self.cancel.action.borrow_mut() = Some(Rc::new(on_cancel));
         let mut handles = Vec::with_capacity(n);
@@ -151,9 +175,7 @@ impl Runtime {
                 move |_| Ok(work()),
                 move |r| {
                     let r = r.unwrap_or_else(|e| {
-                        Err(AppError::failed(format!(
-                            "{task_name}: internal error: {e}"
-                        )))
+                        Err(PhaseError::Failed(format!("{task_name}: internal error: {e}")).into())
                     });
                     slots.borrow_mut()[i] = Some(r);
                     left.set(left.get() - 1);
@@ -181,10 +203,11 @@ impl Runtime {
             match slot {
                 Some(r) => out.push(r?),
                 None => {
-                    return Err(AppError::failed(format!(
+                    return Err(PhaseError::Failed(format!(
                         "{}: the worker did not finish",
                         handles[i].name()
-                    )))
+                    ))
+                    .into())
                 }
             }
         }
@@ -193,7 +216,7 @@ impl Runtime {
 }
 
 /// A boxed unit of blocking work.
-pub type Work<T> = Box<dyn FnOnce() -> Result<T, AppError> + Send>;
+pub type Work<T, E> = Box<dyn FnOnce() -> Result<T, E> + Send>;
 
 fn on_signal(state: &Rc<CancelState>, ctx: &MainContext, sig: i32) {
     if state.signal.get().is_some() {
@@ -221,46 +244,5 @@ impl Drop for Runtime {
         for id in self.signals.drain(..) {
             self.ctx.remove(id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Run a work that raises `sig` and then returns `result`, on a fresh
-    /// runtime; the runtime is returned for the next phase.
-    fn raise_then(sig: i32, result: Result<u32, AppError>) -> (Runtime, Result<u32, AppError>) {
-        let rt = Runtime::new().expect("runtime");
-        let r = rt.run_task(
-            "work",
-            || {},
-            move || {
-                // SAFETY: raise has no memory effects; the runtime handles
-                // SIGINT and SIGTERM for as long as it lives.
-                unsafe { libc::raise(sig) };
-                // Give the loop time to see the signal before the result.
-                std::thread::sleep(Duration::from_millis(100));
-                result
-            },
-        );
-        (rt, r)
-    }
-
-    // One test, not two: a signal goes to every runtime in the process,
-    // so two tests running at once would cancel each other.
-    #[test]
-    fn a_signal_after_the_work_succeeded_does_not_undo_it() {
-        let (rt, r) = raise_then(libc::SIGINT, Ok(42));
-        assert_eq!(rt.cancelled(), Some(libc::SIGINT), "the signal was seen");
-        assert_eq!(r.ok(), Some(42), "the finished work stands");
-        // The phases after it are cancelled.
-        let next = rt.run_task("next", || {}, || Ok(()));
-        assert!(matches!(next, Err(AppError::Cancelled(libc::SIGINT))));
-        drop(rt);
-
-        // Work that failed while a signal came was cancelled.
-        let (_rt, r) = raise_then(libc::SIGTERM, Err(AppError::failed("shut down")));
-        assert!(matches!(r, Err(AppError::Cancelled(libc::SIGTERM))));
     }
 }
