@@ -2,9 +2,10 @@
 //! and `transit bench` (the binary in `main.rs` only calls [`main_entry`]).
 //!
 //! Every command runs on a transit main loop
-//! (`transit_channel::main_loop::runtime::Runtime`): blocking work (payload preparation, connects, the multifd
-//! session) runs on worker threads as Tasks whose completion comes back to
-//! the loop, where timers drive the progress display and signals cancel.
+//! (`transit_channel::main_loop::runtime::Runtime`): blocking work
+//! (payload preparation, connects, the multifd session) runs on worker
+//! threads as Tasks whose completion comes back to the loop, where timers
+//! drive the progress display and signals cancel.
 //! The user guide is `docs/cli.md`.
 //!
 //! Public modules are the pieces tests and tools reuse: [`cli`] (argument
