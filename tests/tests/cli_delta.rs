@@ -229,52 +229,19 @@ fn inplace_usage_errors() {
     assert_eq!(r.code(), Some(1), "accepted, then no sender: {}", r.stderr);
 }
 
-/// A receiver cancelled (SIGINT) in the middle of an in-place update rolls
-/// FILE back before it exits: byte for byte the old file, no journal.
-#[test]
-fn a_cancelled_in_place_receiver_rolls_back_before_it_exits() {
-    use std::time::{Duration, Instant};
-    let dir = Scratch::new("delta-inplace-cancel");
-    let old = random_bytes(16 << 20, 25);
-    let mut new = old.clone();
-    for p in (0..4096usize).step_by(2) {
-        new[p * 4096 + 9] ^= 0xff;
-    }
-    let (input, out) = (dir.join("new.img"), dir.join("out.img"));
-    let journal = dir.join(".out.img.transit-undo");
-    std::fs::write(&input, &new).unwrap();
-    std::fs::write(&out, &old).unwrap();
-    let (recv, addr) = start_recv(
-        "tcp:127.0.0.1:0",
-        &["--delta", "--inplace", "--output", out.to_str().unwrap()],
-    );
-    let send = transit_tests::Running::spawn(transit(&[
-        "send",
-        &addr,
-        "--input",
-        input.to_str().unwrap(),
-        "--max-bandwidth",
-        "4M",
-    ]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&journal).map_or(0, |m| m.len()) < 2 << 20 {
-        assert!(Instant::now() < deadline, "no journal grew");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    recv.signal(libc::SIGINT);
-    let recv = recv.finish();
-    assert_eq!(recv.code(), Some(130), "{}", recv.stderr);
-    let _ = send.finish();
-    assert!(std::fs::read(&out).unwrap() == old, "rolled back");
-    assert_eq!(dir.names(), ["new.img", "out.img"]);
-}
-
-/// A receiver killed (SIGKILL) in the middle of an in-place update leaves
-/// FILE mixed and its journal; the next `recv` on FILE, with or without
-/// `--delta`, rolls it back before anything else and says so.
-/// An in-place receiver killed mid-update in `dir`: FILE (`out.img`) is
-/// left mixed with its journal; returns (FILE, journal, old, new).
-fn killed_in_place(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>, Vec<u8>) {
+/// An in-place receiver in `dir` sent `sig` mid-update (once 2 MiB of
+/// journal are written): its outcome, FILE (`out.img`), the journal's
+/// path, the old and the new contents.
+fn interrupt_in_place(
+    dir: &Scratch,
+    sig: i32,
+) -> (
+    transit_tests::Finished,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Vec<u8>,
+    Vec<u8>,
+) {
     use std::time::{Duration, Instant};
     let old = random_bytes(16 << 20, 24);
     let mut new = old.clone();
@@ -303,16 +270,37 @@ fn killed_in_place(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Ve
         assert!(Instant::now() < deadline, "no journal grew");
         std::thread::sleep(Duration::from_millis(5));
     }
-    recv.signal(libc::SIGKILL);
+    recv.signal(sig);
     let recv = recv.finish();
-    assert_eq!(recv.code(), None, "killed");
     let _ = send.finish();
+    (recv, out, journal, old, new)
+}
+
+/// A receiver cancelled (SIGINT) in the middle of an in-place update rolls
+/// FILE back before it exits: byte for byte the old file, no journal.
+#[test]
+fn a_cancelled_in_place_receiver_rolls_back_before_it_exits() {
+    let dir = Scratch::new("delta-inplace-cancel");
+    let (recv, out, _journal, old, _new) = interrupt_in_place(&dir, libc::SIGINT);
+    assert_eq!(recv.code(), Some(130), "{}", recv.stderr);
+    assert!(std::fs::read(&out).unwrap() == old, "rolled back");
+    assert_eq!(dir.names(), ["new.img", "out.img"]);
+}
+
+/// An in-place receiver killed (SIGKILL) mid-update in `dir`: FILE
+/// (`out.img`) is left mixed with its journal; returns (FILE, journal,
+/// old, new).
+fn killed_in_place(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>, Vec<u8>) {
+    let (recv, out, journal, old, new) = interrupt_in_place(dir, libc::SIGKILL);
+    assert_eq!(recv.code(), None, "killed");
     let mixed = std::fs::read(&out).unwrap();
     assert!(mixed != old && mixed != new, "the kill left FILE mixed");
     assert!(journal.exists());
     (out, journal, old, new)
 }
 
+/// The next `recv` on FILE a killed in-place receiver left, with or
+/// without `--delta`, rolls it back before anything else and says so.
 #[test]
 fn a_killed_in_place_receiver_is_rolled_back_by_the_next_recv() {
     let dir = Scratch::new("delta-inplace-kill");
