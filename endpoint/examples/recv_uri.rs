@@ -73,7 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
         let mut rx = Receiver::new(RecvConfig::default(), dest);
         // Until the main channel and all the page channels it announced
-        // are in, in whatever order they come.
+        // are in, in whatever order they come. (`transit_multifd::serve`
+        // has a receiver's whole policy: strangers told why, time limits,
+        // a second sender told the receiver is busy, lost channels
+        // rejoining; `transit recv` uses it.)
         while !rx.is_ready() {
             match conns.recv().map_err(|e| e.to_string())? {
                 Incoming::Conn(a) => {
