@@ -293,7 +293,7 @@ fn accept_layers(
     }
     let (ep, t) = (opts.endpoint.clone(), opts.transport.clone());
     let cancel = opts.transport.cancel.clone();
-    let peer = accept::describe_peer(&*ch);
+    let peer = ch.peer_name();
     rt.run_task(
         "handshake",
         move || cancel.cancel(),
@@ -400,12 +400,8 @@ fn output_sink(
 ) -> Result<(Box<dyn Sink + Send>, Option<TempOutput>), AppError> {
     let failed = |e: std::io::Error| AppError::Failed(e.to_string());
     if let Output::File(p) = output {
-        let t = TempOutput::create(p, mode).map_err(|e| {
-            AppError::context(format!("create output next to {}: {e}", p.display()), e)
-        })?;
-        let file = t
-            .writer()
-            .map_err(|e| AppError::Failed(format!("open {}: {e}", t.temp_path().display())))?;
+        let (file, t) = transit_multifd::output::temp_writer(p, mode)
+            .map_err(|e| AppError::context(e.to_string(), e))?;
         let name = p.display().to_string();
         return Ok((Box::new(FileSink { file, len: 0, name }), Some(t)));
     }
@@ -546,10 +542,7 @@ fn recv_raw(
     ch: Box<dyn Channel>,
     clock: CpuClock,
 ) -> Result<(), AppError> {
-    let peer = ch
-        .peer_address()
-        .map(|a| a.to_string())
-        .or_else(|| Some(ch.name().to_owned()));
+    let peer = Some(ch.peer_name());
     run_copy(rt, opts, ch, peer, true, clock)
 }
 

@@ -32,7 +32,7 @@ use transit_endpoint::TransportOpts;
 use transit_multifd::checksum;
 use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
-use transit_multifd::output::{open_stream, resolve, OutputTarget, TempOutput};
+use transit_multifd::output::{open_stream, resolve, OutputTarget};
 use transit_multifd::raw::RawError;
 
 /// Default connect and handshake timeout of `send`.
@@ -626,10 +626,7 @@ fn send_raw(
                 .map_err(|e| AppError::context(e.message.clone(), e))
         },
     )?;
-    let peer = ch
-        .peer_address()
-        .map(|a| a.to_string())
-        .or_else(|| Some(ch.name().to_owned()));
+    let peer = Some(ch.peer_name());
     let count = Arc::new(AtomicU64::new(0));
     let handle = ch.shutdown_handle().ok();
     let _live = Live::install(
@@ -772,11 +769,8 @@ fn send_to_file(
                     return Ok((n, t.elapsed().as_secs_f64(), cpu.seconds(), sha));
                 }
             };
-            let mut out = TempOutput::create(&target, mode)
-                .map_err(|e| AppError::context(format!("create {}: {e}", target.display()), e))?;
-            let file = out.writer().map_err(|e| {
-                AppError::Failed(format!("open {}: {e}", out.temp_path().display()))
-            })?;
+            let (file, mut out) = transit_multifd::output::temp_writer(&target, mode)
+                .map_err(|e| AppError::context(e.to_string(), e))?;
             let mut sink = FileSink {
                 file,
                 len: 0,

@@ -369,6 +369,14 @@ pub trait Channel: Send {
         None
     }
 
+    /// Who is at the other end, for reports: the peer's address, else the
+    /// channel's name.
+    fn peer_name(&self) -> String {
+        self.peer_address()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| self.name().to_owned())
+    }
+
     /// Read at `offset` without moving the file position (needs
     /// [`Features::SEEKABLE`]).
     fn preadv(&mut self, _bufs: &mut [IoSliceMut<'_>], _offset: u64) -> Result<usize> {

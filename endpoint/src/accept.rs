@@ -307,13 +307,6 @@ impl InFlight {
     }
 }
 
-/// Who a channel is connected to, for reports.
-pub fn describe_peer(ch: &dyn Channel) -> String {
-    ch.peer_address()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| ch.name().to_owned())
-}
-
 /// Counts a connection's thread out when it ends.
 struct Counted(Arc<AtomicU64>);
 
@@ -334,7 +327,7 @@ fn layer_on_thread<K: Send + 'static>(
     threads: &Arc<AtomicU64>,
     fatal: bool,
 ) {
-    let peer = describe_peer(&*ch);
+    let peer = ch.peer_name();
     let cfg = cfg.clone();
     let log = cfg.log.clone();
     threads.fetch_add(1, Ordering::AcqRel);

@@ -174,10 +174,7 @@ impl<K: 'static> Admission<K> {
         if st.closed {
             return;
         }
-        let peer = client
-            .peer_address()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| client.name().to_owned());
+        let peer = client.peer_name();
         while st.pending.len() >= MAX_PENDING {
             let Some((_, old)) = st.pending.pop_first() else {
                 break;

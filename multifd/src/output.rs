@@ -390,6 +390,18 @@ pub fn open_stream(path: &Path) -> io::Result<StreamTarget> {
     Ok(StreamTarget { file, block })
 }
 
+/// A [`TempOutput`] next to `target` and a file to write it through
+/// (errors name the path and the step).
+pub fn temp_writer(target: &Path, mode: Option<u32>) -> io::Result<(File, TempOutput)> {
+    let named = |what: String, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let t = TempOutput::create(target, mode)
+        .map_err(|e| named(format!("create output next to {}", target.display()), e))?;
+    let w = t
+        .writer()
+        .map_err(|e| named(format!("open {}", t.temp_path().display()), e))?;
+    Ok((w, t))
+}
+
 /// This process' standard output as a file (a duplicate of fd 1).
 pub fn stdout_file() -> io::Result<File> {
     use std::os::fd::AsFd;
@@ -470,9 +482,6 @@ impl Output {
         &self,
         mode: Option<u32>,
     ) -> io::Result<(Box<dyn io::Write + Send>, Option<TempOutput>)> {
-        let at = |p: &Path, what: &str, e: io::Error| {
-            io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
-        };
         Ok(match self {
             Output::Discard => (Box::new(io::sink()), None),
             Output::Stdout => (
@@ -488,9 +497,7 @@ impl Output {
                 None,
             ),
             Output::File(p) => {
-                let t =
-                    TempOutput::create(p, mode).map_err(|e| at(p, "create output next to", e))?;
-                let w = t.writer().map_err(|e| at(t.temp_path(), "open", e))?;
+                let (w, t) = temp_writer(p, mode)?;
                 (Box::new(w), Some(t))
             }
         })
