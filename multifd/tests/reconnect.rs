@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink,
+    bounded, rejoining_config, run_receiver, socketpair_reconnect, spec, unix_pairs, Chans,
+    SharedSink,
 };
 use transit_channel::fault::FailAfter;
 use transit_channel::Channel;
@@ -39,7 +40,7 @@ fn session(
     recv: RecvConfig,
 ) -> (MfResult<Stats>, MfResult<RecvOutcome>, usize) {
     let (mut send, recv_ends): (Chans, Chans) = unix_pairs(n + 1);
-    let mut rx = Receiver::new(recv, dest);
+    let rx = Receiver::new(recv, dest);
     let made = Arc::new(AtomicUsize::new(0));
     if config.reconnect.is_none() {
         config.reconnect = Some(socketpair_reconnect(
@@ -49,12 +50,7 @@ fn session(
             made.clone(),
         ));
     }
-    let got = std::thread::spawn(move || {
-        for ch in recv_ends {
-            rx.accept_channel(ch)?;
-        }
-        rx.run()
-    });
+    let got = run_receiver(rx, recv_ends);
     let main = send.remove(0);
     let pages: Chans = send
         .into_iter()

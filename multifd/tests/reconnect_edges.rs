@@ -11,8 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{
-    bounded, rejoining_config, socketpair_reconnect, spec, unix_pairs, Chans, SharedSink, Tamper,
-    Then,
+    bounded, rejoining_config, run_receiver, socketpair_reconnect, spec, unix_pairs, Chans,
+    SharedSink, Tamper, Then,
 };
 use transit_channel::fault::FailAfter;
 use transit_channel::{Channel, SocketChannel};
@@ -27,7 +27,7 @@ use transit_multifd::{
 fn a_second_loss_long_after_the_first_is_retried() {
     let (sent, got, made) = bounded(60, || {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
-        let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
+        let rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
         let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
             max_bandwidth: Some(4 << 20),
@@ -39,12 +39,7 @@ fn a_second_loss_long_after_the_first_is_retried() {
             )),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let main = send.remove(0);
         let pages: Chans = vec![Box::new(FailAfter::new(send.remove(0), 1 << 20))];
         let src = SourceImage::generate(&spec(24 << 20, 0.0, 7)).unwrap();
@@ -63,35 +58,32 @@ fn a_second_loss_long_after_the_first_is_retried() {
     assert_eq!(made, 2);
 }
 
-/// (B) Stream chunks held until acknowledged are counted in bytes, but
-/// the pool is sized in buffers: appending short pieces (send_stream
-/// "may be called again to append") exhausts the pool before any Ack is
-/// requested, and the producer waits forever.
-#[test]
-fn short_stream_appends_do_not_hang_with_reconnect() {
-    let r = bounded(20, || {
+/// 100 appends of 10 bytes each to a stream over 1 page channel, with or
+/// without reconnection: (sender ok, receiver ok, bytes received).
+fn short_stream_appends(reconnect: bool) -> (bool, bool, usize) {
+    bounded(20, move || {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
         let out = Arc::new(Mutex::new(Vec::new()));
-        let mut rx = Receiver::new(
-            rejoining_config(),
+        let rx = Receiver::new(
+            if reconnect {
+                rejoining_config()
+            } else {
+                RecvConfig::default()
+            },
             Destination::Writer(Box::new(SharedSink(out.clone()))),
         );
-        let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
-            reconnect: Some(socketpair_reconnect(
-                rx.rejoin_handle(),
-                Duration::from_secs(5),
-                vec![],
-                made,
-            )),
+            reconnect: reconnect.then(|| {
+                socketpair_reconnect(
+                    rx.rejoin_handle(),
+                    Duration::from_secs(5),
+                    vec![],
+                    Arc::new(AtomicUsize::new(0)),
+                )
+            }),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let main = send.remove(0);
         let sent = (|| {
             let mut tx = Sender::new(config, Payload::Stream, main, send)?;
@@ -102,8 +94,16 @@ fn short_stream_appends_do_not_hang_with_reconnect() {
         })();
         let n = out.lock().unwrap().len();
         (sent.is_ok(), got.join().unwrap().is_ok(), n)
-    });
-    assert_eq!(r, (true, true, 1000));
+    })
+}
+
+/// (B) Stream chunks held until acknowledged are counted in bytes, but
+/// the pool is sized in buffers: appending short pieces (send_stream
+/// "may be called again to append") exhausts the pool before any Ack is
+/// requested, and the producer waits forever.
+#[test]
+fn short_stream_appends_do_not_hang_with_reconnect() {
+    assert_eq!(short_stream_appends(true), (true, true, 1000));
 }
 
 /// (C) Memory destination: a packet cut mid-payload has written page 0
@@ -132,7 +132,7 @@ fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
                 },
             ),
         );
-        let mut rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
+        let rx = Receiver::new(rejoining_config(), Destination::Memory { prefault: false });
         let made = Arc::new(AtomicUsize::new(0));
         let config = SendConfig {
             packet_payload: 16 * 1024,
@@ -144,12 +144,7 @@ fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
             )),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let main = send.remove(0);
         let src = SourceImage::generate(&spec(32 * 4096, 0.0, 9)).unwrap();
         let mut want = Vec::new();
@@ -187,7 +182,7 @@ fn a_cut_packet_resent_after_image_mut_leaves_no_stale_bytes() {
 fn a_stalled_replacement_is_cut_too() {
     let r = bounded(30, || {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
-        let mut rx = Receiver::new(
+        let rx = Receiver::new(
             RecvConfig {
                 idle_timeout: Some(Duration::from_millis(500)),
                 ..rejoining_config()
@@ -220,12 +215,7 @@ fn a_stalled_replacement_is_cut_too() {
             reconnect: Some(rc),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let main = send.remove(0);
         let pages: Chans = vec![Box::new(FailAfter::new(send.remove(0), 3 << 20))];
         let src = SourceImage::generate(&spec(8 << 20, 0.0, 11)).unwrap();
@@ -268,7 +258,7 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
             before_end,
             Then::Pause(Some(Duration::from_millis(1500))),
         ));
-        let mut rx = Receiver::new(
+        let rx = Receiver::new(
             RecvConfig {
                 idle_timeout: None,
                 ..rejoining_config()
@@ -287,12 +277,7 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
             )),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let main = send.remove(0);
         let src = SourceImage::generate(&spec(8 * 4096, 0.0, 13)).unwrap();
         let sent = (|| {
@@ -309,31 +294,7 @@ fn a_rejoin_queued_before_end_is_read_is_answered() {
 /// Control for (B): without reconnect, the same short appends work.
 #[test]
 fn short_stream_appends_work_without_reconnect() {
-    let r = bounded(20, || {
-        let (mut send, recv_ends): (Chans, Chans) = unix_pairs(2);
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let mut rx = Receiver::new(
-            RecvConfig::default(),
-            Destination::Writer(Box::new(SharedSink(out.clone()))),
-        );
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
-        let main = send.remove(0);
-        let sent = (|| {
-            let mut tx = Sender::new(SendConfig::default(), Payload::Stream, main, send)?;
-            for i in 0..100u8 {
-                tx.send_stream(&mut &[i; 10][..])?;
-            }
-            tx.finish()
-        })();
-        let n = out.lock().unwrap().len();
-        (sent.is_ok(), got.join().unwrap().is_ok(), n)
-    });
-    assert_eq!(r, (true, true, 1000));
+    assert_eq!(short_stream_appends(false), (true, true, 1000));
 }
 
 /// A connection that breaks while its channel has nothing to send (a pause
@@ -346,7 +307,7 @@ fn a_connection_broken_while_its_channel_is_idle_is_replaced_at_once() {
         let (mut send, recv_ends): (Chans, Chans) = unix_pairs(3);
         // The receiver's end of page channel 1, to break it later.
         let cut = recv_ends[2].shutdown_handle().expect("shutdown handle");
-        let mut rx = Receiver::new(
+        let rx = Receiver::new(
             RecvConfig {
                 reconnect_wait: Some(Duration::from_secs(2)),
                 ..RecvConfig::default()
@@ -363,12 +324,7 @@ fn a_connection_broken_while_its_channel_is_idle_is_replaced_at_once() {
             )),
             ..SendConfig::default()
         };
-        let got = std::thread::spawn(move || {
-            for ch in recv_ends {
-                rx.accept_channel(ch)?;
-            }
-            rx.run()
-        });
+        let got = run_receiver(rx, recv_ends);
         let src = SourceImage::generate(&spec(4 << 20, 0.2, 21)).unwrap();
         let main = send.remove(0);
         let sent = (|| {

@@ -346,6 +346,29 @@ pub fn start_recv(uri: &str, args: &[&str]) -> (Running, String) {
     (r, addr)
 }
 
+/// `transit send --input INPUT --json` to a `transit recv tcp:127.0.0.1:0
+/// --json RECV_ARGS...` started first; both must succeed. Returns the
+/// sender's and the receiver's JSON summaries.
+pub fn send_file_json(
+    input: &std::path::Path,
+    recv_args: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(recv_args);
+    let (recv, addr) = start_recv("tcp:127.0.0.1:0", &args);
+    let send = run(transit(&[
+        "send",
+        &addr,
+        "--input",
+        input.to_str().expect("a UTF-8 path"),
+        "--json",
+    ]));
+    assert_eq!(send.code(), Some(0), "send: {}", send.stderr);
+    let recv = recv.finish();
+    assert_eq!(recv.code(), Some(0), "recv: {}", recv.stderr);
+    (json(&send.stdout), json(&recv.stdout))
+}
+
 /// True for a `--json-interval` line that reports data moved.
 pub fn has_bytes(line: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(line)

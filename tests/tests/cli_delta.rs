@@ -3,7 +3,7 @@
 //! byte (verified end to end), an absent FILE is received whole, and the
 //! option is refused where there is no file to start from.
 
-use transit_tests::{json, random_bytes, run, start_recv, transit, Scratch};
+use transit_tests::{json, random_bytes, run, send_file_json, start_recv, transit, Scratch};
 
 #[test]
 fn only_the_changed_pages_are_sent() {
@@ -22,22 +22,8 @@ fn only_the_changed_pages_are_sent() {
                 let _ = std::fs::remove_file(&out);
             }
         }
-        let (recv, addr) = start_recv(
-            "tcp:127.0.0.1:0",
-            &["--json", "--delta", "--output", out.to_str().unwrap()],
-        );
-        let send = run(transit(&[
-            "send",
-            &addr,
-            "--input",
-            input.to_str().unwrap(),
-            "--json",
-        ]));
-        assert_eq!(send.code(), Some(0), "{}", send.stderr);
-        let recv = recv.finish();
-        assert_eq!(recv.code(), Some(0), "{}", recv.stderr);
+        let (s, r) = send_file_json(&input, &["--delta", "--output", out.to_str().unwrap()]);
         assert!(std::fs::read(&out).unwrap() == new, "round {round}");
-        let (s, r) = (json(&send.stdout), json(&recv.stdout));
         assert_eq!(s["verified"], true);
         if round == 0 {
             // 16 changed pages of 2048 went; the others were kept.
@@ -141,26 +127,10 @@ fn in_place_delta_round_trip() {
     std::fs::write(&input, &new).unwrap();
     std::fs::write(&out, &old).unwrap();
     let inode = std::fs::metadata(&out).unwrap().ino();
-    let (recv, addr) = start_recv(
-        "tcp:127.0.0.1:0",
-        &[
-            "--json",
-            "--delta",
-            "--inplace",
-            "--output",
-            out.to_str().unwrap(),
-        ],
+    let (s, r) = send_file_json(
+        &input,
+        &["--delta", "--inplace", "--output", out.to_str().unwrap()],
     );
-    let send = run(transit(&[
-        "send",
-        &addr,
-        "--input",
-        input.to_str().unwrap(),
-        "--json",
-    ]));
-    assert_eq!(send.code(), Some(0), "{}", send.stderr);
-    let recv = recv.finish();
-    assert_eq!(recv.code(), Some(0), "{}", recv.stderr);
     assert!(std::fs::read(&out).unwrap() == new);
     assert_eq!(
         std::fs::metadata(&out).unwrap().ino(),
@@ -168,7 +138,6 @@ fn in_place_delta_round_trip() {
         "updated in place"
     );
     assert_eq!(dir.names(), ["new.img", "out.img"]);
-    let (s, r) = (json(&send.stdout), json(&recv.stdout));
     assert_eq!(s["verified"], true);
     assert!(s["bytes"].as_u64().unwrap() <= 17 * 4096, "{s}");
     assert_eq!(r["kept_pages"], s["kept_pages"]);

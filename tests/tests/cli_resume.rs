@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use transit_tests::{random_bytes, run, start_recv, transit, Running, Scratch};
+use transit_tests::{random_bytes, run, send_file_json, start_recv, transit, Running, Scratch};
 
 #[test]
 fn a_killed_transfer_resumes_where_it_stopped() {
@@ -88,28 +88,12 @@ fn resume_with_delta_starts_from_the_file_when_no_partial_file_exists() {
     std::fs::write(&input, &new).unwrap();
     let out = dir.join("out.img");
     std::fs::write(&out, &old).unwrap();
-    let (recv, addr) = start_recv(
-        "tcp:127.0.0.1:0",
-        &[
-            "--json",
-            "--resume",
-            "--delta",
-            "--output",
-            out.to_str().unwrap(),
-        ],
+    let (s, _) = send_file_json(
+        &input,
+        &["--resume", "--delta", "--output", out.to_str().unwrap()],
     );
-    let send = run(transit(&[
-        "send",
-        &addr,
-        "--input",
-        input.to_str().unwrap(),
-        "--json",
-    ]));
-    assert_eq!(send.code(), Some(0), "{}", send.stderr);
-    assert_eq!(recv.finish().code(), Some(0));
     assert!(std::fs::read(&out).unwrap() == new);
     assert!(!dir.join(".out.img.transit-partial").exists());
-    let s: serde_json::Value = serde_json::from_slice(&send.stdout).unwrap();
     assert_eq!(s["bytes"], 2 * 4096, "{s}");
     assert_eq!(s["kept_pages"], 1022, "{s}");
 }

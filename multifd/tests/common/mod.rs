@@ -318,8 +318,16 @@ pub fn spawn_receiver(
     config: RecvConfig,
     dest: Destination,
 ) -> std::thread::JoinHandle<MfResult<RecvOutcome>> {
+    run_receiver(Receiver::new(config, dest), chans)
+}
+
+/// Run `rx` on a thread: accept `chans` (in their order), then the
+/// session.
+pub fn run_receiver(
+    mut rx: Receiver,
+    chans: Chans,
+) -> std::thread::JoinHandle<MfResult<RecvOutcome>> {
     std::thread::spawn(move || {
-        let mut rx = Receiver::new(config, dest);
         for ch in chans {
             rx.accept_channel(ch)?;
         }
