@@ -674,6 +674,12 @@ impl FileOut {
 /// before the output is in place, kept pages may not match their hashes.
 type BaseStamp = (u64, u64, i64, i64, i64, i64);
 
+/// An image's length in memory terms.
+fn image_len(size: u64) -> io::Result<usize> {
+    usize::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))
+}
+
 fn stamp(f: &File) -> io::Result<BaseStamp> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata()?;
@@ -703,8 +709,7 @@ impl DestImage {
     /// page is faulted in now (`MADV_POPULATE_WRITE`, on every core)
     /// instead of during the transfer.
     pub fn anonymous(size: u64, prefault: bool) -> io::Result<DestImage> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let len = image_len(size)?;
         Ok(DestImage {
             map: Mapping::anonymous(len, prefault)?,
             len,
@@ -712,6 +717,27 @@ impl DestImage {
             file: None,
             base: None,
             kept_in_place: false,
+        })
+    }
+
+    /// A file image of `len` bytes written with `pwrite` through `file`
+    /// (no mapping): `fresh` when every page starts as a hole, `base` the
+    /// older copy to check at the commit, `kept_in_place` when kept pages
+    /// are already in the file.
+    fn unmapped(
+        len: usize,
+        file: FileOut,
+        fresh: bool,
+        base: Option<(File, BaseStamp)>,
+        kept_in_place: bool,
+    ) -> io::Result<DestImage> {
+        Ok(DestImage {
+            map: Mapping::map(0, 0, 0, -1)?,
+            len,
+            fresh,
+            file: Some(file),
+            base,
+            kept_in_place,
         })
     }
 
@@ -724,19 +750,11 @@ impl DestImage {
     /// page is zero-filled before its data arrives and the process's
     /// memory does not grow with the file.
     pub fn create_file(target: &Path, size: u64, mode: Option<u32>) -> io::Result<DestImage> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let len = image_len(size)?;
         // From here `temp` unlinks the file if anything fails.
         let temp = TempOutput::create(target, mode)?;
         temp.file().set_len(size)?;
-        Ok(DestImage {
-            map: Mapping::map(0, 0, 0, -1)?,
-            len,
-            fresh: true,
-            file: Some(FileOut::Temp(temp)),
-            base: None,
-            kept_in_place: false,
-        })
+        DestImage::unmapped(len, FileOut::Temp(temp), true, None, false)
     }
 
     /// [`create_file`](Self::create_file) for a delta transfer against
@@ -755,8 +773,7 @@ impl DestImage {
         mode: Option<u32>,
         chunk_size: u32,
     ) -> io::Result<(DestImage, Vec<u64>)> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let len = image_len(size)?;
         let temp = TempOutput::create(target, mode)?;
         let before = stamp(&old)?;
         let have = before.1.min(size);
@@ -768,14 +785,7 @@ impl DestImage {
         };
         temp.file().set_len(size)?;
         Ok((
-            DestImage {
-                map: Mapping::map(0, 0, 0, -1)?,
-                len,
-                fresh: false,
-                file: Some(FileOut::Temp(temp)),
-                base: Some((old, before)),
-                kept_in_place: true,
-            },
+            DestImage::unmapped(len, FileOut::Temp(temp), false, Some((old, before)), true)?,
             hashes,
         ))
     }
@@ -796,8 +806,7 @@ impl DestImage {
         chunk_size: u32,
         from_target: bool,
     ) -> io::Result<(DestImage, Option<Vec<u64>>)> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let len = image_len(size)?;
         let (temp, existed) = TempOutput::open_partial(target, mode)?;
         let held = temp.file().metadata()?.len();
         let (hashes, base, fresh) = if existed && held > 0 {
@@ -819,14 +828,7 @@ impl DestImage {
         };
         temp.file().set_len(size)?;
         Ok((
-            DestImage {
-                map: Mapping::map(0, 0, 0, -1)?,
-                len,
-                fresh,
-                file: Some(FileOut::Temp(temp)),
-                base,
-                kept_in_place: false,
-            },
+            DestImage::unmapped(len, FileOut::Temp(temp), fresh, base, false)?,
             hashes,
         ))
     }
@@ -846,8 +848,7 @@ impl DestImage {
         mode: Option<u32>,
         chunk_size: u32,
     ) -> io::Result<(DestImage, Vec<u64>)> {
-        let len = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let len = image_len(size)?;
         // From here a failure rolls back (the cut, if it happened).
         let out = InPlace {
             journal: Arc::new(journal),
@@ -857,14 +858,7 @@ impl DestImage {
         let hashes = crate::delta::hash_file(out.journal.file(), have, chunk_size)?;
         out.journal.set_len(size)?;
         Ok((
-            DestImage {
-                map: Mapping::map(0, 0, 0, -1)?,
-                len,
-                fresh: false,
-                file: Some(FileOut::InPlace(out)),
-                base: None,
-                kept_in_place: true,
-            },
+            DestImage::unmapped(len, FileOut::InPlace(out), false, None, true)?,
             hashes,
         ))
     }
