@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 
 /// Source trees whose non-test code must decide from types.
-const TREES: [&str; 5] = [
+const TREES: [&str; 6] = [
     "bin/src",
     "channel/src",
     "endpoint/src",
     "multifd/src",
     "net-listener/src",
+    "transfer/src",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
