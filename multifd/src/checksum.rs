@@ -12,8 +12,8 @@
 //!   its source after the last pass and the receiver its destination once
 //!   verified (memory, or the file once in place). Holes of a sparse file are
 //!   hashed as zeros without being read. This is a second pass over data in
-//!   memory or the page cache, about 0.5-0.7 s per GiB on one core here,
-//!   which is why it is asked for, not the default.
+//!   memory or the page cache with a hash much slower than the per-page
+//!   CRC of the transfer, which is why it is asked for, not the default.
 //!
 //! Each side computes it when asked on that side (`send --checksum sha256`,
 //! `recv --checksum sha256`), prints it in its summary (`sha256 HEX`) and in
