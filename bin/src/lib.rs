@@ -24,7 +24,8 @@ mod payload;
 mod recv;
 mod report;
 mod send;
-mod units;
+// How sizes, rates and seconds read (`crate::units` to the modules).
+use transit_transfer::units;
 
 use clap::{CommandFactory, FromArgMatches};
 

@@ -9,3 +9,10 @@
 //!
 //! Dependencies run one way: this crate uses `transit-channel`,
 //! `transit-endpoint` and `transit-multifd`; none of them uses it.
+//!
+//! # Modules
+//!
+//! * [`units`]: how sizes, rates and seconds read for people (`1.00 GiB`,
+//!   `440 MiB/s`, `0.710 s`), the one convention of every human output.
+
+pub mod units;
