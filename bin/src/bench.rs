@@ -41,11 +41,12 @@ use transit_multifd::{
 
 use crate::cli::BenchArgs;
 use crate::error::AppError;
-use crate::report::{emit_json, CpuClock};
+use crate::report::emit_json;
 use transit_channel::MemPipe;
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
 use transit_endpoint::{TlsOpts, TransportOpts};
+use transit_transfer::report::CpuClock;
 use transit_transfer::units;
 
 /// Every transport `bench` knows, in table order.

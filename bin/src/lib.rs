@@ -39,7 +39,7 @@ pub const DEFAULT_PACKET_PAYLOAD: u32 = transit_multifd::wire::DEFAULT_PACKET_PA
 /// Parse the command line, run the command, print the error if any, and
 /// return the exit status (0, 1 failure, 2 usage, 130 cancelled).
 pub fn main_entry() -> i32 {
-    report::mark_process_start();
+    transit_transfer::report::mark_process_start();
     tune_malloc();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cmd = command();

@@ -14,5 +14,9 @@
 //!
 //! * [`units`]: how sizes, rates and seconds read for people (`1.00 GiB`,
 //!   `440 MiB/s`, `0.710 s`), the one convention of every human output.
+//! * [`report`]: a run's summary as data (the `--json` objects, whose
+//!   schema `docs/cli.md` documents, and the human line), and this
+//!   process's CPU time and peak memory.
 
+pub mod report;
 pub mod units;
