@@ -17,6 +17,12 @@
 //! * [`report`]: a run's summary as data (the `--json` objects, whose
 //!   schema `docs/cli.md` documents, and the human line), and this
 //!   process's CPU time and peak memory.
+//! * `bench` (feature `bench`): the loopback benchmark `transit bench`
+//!   runs, its rows as data. The feature turns on transit-channel's
+//!   `testing` (throw-away TLS credentials, rcgen); the default build has
+//!   neither.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod report;
 pub mod units;
