@@ -14,7 +14,8 @@
 //! admission of a listener's connections; the joined runs of `exec:`) are
 //! the library `transit-endpoint`; the sessions, the dirty-page pattern of
 //! `--passes` and the default size bounds of a receiver are
-//! `transit-multifd`.
+//! `transit-multifd`; a run's summary as data, human units and the bench
+//! core are `transit-transfer`.
 
 pub mod bench;
 pub mod cli;

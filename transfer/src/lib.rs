@@ -22,6 +22,23 @@
 //!   `testing` (throw-away TLS credentials, rcgen); the default build has
 //!   neither.
 
+//!
+//! # Features and limits
+//!
+//! * `bench`: the `bench` module (off by default).
+//! * `rdma`: RDMA endpoints (rdma-core headers and libclang to build).
+//!
+//! The CPU time and peak memory of a report are the whole process's (see
+//! [`report`]); a program running several transfers at once sees their
+//! sum in each.
+//!
+//! ```
+//! use transit_transfer::units;
+//!
+//! assert_eq!(units::size(3 << 19), "1.50 MiB");
+//! assert_eq!(units::rate(2_000_000.0), "1.91 MiB/s");
+//! ```
+
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod report;
