@@ -14,7 +14,8 @@
 //! admission of a listener's connections; the joined runs of `exec:`) are
 //! the library `transit-endpoint`; the sessions, the dirty-page pattern of
 //! `--passes` and the default size bounds of a receiver are
-//! `transit-multifd`.
+//! `transit-multifd`; a run's summary as data, human units and the bench
+//! core are `transit-transfer`.
 
 pub mod bench;
 pub mod cli;
@@ -24,7 +25,8 @@ mod payload;
 mod recv;
 mod report;
 mod send;
-mod units;
+// How sizes, rates and seconds read (`crate::units` to the modules).
+use transit_transfer::units;
 
 use clap::{CommandFactory, FromArgMatches};
 
@@ -38,7 +40,7 @@ pub const DEFAULT_PACKET_PAYLOAD: u32 = transit_multifd::wire::DEFAULT_PACKET_PA
 /// Parse the command line, run the command, print the error if any, and
 /// return the exit status (0, 1 failure, 2 usage, 130 cancelled).
 pub fn main_entry() -> i32 {
-    report::mark_process_start();
+    transit_transfer::report::mark_process_start();
     tune_malloc();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cmd = command();

@@ -30,9 +30,7 @@ use transit_net_listener::NetListener;
 
 use crate::cli::RecvArgs;
 use crate::error::{one_line, AppError};
-use crate::report::{
-    CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
-};
+use crate::report::{Live, LiveOptions, Probe, ProgressSlot, Verbosity};
 use crate::send::{
     check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
     DEFAULT_TIMEOUT,
@@ -49,6 +47,7 @@ use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::output::{Output, TempOutput};
 use transit_multifd::raw::RawError;
 use transit_multifd::serve::{self, Arrival, Event};
+use transit_transfer::report::{CpuClock, RunInfo, Summary};
 
 /// How long a refused connection is held open (until the peer closes) so
 /// the peer reads our TLS alert rather than a reset.

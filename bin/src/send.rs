@@ -22,9 +22,7 @@ use transit_multifd::{
 use crate::cli::{CommonArgs, SendArgs};
 use crate::error::{one_line, AppError};
 use crate::payload::{self, copy_input, Input};
-use crate::report::{
-    emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
-};
+use crate::report::{emit_json, Live, LiveOptions, Probe, ProgressSlot, Verbosity};
 use transit_channel::main_loop::runtime::Runtime;
 use transit_endpoint::connect as transport;
 use transit_endpoint::Endpoint;
@@ -34,6 +32,7 @@ use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
 use transit_multifd::output::{open_stream, resolve, OutputTarget};
 use transit_multifd::raw::RawError;
+use transit_transfer::report::{CpuClock, RunInfo, Summary};
 
 /// Default connect and handshake timeout of `send`.
 pub const DEFAULT_TIMEOUT: f64 = 30.0;

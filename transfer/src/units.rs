@@ -1,5 +1,6 @@
 //! How transit writes quantities for people: one convention for the
-//! progress bar, the human summary and the `bench` table.
+//! progress bar, the human summary ([`crate::report::Summary::human`]) and
+//! the `transit bench` table.
 //!
 //! * Sizes and rates are binary (KiB = 1024 bytes, MiB, GiB, TiB, ...)
 //!   with three significant digits: `1.00 GiB`, `14.2 MiB/s`, `512 KiB`.
