@@ -20,7 +20,6 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 mod manual;
-mod payload;
 mod recv;
 mod report;
 mod send;

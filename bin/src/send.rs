@@ -21,7 +21,6 @@ use transit_multifd::{
 
 use crate::cli::{CommonArgs, SendArgs};
 use crate::error::{one_line, AppError};
-use crate::payload::{self, copy_input, Input};
 use crate::report::{
     emit_json, CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
@@ -34,6 +33,7 @@ use transit_multifd::copy::{ChannelSink, FileSink, IdleWatch, Sink, WriteSink};
 use transit_multifd::dirty::dirty_image;
 use transit_multifd::output::{open_stream, resolve, OutputTarget};
 use transit_multifd::raw::RawError;
+use transit_transfer::payload::{self, copy_input, Input};
 
 /// Default connect and handshake timeout of `send`.
 pub const DEFAULT_TIMEOUT: f64 = 30.0;
@@ -327,19 +327,15 @@ pub fn run(args: SendArgs) -> Result<(), AppError> {
         "prepare",
         || {},
         move || {
-            match (ram, input_path) {
-                (Some(size), _) => payload::generate(size, ps, zr, seed, comp),
-                (None, Some(p)) => payload::open(&p, map),
-                (None, None) => Err("nothing to send".into()),
+            // `plan` made sure there is one of --ram and --input.
+            match ram {
+                Some(size) => payload::generate(size, ps, zr, seed, comp),
+                None => payload::open(&input_path.unwrap_or_default(), map),
             }
-            .map_err(AppError::Failed)
+            .map_err(AppError::from)
         },
     )?;
-    let input_file = match &input {
-        Input::Image { file, .. } => file.clone(),
-        Input::Stream { name, .. } if name != "stdin" => Some(PathBuf::from(name)),
-        Input::Stream { .. } => None,
-    };
+    let input_file = input.file();
 
     match plan.endpoint.clone() {
         Endpoint::File(path) => send_to_file(&rt, &plan, &args, input, path, clock),

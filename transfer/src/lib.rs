@@ -7,5 +7,15 @@
 //! program embedding transit gets the command's behaviour without its
 //! terminal. The binary keeps argument parsing, terminals and rendering.
 //!
+//! - [`payload`]: what a send sends ([`Input`]: a generated or mapped
+//!   image, or a stream).
+//! - [`error`]: [`Error`], typed.
+//!
 //! Dependencies run one way: this crate uses `transit-channel`,
 //! `transit-endpoint` and `transit-multifd`; none of them uses it.
+
+pub mod error;
+pub mod payload;
+
+pub use error::{one_line, Error};
+pub use payload::Input;
