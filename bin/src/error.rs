@@ -124,12 +124,13 @@ impl From<transit_channel::main_loop::runtime::PhaseError> for AppError {
     }
 }
 
-/// A run's error: a cancellation (exit 130), else a failure keeping the
-/// error as its source (exit 1).
+/// A run's error: a usage refusal (exit 2), a cancellation (130), else a
+/// failure keeping the error as its source (exit 1).
 impl From<transit_transfer::Error> for AppError {
     fn from(e: transit_transfer::Error) -> AppError {
         match e {
             transit_transfer::Error::Cancelled(sig) => AppError::Cancelled(sig),
+            e if e.is_usage() => AppError::Usage(e.to_string()),
             e => AppError::from_error(e),
         }
     }

@@ -14,7 +14,9 @@
 //! admission of a listener's connections; the joined runs of `exec:`) are
 //! the library `transit-endpoint`; the sessions, the dirty-page pattern of
 //! `--passes` and the default size bounds of a receiver are
-//! `transit-multifd`.
+//! `transit-multifd`; whole runs (the payload, connecting or listening, the
+//! session or plain copy, the output put in place) are `transit-transfer`:
+//! `send` and `recv` check their arguments, call it and report.
 
 pub mod bench;
 pub mod cli;
@@ -23,6 +25,7 @@ mod manual;
 mod recv;
 mod report;
 mod send;
+mod show;
 mod units;
 
 use clap::{CommandFactory, FromArgMatches};

@@ -33,10 +33,8 @@ use crate::error::{one_line, AppError};
 use crate::report::{
     CpuClock, Live, LiveOptions, Probe, ProgressSlot, RunInfo, Summary, Verbosity,
 };
-use crate::send::{
-    check_interval, check_timeout, check_tls_uri, finish_report, progress, raw_stats, verbosity,
-    DEFAULT_TIMEOUT,
-};
+use crate::send::{check_interval, check_timeout, check_tls_uri, DEFAULT_TIMEOUT};
+use crate::show::{finish_report, progress, verbosity};
 use transit_channel::main_loop::runtime::Runtime;
 use transit_endpoint::accept::{self, AcceptConfig, Acceptor, InFlight, Incoming, Source};
 use transit_endpoint::connect as transport;
@@ -49,6 +47,7 @@ use transit_multifd::incoming::{self, Peeked};
 use transit_multifd::output::{Output, TempOutput};
 use transit_multifd::raw::RawError;
 use transit_multifd::serve::{self, Arrival, Event};
+use transit_transfer::send::raw_stats;
 
 /// How long a refused connection is held open (until the peer closes) so
 /// the peer reads our TLS alert rather than a reset.

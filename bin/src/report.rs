@@ -787,7 +787,7 @@ mod tests {
             verified: true,
             file: None,
         };
-        let mut stats = crate::send::raw_stats(bytes, seconds, 0.01);
+        let mut stats = transit_transfer::send::raw_stats(bytes, seconds, 0.01);
         stats.pages = bytes / 4096;
         let mut s = Summary::new(info, &stats, &CpuClock::start());
         s.total_seconds = seconds;

@@ -1,16 +1,24 @@
-//! Why a transfer did not succeed: [`Error`], one enum for the payload
-//! and the drivers.
+//! Why a transfer did not succeed: [`Error`], one enum for the payload,
+//! the send and the receive drivers.
 //!
 //! Each variant keeps the error it comes from as its
-//! [source](std::error::Error::source) and says in its message what was
-//! being done; messages are one line. A signal on the
-//! [`Runtime`] ends a run with [`Error::Cancelled`].
+//! [source](std::error::Error::source) (a [`transit_multifd::Error`] names
+//! the channel, the peer and the stage; an [`OpenError`] the channel and
+//! the step) and says in its message what was being done; messages are
+//! one line. Three kinds matter to a caller deciding what to tell its
+//! user: [`Error::is_usage`] (the options asked for something this
+//! endpoint or output cannot do: a command line's usage error),
+//! [`Error::Cancelled`] (a signal on the [`Runtime`]) and the rest
+//! (the transfer failed). Some messages name the `transit` command's
+//! options (`--raw`, `--idle-timeout`), the fields of the options structs
+//! that say the same.
 //!
 //! ```
 //! use transit_transfer::Error;
 //!
 //! let e = Error::from(transit_channel::main_loop::runtime::PhaseError::Cancelled(15));
 //! assert!(matches!(e, Error::Cancelled(15)));
+//! assert!(!e.is_usage());
 //! ```
 //!
 //! [`Runtime`]: transit_channel::main_loop::runtime::Runtime
@@ -19,11 +27,19 @@ use std::io;
 use std::path::PathBuf;
 
 use transit_channel::main_loop::runtime::PhaseError;
+use transit_endpoint::OpenError;
+use transit_multifd::copy::CopyError;
+use transit_multifd::undo::UndoError;
+
+use crate::send::EXEC_EXPECTS;
 
 /// Why a transfer did not succeed; see the [module documentation](self).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An output path that cannot be written (a usage error).
+    #[error("output {0}")]
+    OutputPath(#[source] io::Error),
     /// A signal (its number) cancelled the run.
     #[error("cancelled by signal {0}")]
     Cancelled(i32),
@@ -64,6 +80,116 @@ pub enum Error {
         /// The input.
         path: PathBuf,
     },
+
+    /// Another process updates the file in place now: nothing was done.
+    #[error("{}: nothing was {done}: {source}", .path.display())]
+    UpdateInProgress {
+        /// The file.
+        path: PathBuf,
+        /// `sent` or `received`.
+        done: &'static str,
+        /// The journal's refusal.
+        source: UndoError,
+    },
+    /// An interrupted in-place update of the file cannot be rolled back:
+    /// nothing was done.
+    #[error("{}: an interrupted in-place update cannot be rolled back, so nothing was {done}: {source}", .path.display())]
+    RollBack {
+        /// The file.
+        path: PathBuf,
+        /// `sent` or `received`.
+        done: &'static str,
+        /// Why.
+        source: UndoError,
+    },
+
+    /// Opening, accepting or listening on an endpoint failed (the message
+    /// names the channel and the step).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A framed `exec:` failed before its session got going: the error
+    /// (an [`OpenError`] or a [`transit_multifd::Error`]), and what the
+    /// command must be ([`EXEC_EXPECTS`]).
+    #[error("{source}; {EXEC_EXPECTS}")]
+    ExecNotReceiver {
+        /// The error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The token that joins an `exec:` command's runs could not be made.
+    #[error("a join token: {0}")]
+    JoinToken(#[source] io::Error),
+    /// A run of an `exec:` command ended badly after the session.
+    #[error("after the session: {0}")]
+    Commands(String),
+    /// The multifd session failed.
+    #[error(transparent)]
+    Session(#[from] transit_multifd::Error),
+    /// A plain copy failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// A plain copy over a channel (its name) failed.
+    #[error("raw channel ({channel}): {source}")]
+    RawCopy {
+        /// The channel's name.
+        channel: String,
+        /// The error.
+        source: CopyError,
+    },
+    /// A plain send failed, and closing the channel said why (a command's
+    /// exit status).
+    #[error("raw channel: {source} ({copy})")]
+    RawClosed {
+        /// What closing the channel said.
+        source: Box<transit_channel::Error>,
+        /// The copy's own error.
+        copy: CopyError,
+    },
+    /// The raw channel failed (opening, ending).
+    #[error("raw channel: {0}")]
+    RawChannel(#[source] transit_channel::Error),
+    /// A plain send's receiver took nothing for the idle timeout.
+    #[error(
+        "raw channel ({channel}): the receiver took nothing for {seconds:.1} s (--idle-timeout)"
+    )]
+    SendIdle {
+        /// The channel's name.
+        channel: String,
+        /// The idle timeout.
+        seconds: f64,
+    },
+    /// A plain send met a receiver speaking transit's framed protocol.
+    #[error("the receiver speaks transit's framed protocol: drop --raw, or use it on both ends (it said: {})", one_line(.said.as_deref().unwrap_or("nothing")))]
+    ReceiverFramed {
+        /// What the receiver said.
+        said: Option<String>,
+    },
+    /// An output device or FIFO could not be opened.
+    #[error("open {} for writing: {source}", .path.display())]
+    OpenOutput {
+        /// The output.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The output could not be opened (its message names it).
+    #[error(transparent)]
+    Output(io::Error),
+    /// A complete file output could not be renamed into place.
+    #[error("rename into {}: {source}", .path.display())]
+    Rename {
+        /// The output.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The options asked for what the endpoint or the output cannot do (a
+    /// command line's usage error, not a failure of the transfer).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::OutputPath(_))
+    }
 }
 
 impl From<PhaseError> for Error {
@@ -72,6 +198,23 @@ impl From<PhaseError> for Error {
             PhaseError::Cancelled(sig) => Error::Cancelled(sig),
             e => Error::Phase(e),
         }
+    }
+}
+
+/// `e` with what a framed `exec:` command must be when `exec` (the usual
+/// cause of a failure before the session got going is a command that is
+/// not a transit receiver).
+pub(crate) fn exec_hint<E>(e: E, exec: bool) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    Error: From<E>,
+{
+    if exec {
+        Error::ExecNotReceiver {
+            source: Box::new(e),
+        }
+    } else {
+        Error::from(e)
     }
 }
 
@@ -91,4 +234,37 @@ pub fn one_line(s: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+    use transit_endpoint::OpenFailure;
+
+    #[test]
+    fn a_hint_keeps_the_error_as_its_source() {
+        let open = || OpenError::new("main channel: refused", OpenFailure::Other);
+        let e = exec_hint(open(), true);
+        assert_eq!(
+            e.to_string(),
+            format!("main channel: refused; {EXEC_EXPECTS}")
+        );
+        assert_eq!(e.source().and_then(|s| s.downcast_ref()), Some(&open()));
+        assert!(matches!(exec_hint(open(), false), Error::Open(_)));
+    }
+
+    #[test]
+    fn what_a_peer_said_is_one_line() {
+        let e = Error::ReceiverFramed { said: None };
+        assert!(e.to_string().ends_with("(it said: nothing)"), "{e}");
+    }
+
+    #[test]
+    fn usage_errors_are_told_apart() {
+        let e = Error::OutputPath(io::Error::other("/x: not a file"));
+        assert!(e.is_usage());
+        assert_eq!(e.to_string(), "output /x: not a file");
+        assert!(!Error::Commands("run 1 exited with status 1".into()).is_usage());
+    }
 }
