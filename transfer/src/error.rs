@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use transit_channel::main_loop::runtime::PhaseError;
 use transit_endpoint::OpenError;
 use transit_multifd::copy::CopyError;
+use transit_multifd::serve::AssembleError;
 use transit_multifd::undo::UndoError;
 
 use crate::send::EXEC_EXPECTS;
@@ -40,6 +41,13 @@ pub enum Error {
     /// An output path that cannot be written (a usage error).
     #[error("output {0}")]
     OutputPath(#[source] io::Error),
+    /// A receiver was given a connected socket (`fd:N` of a connection)
+    /// for a multifd session, which needs a listening one (a usage error).
+    #[error("{uri} is a connected socket, but a multifd session needs a listening one; use --raw")]
+    ConnectedSocket {
+        /// The endpoint as given.
+        uri: String,
+    },
     /// A signal (its number) cancelled the run.
     #[error("cancelled by signal {0}")]
     Cancelled(i32),
@@ -124,6 +132,10 @@ pub enum Error {
     /// The multifd session failed.
     #[error(transparent)]
     Session(#[from] transit_multifd::Error),
+    /// A listening receiver's session did not come together.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+
     /// A plain copy failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
@@ -147,11 +159,22 @@ pub enum Error {
     /// The raw channel failed (opening, ending).
     #[error("raw channel: {0}")]
     RawChannel(#[source] transit_channel::Error),
+    /// A raw receiver's first read failed.
+    #[error("raw channel: receive: {0}")]
+    RawReceive(#[source] transit_channel::Error),
     /// A plain send's receiver took nothing for the idle timeout.
     #[error(
         "raw channel ({channel}): the receiver took nothing for {seconds:.1} s (--idle-timeout)"
     )]
     SendIdle {
+        /// The channel's name.
+        channel: String,
+        /// The idle timeout.
+        seconds: f64,
+    },
+    /// A plain receive's peer sent nothing for the idle timeout.
+    #[error("raw channel ({channel}): the peer sent nothing for {seconds:.1} s (--idle-timeout)")]
+    RecvIdle {
         /// The channel's name.
         channel: String,
         /// The idle timeout.
@@ -163,6 +186,14 @@ pub enum Error {
         /// What the receiver said.
         said: Option<String>,
     },
+    /// A plain receive met a sender speaking transit's framed protocol
+    /// (told so).
+    #[error("the sender speaks transit's framed protocol: drop --raw, or use it on both ends{}", gave_up(.said.as_deref()))]
+    SenderFramed {
+        /// Why the sender gave up, if it said.
+        said: Option<String>,
+    },
+
     /// An output device or FIFO could not be opened.
     #[error("open {} for writing: {source}", .path.display())]
     OpenOutput {
@@ -182,13 +213,73 @@ pub enum Error {
         /// The error.
         source: io::Error,
     },
+    /// A received copy could not be put in place.
+    #[error("put the output in place: {0}")]
+    PutInPlace(#[source] io::Error),
+    /// The received image file could not be read for its checksum.
+    #[error("--checksum: read {}: {source}", .path.display())]
+    ChecksumRead {
+        /// The output.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+
+    /// An input file (`file:`) could not be opened.
+    #[error("open {}: {source}", .path.display())]
+    OpenFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: transit_channel::Error,
+    },
+    /// This process' standard streams could not be taken as a channel.
+    #[error("stdio: {0}")]
+    Stdio(#[source] transit_channel::Error),
+    /// The runs of a sender's `exec:` command could not be joined.
+    #[error("{0}")]
+    Join(String),
+    /// This run of a sender's `exec:` command handed its channel over, and
+    /// the session failed.
+    #[error("exec: run {index}: the session failed (the run with the main channel says why)")]
+    RunFailed {
+        /// This run's index.
+        index: u32,
+    },
+    /// Accepting a connection failed.
+    #[error("accept on {listener}: {source}")]
+    Accept {
+        /// The listener's name.
+        listener: String,
+        /// The error.
+        source: transit_channel::Error,
+    },
+    /// A raw receiver has no stream from what it was given.
+    #[error("no raw stream from {0}")]
+    NoRawStream(String),
+    /// A connection's server layers (TLS, websocket) failed.
+    #[error("connection from {peer}: {source}")]
+    Layers {
+        /// Who connected.
+        peer: String,
+        /// Why.
+        source: OpenError,
+    },
+    /// No sender connected within the wait limit.
+    #[error("no sender connected to {uri} within {seconds:.1} s")]
+    NoSender {
+        /// The endpoint as given.
+        uri: String,
+        /// The wait limit.
+        seconds: f64,
+    },
 }
 
 impl Error {
     /// The options asked for what the endpoint or the output cannot do (a
     /// command line's usage error, not a failure of the transfer).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::OutputPath(_))
+        matches!(self, Error::OutputPath(_) | Error::ConnectedSocket { .. })
     }
 }
 
@@ -216,6 +307,11 @@ where
     } else {
         Error::from(e)
     }
+}
+
+fn gave_up(said: Option<&str>) -> String {
+    said.map(|r| format!(" (the sender gave up: {})", one_line(r)))
+        .unwrap_or_default()
 }
 
 /// A message on one line: its lines trimmed, the empty ones dropped, the
@@ -256,6 +352,14 @@ mod tests {
 
     #[test]
     fn what_a_peer_said_is_one_line() {
+        let e = Error::SenderFramed {
+            said: Some("first\n  second\n".into()),
+        };
+        assert!(
+            e.to_string()
+                .ends_with(" (the sender gave up: first; second)"),
+            "{e}"
+        );
         let e = Error::ReceiverFramed { said: None };
         assert!(e.to_string().ends_with("(it said: nothing)"), "{e}");
     }
@@ -265,6 +369,6 @@ mod tests {
         let e = Error::OutputPath(io::Error::other("/x: not a file"));
         assert!(e.is_usage());
         assert_eq!(e.to_string(), "output /x: not a file");
-        assert!(!Error::Commands("run 1 exited with status 1".into()).is_usage());
+        assert!(!Error::NoRawStream("Source::Channels".into()).is_usage());
     }
 }

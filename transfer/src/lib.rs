@@ -12,12 +12,15 @@
 //! - [`send`]: [`send::send`] an [`Input`] to an endpoint as a multifd
 //!   session (parallel channels, passes, reconnects, `exec:` commands), a
 //!   plain copy (`raw`) or into a file (`file:`), per [`SendOptions`].
+//! - [`receive`]: [`receive::receive`] from an endpoint (listen, assemble
+//!   the session, refuse strangers, put the output in place; or take one
+//!   plain stream), per [`ReceiveOptions`].
 //! - [`observe`]: the live counters ([`Watch`]) and hooks ([`Observer`])
 //!   a progress display needs.
 //! - [`error`]: [`Error`], typed, telling usage refusals and
 //!   cancellations from failures.
 //!
-//! The drivers run their phases on a
+//! Both drivers run their phases on a
 //! [`Runtime`](transit_channel::main_loop::runtime::Runtime): blocking
 //! work on worker threads, the loop's thread free for timers, and a
 //! signal (SIGINT, SIGTERM) cancelling the phase that runs (channels shut
@@ -43,11 +46,13 @@
 pub mod error;
 pub mod observe;
 pub mod payload;
+pub mod receive;
 pub mod send;
 
 pub use error::{one_line, Error};
 pub use observe::{Observer, Watch};
 pub use payload::Input;
+pub use receive::ReceiveOptions;
 pub use send::SendOptions;
 
 use transit_multifd::Stats;

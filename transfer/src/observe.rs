@@ -2,13 +2,14 @@
 //! counters a progress display reads) and the [`Observer`] hooks the
 //! drivers call on the main loop's thread.
 //!
-//! A driver ([`crate::send::send`]) runs its
+//! A driver ([`crate::send::send`], [`crate::receive::receive`]) runs its
 //! phases on a [`Runtime`]; just before the phase that moves data it calls
 //! [`Observer::started`] with the run's [`Watch`], and
 //! [`Observer::stopped`] as soon as that phase ends, well or not. A
 //! display installs its timers on the context in `started` (they run on
 //! the loop while the data moves) and removes them in `stopped`; the
-//! driver's worker threads fill the watch meanwhile.
+//! driver's worker threads fill the watch meanwhile. A listening receiver
+//! also says where it listens ([`Observer::listening`]) before it waits.
 //! `()` observes nothing.
 //!
 //! Limits: the hooks run on the loop's thread, between phases: a hook
