@@ -1,12 +1,11 @@
 //! Receive from an endpoint into an output: [`receive`].
 //!
 //! A listening endpoint (`tcp:`, `unix:`, `vsock:`, a listening `fd:N`,
-//! `ws://`, `wss://`, `rdma:`) is opened with
-//! [`accept::listen`](transit_endpoint::accept::listen); its connections
-//! come through an [`Acceptor`] on the [`Runtime`]'s loop (TLS, the
-//! websocket upgrade and the first bytes of each, concurrently and under
-//! a deadline each) and go, classified, to the session worker, which
-//! applies [`transit_multifd::serve`]'s policy: the session header
+//! `ws://`, `wss://`, `rdma:`) is opened with [`accept::listen`]; its
+//! connections come through an [`Acceptor`] on the [`Runtime`]'s loop
+//! (TLS, the websocket upgrade and the first bytes of each, concurrently
+//! and under a deadline each) and go, classified, to the session worker,
+//! which applies [`transit_multifd::serve`]'s policy: the session header
 //! chooses the destination (memory, a file renamed into place on success,
 //! stdout, a device, or nothing), page channels may come first, strangers
 //! are told why ([`NOT_FRAMED`]) and the receiver keeps waiting for its
