@@ -124,6 +124,18 @@ impl From<transit_channel::main_loop::runtime::PhaseError> for AppError {
     }
 }
 
+/// A run's error: a usage refusal (exit 2), a cancellation (130), else a
+/// failure keeping the error as its source (exit 1).
+impl From<transit_transfer::Error> for AppError {
+    fn from(e: transit_transfer::Error) -> AppError {
+        match e {
+            transit_transfer::Error::Cancelled(sig) => AppError::Cancelled(sig),
+            e if e.is_usage() => AppError::Usage(e.to_string()),
+            e => AppError::from_error(e),
+        }
+    }
+}
+
 impl From<transit_multifd::Error> for AppError {
     fn from(e: transit_multifd::Error) -> AppError {
         AppError::from_error(e)
@@ -137,21 +149,7 @@ impl From<transit_multifd::copy::CopyError> for AppError {
 }
 
 /// Collapse a message to one line (errors are printed as one line).
-pub fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for (i, line) in s
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        if i > 0 {
-            out.push_str("; ");
-        }
-        out.push_str(line);
-    }
-    out
-}
+pub use transit_transfer::one_line;
 
 /// `SIGINT`, `SIGTERM` or `signal N`.
 pub fn signal_name(sig: i32) -> String {

@@ -14,17 +14,19 @@
 //! admission of a listener's connections; the joined runs of `exec:`) are
 //! the library `transit-endpoint`; the sessions, the dirty-page pattern of
 //! `--passes` and the default size bounds of a receiver are
-//! `transit-multifd`; a run's summary as data, human units and the bench
-//! core are `transit-transfer`.
+//! `transit-multifd`; whole runs (the payload, connecting or listening, the
+//! session or plain copy, the output put in place), a run's summary as
+//! data, human units and the bench core are `transit-transfer`: `send` and
+//! `recv` check their arguments, call it and report.
 
 pub mod bench;
 pub mod cli;
 pub mod error;
 mod manual;
-mod payload;
 mod recv;
 mod report;
 mod send;
+mod show;
 // How sizes, rates and seconds read (`crate::units` to the modules).
 use transit_transfer::units;
 

@@ -562,37 +562,6 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transit_multifd::ChannelStats;
-
-    /// A raw transfer's statistics: `bytes` on one channel in `seconds`.
-    fn raw_stats(bytes: u64, seconds: f64) -> Stats {
-        Stats {
-            bytes,
-            wire_bytes: bytes,
-            pages: 0,
-            zero_pages: 0,
-            packets: 0,
-            syncs: 0,
-            seconds,
-            digest: 0,
-            stream_len: bytes,
-            peak_buffers: 0,
-            zero_copy_flushes: 0,
-            zero_copy_copied: 0,
-            kept_pages: 0,
-            reconnects: 0,
-            channels: vec![ChannelStats {
-                id: 0,
-                bytes,
-                wire_bytes: bytes,
-                pages: 0,
-                zero_pages: 0,
-                packets: 0,
-                busy_seconds: seconds,
-                cpu_seconds: 0.01,
-            }],
-        }
-    }
 
     fn summary(mode: &'static str, seconds: f64, bytes: u64) -> Summary {
         let info = RunInfo {
@@ -606,7 +575,7 @@ mod tests {
             verified: true,
             file: None,
         };
-        let mut stats = raw_stats(bytes, seconds);
+        let mut stats = crate::send::raw_stats(bytes, seconds, 0.01);
         stats.pages = bytes / 4096;
         let mut s = Summary::new(info, &stats, &CpuClock::start());
         s.total_seconds = seconds;

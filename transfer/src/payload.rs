@@ -1,7 +1,28 @@
-//! What `send` sends: a RAM-like image (generated, or a regular file
+//! What a send sends: a RAM-like image (generated, or a regular file
 //! mapped read-only) or a byte stream (stdin, a pipe, a device, an empty
-//! file). The plain byte copies of `--raw` and `file:` are
-//! [`transit_multifd::copy`].
+//! file), as an [`Input`] for [`crate::send::send`].
+//!
+//! An image is sent in pages, in any order, and may be re-dirtied between
+//! passes; a stream is read once, in order, to its end. The plain byte
+//! copies of `--raw` and `file:` take either ([`copy_input`], see
+//! [`transit_multifd::copy`]).
+//!
+//! Limits: a mapped file must not change while it is sent (the receiver's
+//! verification fails if it does); an empty regular file is a stream (an
+//! image has at least one page).
+//!
+//! ```
+//! use std::sync::atomic::AtomicU64;
+//! use transit_multifd::copy::WriteSink;
+//! use transit_transfer::payload::{copy_input, generate, Input};
+//!
+//! let input = generate(1 << 20, 4096, 0.5, 7, false)?;
+//! assert!(matches!(input, Input::Image { file: None, .. }));
+//! let mut out = WriteSink(Vec::new());
+//! let n = copy_input(input, &mut out, &AtomicU64::new(0))?;
+//! assert_eq!(n, 1 << 20);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -11,6 +32,8 @@ use std::sync::atomic::AtomicU64;
 
 use transit_multifd::copy::{copy_image, copy_reader, CopyError, Sink};
 use transit_multifd::{Content, ImageSpec, SourceImage};
+
+use crate::Error;
 
 /// The payload of a send.
 pub enum Input {
@@ -39,14 +62,27 @@ impl std::fmt::Debug for Input {
     }
 }
 
-/// Generate an image.
+impl Input {
+    /// The file the payload comes from (not stdin, not a generated image).
+    pub fn file(&self) -> Option<PathBuf> {
+        match self {
+            Input::Image { file, .. } => file.clone(),
+            Input::Stream { name, .. } if name != "stdin" => Some(PathBuf::from(name)),
+            Input::Stream { .. } => None,
+        }
+    }
+}
+
+/// Generate an image of `size` bytes in pages of `page_size`, a share
+/// `zero_ratio` of them zero, the rest random from `seed` (or
+/// compressible text).
 pub fn generate(
     size: u64,
     page_size: u32,
     zero_ratio: f64,
     seed: u64,
     compressible: bool,
-) -> Result<Input, String> {
+) -> Result<Input, Error> {
     let spec = ImageSpec {
         size,
         page_size,
@@ -58,40 +94,47 @@ pub fn generate(
             Content::Random
         },
     };
-    let image =
-        SourceImage::generate(&spec).map_err(|e| format!("generate a {size}-byte image: {e}"))?;
+    let image = SourceImage::generate(&spec).map_err(|source| Error::Generate { size, source })?;
     Ok(Input::Image { image, file: None })
 }
 
-/// Open `--input`: `-` is stdin (a stream); a non-empty regular file is
+/// Open an input: `-` is stdin (a stream); a non-empty regular file is
 /// mapped as an image when `map` is true; anything else is a stream.
-pub fn open(path: &Path, map: bool) -> Result<Input, String> {
+pub fn open(path: &Path, map: bool) -> Result<Input, Error> {
     if path.as_os_str() == "-" {
         let fd = io::stdin()
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| format!("stdin: {e}"))?;
+            .map_err(Error::Stdin)?;
         return Ok(Input::Stream {
             reader: Box::new(File::from(fd)),
             name: "stdin".into(),
         });
     }
-    let shown = path.display();
-    let file = File::open(path).map_err(|e| format!("input {shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("input {shown}: {e}"))?;
+    let failed = |source| Error::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
     if map && meta.is_file() && meta.len() > 0 {
-        let image = SourceImage::map_file(path).map_err(|e| format!("map input {shown}: {e}"))?;
+        let image = SourceImage::map_file(path).map_err(|source| Error::MapInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
         return Ok(Input::Image {
             image,
             file: Some(path.to_path_buf()),
         });
     }
     if meta.is_dir() {
-        return Err(format!("input {shown}: is a directory"));
+        return Err(Error::InputIsDirectory {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Input::Stream {
         reader: Box::new(file),
-        name: shown.to_string(),
+        name: path.display().to_string(),
     })
 }
 
