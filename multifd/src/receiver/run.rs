@@ -569,7 +569,7 @@ impl Run {
                 unpack: None,
                 have: have.clone(),
                 writer: match (&run.image, session.channels) {
-                    (Some(img), 1) => FileWriter::start(
+                    (Some(img), _) => FileWriter::start(
                         img.clone(),
                         session,
                         run.failure.clone(),
@@ -883,9 +883,8 @@ struct Reader {
     /// Delta: the chunk size and hashes of the older copy this output
     /// started from (sent in the Have record).
     have: Option<Arc<(u32, Vec<u64>)>>,
-    /// A single page channel into a file: a second thread hashes and
-    /// writes each packet while this one reads the next (see
-    /// [`FileWriter`]).
+    /// A page channel into a file: a second thread hashes and writes
+    /// each packet while this one reads the next (see [`FileWriter`]).
     writer: Option<FileWriter>,
 }
 
@@ -897,13 +896,14 @@ enum WriteJob {
     Flush,
 }
 
-/// The second thread of a single page channel writing into a file: the
-/// channel thread reads a packet's payload into one of two buffers and
-/// hands it over, and this thread hashes the pages (while they are in
-/// cache) and `pwrite`s them, so reading from the socket and writing the
-/// file overlap on two cores instead of taking turns on one. With several
-/// page channels every core is busy already, and each channel writes its
-/// own packets.
+/// The second thread of a page channel writing into a file: the channel
+/// thread reads a packet's payload into one of its buffers
+/// ([`writer_buffers`]) and hands it over, and this thread hashes the
+/// pages (while they are in cache) and `pwrite`s them, so reading from
+/// the socket and writing the file overlap instead of taking turns. With
+/// several page channels the writers take turns on the file (one
+/// `pwrite` at a time: the file system serialises them anyway), and the
+/// channel threads keep reading meanwhile.
 struct FileWriter {
     jobs: std::sync::mpsc::SyncSender<WriteJob>,
     /// Buffers handed back, and at a flush the digest of what was written.
@@ -911,6 +911,17 @@ struct FileWriter {
     thread: Option<std::thread::JoinHandle<()>>,
     spare: Vec<Vec<u8>>,
 }
+
+/// The buffers of one channel's [`FileWriter`]: up to 8 packets in
+/// flight (a reader that may run ahead while the writer is off its core
+/// keeps the sender going), all channels' together within
+/// [`WRITER_BUDGET`] bytes, at least 2 (one read while one is written).
+fn writer_buffers(channels: u32, packet: usize) -> usize {
+    (WRITER_BUDGET / (channels.max(1) as usize * packet.max(1))).clamp(2, 8)
+}
+
+/// What the file writers of a session may hold in packet buffers.
+const WRITER_BUDGET: usize = 16 << 20;
 
 impl FileWriter {
     fn start(
@@ -920,7 +931,8 @@ impl FileWriter {
         buf_len: usize,
     ) -> Option<FileWriter> {
         let fd = img.file?;
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<WriteJob>(1);
+        let nbuf = writer_buffers(session.channels, buf_len);
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<WriteJob>(nbuf - 1);
         let (tx_back, back) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("multifd-recv-write".into())
@@ -934,7 +946,8 @@ impl FileWriter {
                         WriteJob::Pages { buf, offsets } => {
                             let d = session.verify.then_some(&mut digest);
                             let undo = img.undo.as_deref();
-                            if let Err(e) = write_pages(fd, &buf, &offsets, &session, d, None, undo)
+                            let one = (session.channels > 1).then_some(&img.writing);
+                            if let Err(e) = write_pages(fd, &buf, &offsets, &session, d, one, undo)
                             {
                                 failure.fail(e, true);
                                 return;
@@ -949,7 +962,7 @@ impl FileWriter {
             jobs,
             back,
             thread: Some(thread),
-            spare: vec![vec![0u8; buf_len], vec![0u8; buf_len]],
+            spare: (0..nbuf).map(|_| vec![0u8; buf_len]).collect(),
         })
     }
 
@@ -1646,5 +1659,22 @@ impl Reader {
             .channel(self.id as u32)
             .busy(started, self.cpu);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_writers_hold_up_to_eight_packets_each_within_the_budget() {
+        // One or four channels of 512 KiB packets: 8 each (16 MiB in all).
+        assert_eq!(writer_buffers(1, 512 << 10), 8);
+        assert_eq!(writer_buffers(4, 512 << 10), 8);
+        // More channels or larger packets share the budget, never < 2.
+        assert_eq!(writer_buffers(8, 512 << 10), 4);
+        assert_eq!(writer_buffers(1, 4 << 20), 4);
+        assert_eq!(writer_buffers(64, 16 << 20), 2);
+        assert_eq!(writer_buffers(0, 0), 8);
     }
 }
