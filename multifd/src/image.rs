@@ -611,6 +611,8 @@ pub struct DestImage {
     /// The output holds the older copy already (cloned or copied while it
     /// was hashed): kept ranges need no copy.
     kept_in_place: bool,
+    /// Every page of a memory image was faulted in when it was made.
+    populated: bool,
 }
 
 /// Where a file destination's bytes go.
@@ -717,6 +719,7 @@ impl DestImage {
             file: None,
             base: None,
             kept_in_place: false,
+            populated: prefault,
         })
     }
 
@@ -738,6 +741,7 @@ impl DestImage {
             file: Some(file),
             base,
             kept_in_place,
+            populated: false,
         })
     }
 
@@ -910,6 +914,12 @@ impl DestImage {
     /// True while no byte was written: every byte is zero.
     pub fn is_fresh(&self) -> bool {
         self.fresh
+    }
+
+    /// True for fresh memory none of whose pages exist yet: anonymous,
+    /// not populated, never written.
+    pub(crate) fn is_untouched_memory(&self) -> bool {
+        self.fresh && self.file.is_none() && !self.populated && self.len != 0
     }
 
     pub(crate) fn mark_used(&mut self) {

@@ -122,6 +122,7 @@ pub mod delta;
 pub mod digest;
 pub mod dirty;
 pub mod error;
+mod fill;
 pub mod image;
 pub mod incoming;
 pub mod output;

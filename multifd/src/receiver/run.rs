@@ -15,6 +15,7 @@ use super::stream::{write_stream, Chunk, StreamShared, StreamState};
 use super::{Conn, RecvOutcome, Target};
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
+use crate::fill::Filler;
 use crate::image::{pwrite_all, zero_file_range, DestImage};
 use crate::progress::{Progress, ThreadCpu};
 use crate::rejoin::{Cuts, Rejoins};
@@ -50,6 +51,10 @@ struct ImageShared {
     claimed: Box<[AtomicU64]>,
     written: Box<[AtomicU64]>,
     covered: Box<[AtomicU64]>,
+    /// Fresh memory placed with `UFFDIO_COPY` (no clear, no fault a
+    /// page); dropped, which makes the range plain memory again, before
+    /// the image is handed back.
+    filler: Option<Filler>,
 }
 
 // SAFETY: `base` points into `image`, owned by this value. Threads write
@@ -71,8 +76,15 @@ impl ImageShared {
         } else {
             u64::MAX
         };
+        let untouched = image.is_untouched_memory()
+            && (session.page_size as usize).is_multiple_of(crate::fill::page_size());
         image.mark_used();
         let base = image.ptr();
+        let filler = if untouched {
+            Filler::register(base, image.len())
+        } else {
+            None
+        };
         let file = image.file().map(|f| f.as_raw_fd());
         let undo = image.undo().cloned();
         ImageShared {
@@ -90,6 +102,25 @@ impl ImageShared {
             claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
             written: (0..words).map(|_| AtomicU64::new(fill)).collect(),
             covered: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            filler,
+        }
+    }
+
+    /// Place `src` at `off` of a memory destination whose pages are
+    /// filled ([`Filler`]), else copy it there.
+    ///
+    /// # Safety
+    /// The range is inside the image and claimed by the caller this epoch.
+    unsafe fn place(&self, off: u64, src: &[u8]) -> std::io::Result<()> {
+        match &self.filler {
+            // SAFETY: page offsets are page-aligned (checked when the
+            // filler was made) and the caller's alone.
+            Some(f) => unsafe { f.fill(self.base.add(off as usize), src) },
+            None => {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.slice_mut(off, src.len()) }.copy_from_slice(src);
+                Ok(())
+            }
         }
     }
 
@@ -1290,6 +1321,9 @@ impl Reader {
     /// Read a packet's pages straight into the destination memory (runs
     /// of contiguous pages as one iovec), hash them there.
     fn recv_pages_to_memory(&mut self, img: &ImageShared, normal: usize) -> Result<()> {
+        if img.filler.is_some() {
+            return self.recv_pages_to_fill(img, normal);
+        }
         let mut iov = session::recycle(std::mem::take(&mut self.iov));
         for (start, l) in session::runs(&self.offsets[..normal], &self.session) {
             // SAFETY: decoded offsets are inside the image and every page
@@ -1305,6 +1339,48 @@ impl Reader {
                 let page = unsafe { img.slice_mut(o, self.session.page_len(o)) };
                 self.digest.add(page_hash(o, page));
             }
+        }
+        Ok(())
+    }
+
+    /// Read a packet's payload into this channel's buffer, hash it there
+    /// while it is in cache, and place each run of contiguous pages in
+    /// fresh memory ([`Filler`]): no page is cleared first.
+    fn recv_pages_to_fill(&mut self, img: &ImageShared, normal: usize) -> Result<()> {
+        let payload: usize = self.offsets[..normal]
+            .iter()
+            .map(|&o| self.session.page_len(o))
+            .sum();
+        if self.buf.len() < payload {
+            self.buf.resize(payload, 0);
+        }
+        chio::read_all(&mut self.ch, &mut self.buf[..payload])
+            .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
+        if self.session.verify {
+            let mut pos = 0usize;
+            for &o in &self.offsets[..normal] {
+                let l = self.session.page_len(o);
+                self.digest.add(page_hash(o, &self.buf[pos..pos + l]));
+                pos += l;
+            }
+        }
+        self.place_runs(img, normal)
+    }
+
+    /// Place the first `normal` pages' bytes, in this channel's buffer,
+    /// at their offsets of a memory destination.
+    fn place_runs(&self, img: &ImageShared, normal: usize) -> Result<()> {
+        let mut at = 0usize;
+        for (start, len) in session::runs(&self.offsets[..normal], &self.session) {
+            // SAFETY: decoded offsets are inside the image and every page
+            // of the run was claimed by the caller.
+            unsafe { img.place(start, &self.buf[at..at + len]) }.map_err(|e| {
+                Error::data(
+                    format!("place pages in the destination at offset {start}"),
+                    e,
+                )
+            })?;
+            at += len;
         }
         Ok(())
     }
@@ -1376,7 +1452,8 @@ impl Reader {
             .sum();
         self.read_frame(h.payload_len as usize)?;
         let mut runs = session::runs(&self.offsets[..normal], &self.session);
-        if let (None, Some((start, len)), None) = (img.file, runs.next(), runs.next()) {
+        let copy = img.file.is_none() && img.filler.is_none();
+        if let (true, Some((start, len)), None) = (copy, runs.next(), runs.next()) {
             // SAFETY: decoded offsets are inside the image and every page
             // of the run was claimed by the caller.
             let dst = unsafe { img.slice_mut(start, len) };
@@ -1400,13 +1477,7 @@ impl Reader {
         match img.file {
             Some(fd) => self.buf_to_file(normal, img, fd),
             None => {
-                let mut at = 0usize;
-                for (start, len) in session::runs(&self.offsets[..normal], &self.session) {
-                    // SAFETY: as above.
-                    let dst = unsafe { img.slice_mut(start, len) };
-                    dst.copy_from_slice(&self.buf[at..at + len]);
-                    at += len;
-                }
+                self.place_runs(img, normal)?;
                 if self.session.verify {
                     let mut pos = 0usize;
                     for &o in &self.offsets[..normal] {
