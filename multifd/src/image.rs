@@ -14,7 +14,9 @@
 //!
 //! Destinations ([`DestImage`]):
 //! * [`DestImage::anonymous`]: anonymous memory (on transparent huge pages
-//!   when pre-faulted; otherwise faulted in page by page as data arrives),
+//!   when pre-faulted; otherwise each page allocated as its data arrives,
+//!   by the receiver's `UFFDIO_COPY` where userfaultfd is available, else
+//!   by a page fault),
 //!   optionally pre-faulted (`MADV_POPULATE_WRITE`, on every core) so page
 //!   faults do not land in the transfer;
 //! * [`DestImage::create_file`]: a new file at a temporary path next to the

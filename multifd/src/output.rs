@@ -460,8 +460,8 @@ impl Output {
         }
     }
 
-    /// Where an image goes: into the file, or into memory (faulted in as
-    /// data arrives, zero pages never touched) that [`commit`](Self::commit)
+    /// Where an image goes: into the file, or into memory (each page
+    /// allocated as its data arrives, zero pages never touched) that [`commit`](Self::commit)
     /// writes out or frees.
     pub fn image_destination(&self, mode: Option<u32>) -> crate::Destination {
         match self {
