@@ -169,6 +169,12 @@ impl ImageShared {
         new == 0 || self.data_pages.fetch_add(new, Relaxed) + new <= self.data_limit
     }
 
+    /// True if page `idx` holds data (its written bit is set).
+    fn is_written(&self, idx: u64) -> bool {
+        let bit = 1u64 << (idx % 64);
+        self.written[(idx / 64) as usize].load(Relaxed) & bit != 0
+    }
+
     /// Clear the written bit; true if it was set.
     fn take_written(&self, idx: u64) -> bool {
         let bit = 1u64 << (idx % 64);
@@ -208,6 +214,24 @@ impl ImageShared {
     /// written where the file system cannot punch).
     fn zero(&self, off: u64, len: usize) -> std::io::Result<()> {
         match self.file {
+            // Filled memory: the pages are dropped (present or not, they
+            // read as zero once the filler is gone), never touched.
+            None if self.filler.is_some() => {
+                let os_page = crate::fill::page_size();
+                let end = (off as usize + len).div_ceil(os_page) * os_page;
+                // SAFETY: page-aligned pages of our own private anonymous
+                // mapping, claimed by the caller this epoch.
+                let r = unsafe {
+                    libc::madvise(
+                        self.base.add(off as usize).cast(),
+                        end - off as usize,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // SAFETY: the caller claimed the page this epoch.
             None => unsafe { self.slice_mut(off, len) }.fill(0),
             Some(fd) => zero_file_range(fd, off, len as u64)?,
@@ -1508,10 +1532,18 @@ impl Reader {
             return Ok(());
         }
         let Some(fd) = img.file else {
+            let zeros = vec![0u8; ps as usize];
             for idx in first..first + count {
                 let o = idx * ps;
-                // SAFETY: a claimed page inside the image.
-                let page = unsafe { img.slice_mut(o, self.session.page_len(o)) };
+                let len = self.session.page_len(o);
+                // A filled page that never received data is not there to
+                // read (and would raise SIGBUS): it is zero.
+                let page = if img.filler.is_some() && !img.is_written(idx) {
+                    &zeros[..len]
+                } else {
+                    // SAFETY: a claimed page inside the image, present.
+                    unsafe { img.slice_mut(o, len) }
+                };
                 self.digest.add(page_hash(o, page));
             }
             return Ok(());
