@@ -1380,15 +1380,22 @@ impl Reader {
         }
         chio::read_all(&mut self.ch, &mut self.buf[..payload])
             .map_err(|e| self.ctx.io(Stage::RecvPages, e))?;
-        if self.session.verify {
-            let mut pos = 0usize;
-            for &o in &self.offsets[..normal] {
-                let l = self.session.page_len(o);
-                self.digest.add(page_hash(o, &self.buf[pos..pos + l]));
-                pos += l;
-            }
-        }
+        self.hash_buffered(normal);
         self.place_runs(img, normal)
+    }
+
+    /// Fold the hashes of the first `normal` pages, whose bytes are in
+    /// this channel's buffer one after the other, into the digest.
+    fn hash_buffered(&mut self, normal: usize) {
+        if !self.session.verify {
+            return;
+        }
+        let mut pos = 0usize;
+        for &o in &self.offsets[..normal] {
+            let l = self.session.page_len(o);
+            self.digest.add(page_hash(o, &self.buf[pos..pos + l]));
+            pos += l;
+        }
     }
 
     /// Place the first `normal` pages' bytes, in this channel's buffer,
@@ -1502,14 +1509,7 @@ impl Reader {
             Some(fd) => self.buf_to_file(normal, img, fd),
             None => {
                 self.place_runs(img, normal)?;
-                if self.session.verify {
-                    let mut pos = 0usize;
-                    for &o in &self.offsets[..normal] {
-                        let l = self.session.page_len(o);
-                        self.digest.add(page_hash(o, &self.buf[pos..pos + l]));
-                        pos += l;
-                    }
-                }
+                self.hash_buffered(normal);
                 Ok(())
             }
         }
