@@ -336,6 +336,8 @@ pub struct SendArgs {
     /// shrink), auto[:LEVEL] (each channel compresses only while that is faster on its link and
     /// core). LEVEL: zstd's, default 1. The receiver needs no option.
     #[arg(long, value_name = "METHOD", default_value = "none", value_parser = parse_compress)]
+    // The text above is the option's help, not rustdoc: `[:LEVEL]` is not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     pub compress: transit_multifd::compress::Compress,
 
     /// Cap the rate at RATE, one budget for all channels (packet headers included), applied

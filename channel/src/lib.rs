@@ -5,7 +5,7 @@
 //!
 //! * [`Channel`] (QIOChannel): vectored I/O with fds and flags, blocking and
 //!   non-blocking, shutdown from any thread, watches.
-//! * Transports: [`socket`] (TCP, UNIX, vsock, inherited fds), [`file`],
+//! * Transports: [`socket`] (TCP, UNIX, vsock, inherited fds), [`file`](mod@file),
 //!   [`websocket`] (client and server, over any channel), [`command`] (a
 //!   child's stdin/stdout; this process' stdio),
 //!   [`buffer`], [`null`].

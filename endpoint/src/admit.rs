@@ -4,7 +4,7 @@
 //! Every connection a listener accepts is taken from "accepted" to
 //! "classified" here: the TLS server handshake (rustls driven by one-shot
 //! watches, [`TlsChannel::handshake_task`]), the websocket upgrade
-//! ([`WebSocketHandshake::handshake_task`]), then its first bytes, as
+//! ([`WebSocketHandshake::handshake_task`](transit_channel::websocket::WebSocketHandshake::handshake_task)), then its first bytes, as
 //! many as the caller's decider asks for (for a multifd receiver,
 //! `transit_multifd::incoming::head`: a main channel's whole session
 //! header, a page channel's whole init packet), read without blocking as

@@ -143,7 +143,7 @@ fn next_extent(f: &File, pos: u64, len: u64) -> (u64, u64) {
 
 /// SHA-256 of an image, skipping (hashing as zeros) the given holes:
 /// `extents` are the runs of data as byte ranges `(start, end)` in order,
-/// as [`transit_multifd::SourceImage::data_extents`] gives them; `None` =
+/// as [`SourceImage::data_extents`](crate::SourceImage::data_extents) gives them; `None` =
 /// all data.
 pub fn of_image(image: &[u8], extents: Option<&[(u64, u64)]>) -> String {
     let mut h = Sha256::new();

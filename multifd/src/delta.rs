@@ -15,7 +15,7 @@
 //! hashed equal fails the session rather than leaving a wrong file.
 //!
 //! Chunks are `page_size * 2^k` bytes, the smallest such size that gives at
-//! most [`MAX_HAVE_CHUNKS`](crate::wire::MAX_HAVE_CHUNKS) chunks (one page
+//! most [`crate::wire::MAX_HAVE_CHUNKS`] chunks (one page
 //! per chunk for images up to 4 GiB of 4 KiB pages), so a change of one
 //! page costs one chunk. Hashing runs on every core on both sides.
 //!

@@ -412,7 +412,7 @@ pub fn stdout_file() -> io::Result<File> {
 /// and discard), `-` (standard output), a regular file (written next to
 /// the target, renamed into place once verified and durable) or an
 /// existing device, FIFO or socket (written in order, never replaced).
-/// One type serves a session ([`Output::destination`], then
+/// One type serves a session ([`Output::image_destination`] or [`Output::stream_writer`], then
 /// [`Output::commit`] in [`Receiver::run_with`](crate::Receiver::run_with))
 /// and a plain copy ([`Output::stream_writer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

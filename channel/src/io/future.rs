@@ -72,7 +72,7 @@ impl Wait for Await<'_> {
 }
 
 /// Read exactly `buf.len()` bytes, awaiting readiness on `ctx`. End of file
-/// is an [`Error::UnexpectedEof`] (before the first byte with `op`
+/// is an [`Error::UnexpectedEof`](crate::Error::UnexpectedEof) (before the first byte with `op`
 /// `"read_all before any data"`).
 #[doc(alias = "qio_channel_read_all")]
 pub async fn read_all_async(

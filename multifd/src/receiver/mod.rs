@@ -198,8 +198,8 @@ struct Conn {
     ctx: Ctx,
 }
 
-/// The receiving side of a multifd session. See the [module
-/// documentation](self).
+/// The receiving side of a multifd session (see the crate
+/// documentation).
 pub struct Receiver {
     config: RecvConfig,
     dest: Option<Destination>,
