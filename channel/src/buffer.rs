@@ -126,18 +126,7 @@ impl BufferChannel {
 
     /// Copy from `pos` into `bufs`; returns the bytes copied.
     fn read_at(&self, bufs: &mut [IoSliceMut<'_>], pos: usize) -> usize {
-        let mut src = self.data.get(pos..).unwrap_or(&[]);
-        let mut done = 0;
-        for buf in bufs.iter_mut() {
-            if src.is_empty() {
-                break;
-            }
-            let n = buf.len().min(src.len());
-            buf[..n].copy_from_slice(&src[..n]);
-            src = &src[n..];
-            done += n;
-        }
-        done
+        crate::io::scatter(self.data.get(pos..).unwrap_or(&[]), bufs)
     }
 
     /// Store `bufs` at `pos`, zero-filling any gap after the data; returns

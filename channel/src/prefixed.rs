@@ -79,17 +79,8 @@ impl Channel for Prefixed {
         if !self.pending() {
             return self.inner.readv(bufs, None, flags);
         }
-        let mut n = 0;
-        for b in bufs.iter_mut() {
-            let rest = &self.head[self.pos..];
-            if rest.is_empty() {
-                break;
-            }
-            let k = rest.len().min(b.len());
-            b[..k].copy_from_slice(&rest[..k]);
-            self.pos += k;
-            n += k;
-        }
+        let n = crate::io::scatter(&self.head[self.pos..], bufs);
+        self.pos += n;
         if !self.pending() {
             self.head = Vec::new();
             self.pos = 0;

@@ -320,15 +320,7 @@ impl ScriptedChannel {
             }
         }
         let want = requested.min(limit).min(data.len());
-        let mut copied = 0;
-        for buf in bufs.iter_mut() {
-            if copied == want {
-                break;
-            }
-            let n = buf.len().min(want - copied);
-            buf[..n].copy_from_slice(&data[copied..copied + n]);
-            copied += n;
-        }
+        let copied = crate::io::scatter(&data[..want], bufs);
         data.drain(..copied);
         if data.is_empty() {
             st.reads.pop_front();

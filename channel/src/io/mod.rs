@@ -61,3 +61,11 @@ pub use future::{
     read_all_async, read_all_eof_async, readv_all_async, readv_all_eof_async, readv_full_all_async,
     readv_full_all_eof_async, write_all_async, writev_all_async, writev_full_all_async,
 };
+
+/// Copy the front of `src` into `bufs`, in order, as far as they hold;
+/// returns the bytes copied (a channel's `readv` out of bytes it holds).
+pub(crate) fn scatter(src: &[u8], bufs: &mut [std::io::IoSliceMut<'_>]) -> usize {
+    let mut src = src;
+    // Reading from a byte slice cannot fail.
+    std::io::Read::read_vectored(&mut src, bufs).unwrap_or(0)
+}

@@ -475,18 +475,9 @@ impl WebSocketChannel {
 
     /// Copy buffered payload into `bufs`; returns bytes copied.
     fn copy_buffered(&mut self, bufs: &mut [IoSliceMut<'_>], limit: usize) -> usize {
-        let mut left = limit.min(self.rend - self.rstart);
-        let mut done = 0;
-        for b in bufs.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            let take = b.len().min(left);
-            b[..take].copy_from_slice(&self.rbuf[self.rstart..self.rstart + take]);
-            self.rstart += take;
-            left -= take;
-            done += take;
-        }
+        let end = self.rstart + limit.min(self.rend - self.rstart);
+        let done = crate::io::scatter(&self.rbuf[self.rstart..end], bufs);
+        self.rstart += done;
         done
     }
 
