@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# A real QEMU live migration carried by transit, checked end to end: the
+# guest's memory on the destination must equal the source's, byte for byte.
+#
+# Two QEMU processes on this machine (x86_64, TCG by default, no disk, no
+# display) run the job the way users run it:
+#
+#   destination: qemu-system-x86_64 ... -S \
+#       -incoming "exec:transit recv tcp:127.0.0.1:0 --output -"
+#   source (QMP): migrate "exec:transit send tcp:127.0.0.1:PORT --input - --channels 4"
+#
+# QEMU writes its migration stream into `transit send`'s stdin; transit
+# carries it over CHANNELS page channels (plus the main channel) with its
+# end-to-end digest; `transit recv` writes it to the destination QEMU's
+# stdin. The guest boots a 29-byte program from its disk that keeps
+# incrementing a word in each of the 144 pages from 64 KiB to 640 KiB, so
+# pages are dirtied while the migration runs; and it holds DATA MiB of
+# random bytes placed at 16 MiB by QEMU's generic loader on the source
+# (zeros on the destination), so the check fails if those bytes did not
+# travel. Both guests are stopped when the memory is compared (the source
+# by the migration's end, the destination by -S); then the destination is
+# continued and must run from there (its counters move on).
+#
+# Prints what happened, the time from the migrate command to the
+# destination loaded (timed from outside, polling every 50 ms) beside
+# QEMU's own figures, and "PASS: ..." and exits 0; or says what failed and
+# exits 1. Installs qemu-system-x86 (apt-get, as root) when missing.
+#
+#   scripts/qemu-migrate.sh                                  # builds transit --release
+#   TRANSIT=target/debug/transit scripts/qemu-migrate.sh     # this binary, no build
+#   VIA=multifd ACCEL=kvm MEM=2048 DATA=1024 scripts/qemu-migrate.sh
+#
+# Knobs: VIA=transit (or socat: the same exec: pipeline through socat;
+# tcp: QEMU's own tcp: migration; multifd: QEMU's own multifd over tcp
+# with CHANNELS channels, the same checks for each), MEM=256 (guest RAM,
+# MiB), DATA=64 (MiB of random guest bytes), CHANNELS=4, ACCEL=tcg (kvm
+# where /dev/kvm is usable), TIMEOUT=120 (seconds for the migration),
+# EXTRA="..." (more `transit send` options, e.g. "--compress zstd").
+#
+# Limits: the guest dirties 144 pages (576 KiB) at a time, so QEMU's
+# later passes are short; the stream's shape (passes of dirty pages, QEMU's
+# own zero-page elision, device state at the end) is what a larger guest
+# sends, only shorter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+MEM=${MEM:-256}
+DATA=${DATA:-64}
+CHANNELS=${CHANNELS:-4}
+ACCEL=${ACCEL:-tcg}
+TIMEOUT=${TIMEOUT:-120}
+EXTRA=${EXTRA:-}
+VIA=${VIA:-transit}
+PY=${TRANSIT_PYTHON:-python3}
+
+if [ "$DATA" -gt $((MEM - 32)) ]; then
+    echo "DATA=$DATA MiB does not fit at 16 MiB in MEM=$MEM MiB" >&2
+    exit 2
+fi
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v "$PY" >/dev/null || need+=(python3)
+if [ "$VIA" = socat ]; then
+    command -v socat >/dev/null || need+=(socat)
+fi
+install_missing "${need[@]}"
+transit=""
+if [ "$VIA" = transit ]; then
+    transit=$(transit_binary)
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    local f
+    for f in dst.log src.log; do
+        if [ -s "$work/$f" ]; then
+            echo "--- $f" >&2
+            tail -n 20 "$work/$f" >&2
+        fi
+    done
+    exit 1
+}
+
+# qmp SOCKET COMMAND-JSON...: send each command to the QEMU monitor at
+# SOCKET (after the capabilities handshake) and print each one's "return"
+# as one JSON line; an "error" answer fails.
+qmp() {
+    "$PY" - "$@" <<'EOF'
+import json, socket, sys
+
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(30)
+sock.connect(sys.argv[1])
+f = sock.makefile("rw")
+
+def answer():
+    while True:
+        line = f.readline()
+        if not line:
+            sys.exit("qmp: the monitor closed the connection")
+        msg = json.loads(line)
+        if "event" not in msg:
+            return msg
+
+answer()  # the greeting
+for i, cmd in enumerate(['{"execute": "qmp_capabilities"}'] + sys.argv[2:]):
+    f.write(cmd + "\n")
+    f.flush()
+    msg = answer()
+    if "error" in msg:
+        sys.exit("qmp: %s: %s" % (cmd, msg["error"].get("desc", msg["error"])))
+    if i > 0:
+        print(json.dumps(msg["return"]))
+EOF
+}
+
+# field JSON-LINE KEY: a top-level string or number of an answer.
+field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"; }
+
+# wait_socket PATH: up to 10 s for a monitor socket to appear.
+wait_socket() {
+    local _
+    for _ in $(seq 1 200); do
+        [ -S "$1" ] && return 0
+        sleep 0.05
+    done
+    fail "QEMU did not open its monitor $1"
+}
+
+mib=$((1 << 20))
+head -c $((DATA * mib)) /dev/urandom >"$work/data.bin"
+head -c $((DATA * mib)) /dev/zero >"$work/zero.bin"
+# The boot sector (16-bit real mode, loaded at 0x7c00 by the firmware):
+#   cli
+#   again: mov bx, 0x1000        ; segment of 64 KiB
+#   seg:   mov es, bx
+#          xor di, di
+#   page:  inc word [es:di]      ; one word per 4 KiB page
+#          add di, 0x1000
+#          jnz page              ; 16 pages per segment
+#          add bx, 0x1000
+#          cmp bx, 0xa000        ; up to 640 KiB
+#          jb seg
+#          jmp again
+"$PY" - "$work/boot.img" <<'EOF'
+import sys
+code = bytes.fromhex("fa bb0010 8ec3 31ff 26ff05 81c70010 75f7"
+                     " 81c30010 81fb00a0 72e9 ebe4")
+sector = code + bytes(510 - len(code)) + b"\x55\xaa"
+open(sys.argv[1], "wb").write(sector + bytes((1 << 20) - 512))
+EOF
+cp "$work/boot.img" "$work/boot-dst.img"
+
+common=(-accel "$ACCEL" -machine pc -m "$MEM" -nodefaults -display none
+    -serial none -monitor none -no-user-config)
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+q=$(printf '%q' "$transit")
+case "$VIA" in
+transit) incoming="exec:$q recv tcp:127.0.0.1:0 --output - --no-progress" ;;
+socat) incoming="exec:socat -u TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr STDOUT" ;;
+tcp | multifd) incoming=defer ;;
+*)
+    echo "VIA=$VIA: transit, socat, tcp or multifd" >&2
+    exit 2
+    ;;
+esac
+qemu-system-x86_64 "${common[@]}" -S \
+    -drive "file=$work/boot-dst.img,format=raw,if=ide" \
+    -qmp "unix:$work/dst.qmp,server=on,wait=off" \
+    -device "loader,file=$work/zero.bin,addr=0x1000000" \
+    -incoming "$incoming" 2>"$work/dst.log" &
+pids+=($!)
+qemu-system-x86_64 "${common[@]}" \
+    -drive "file=$work/boot.img,format=raw,if=ide" \
+    -qmp "unix:$work/src.qmp,server=on,wait=off" \
+    -device "loader,file=$work/data.bin,addr=0x1000000" 2>"$work/src.log" &
+pids+=($!)
+wait_socket "$work/src.qmp"
+wait_socket "$work/dst.qmp"
+
+# Before: the destination holds zeros where the source holds the data.
+qmp "$work/src.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": $((16 * mib)), \"size\": $((DATA * mib)), \"filename\": \"$work/src.before\"}}" >/dev/null
+qmp "$work/dst.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": $((16 * mib)), \"size\": $((DATA * mib)), \"filename\": \"$work/dst.before\"}}" >/dev/null
+cmp -s "$work/src.before" "$work/data.bin" || fail "the source guest does not hold the loaded data"
+cmp -s "$work/dst.before" "$work/zero.bin" || fail "the destination guest does not start with zeros"
+
+# The guest program runs (its first counter moved) before the migration
+# starts, so pages are dirtied while it runs.
+counter() { # counter FILE: the 16-bit word at 64 KiB of a memory dump
+    od -An -tu2 -j $((64 << 10)) -N2 "$1" | tr -d ' '
+}
+deadline=$(($(date +%s) + 30))
+while :; do
+    qmp "$work/src.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": $((64 << 10)), \"size\": 2, \"filename\": \"$work/src.counter\"}}" >/dev/null
+    [ "$(od -An -tu2 "$work/src.counter" | tr -d ' ')" = 0 ] || break
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the guest program did not start within 30 s"
+    sleep 0.1
+done
+
+# What the source is told; QEMU's own transports are set up on both sides
+# first (multifd: the capability and the channel count on each).
+setup=('{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 10737418240}}')
+case "$VIA" in
+transit)
+    addr=$(wait_listen "$work/dst.log") || fail "transit recv did not listen"
+    uri="exec:$q send $addr --input - --channels $CHANNELS --no-progress $EXTRA"
+    ;;
+socat) uri="exec:socat -u STDIN TCP:127.0.0.1:$port,retry=100,interval=0.05" ;;
+tcp | multifd)
+    uri="tcp:127.0.0.1:$port"
+    if [ "$VIA" = multifd ]; then
+        setup+=('{"execute": "migrate-set-capabilities", "arguments": {"capabilities": [{"capability": "multifd", "state": true}]}}'
+            "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"multifd-channels\": $CHANNELS}}")
+    fi
+    qmp "$work/dst.qmp" "${setup[@]:1}" \
+        "{\"execute\": \"migrate-incoming\", \"arguments\": {\"uri\": \"$uri\"}}" >/dev/null
+    ;;
+esac
+echo "destination: -incoming \"$incoming\""
+echo "source:      migrate \"$uri\""
+# Migrate, and wait for the source to complete and the destination to
+# finish loading, on two monitor connections held open (polled every 5 ms,
+# so the time taken is the migration's, not the polling's). Prints the
+# seconds from the migrate command to the destination loaded, then the
+# source's last query-migrate answer.
+"$PY" - "$work/src.qmp" "$work/dst.qmp" "$uri" "$TIMEOUT" "${setup[@]}" >"$work/migrated" 2>"$work/migrate.err" <<'EOF' || fail "$(tail -n 1 "$work/migrate.err")"
+import json, socket, sys, time
+
+def monitor(path):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(30)
+    sock.connect(path)
+    f = sock.makefile("rw")
+    def call(cmd, **args):
+        f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+        f.flush()
+        while True:
+            msg = json.loads(f.readline())
+            if "error" in msg:
+                sys.exit("%s: %s" % (cmd, msg["error"]["desc"]))
+            if "return" in msg:
+                return msg["return"]
+    f.readline()  # the greeting
+    call("qmp_capabilities")
+    return call
+
+src, dst = monitor(sys.argv[1]), monitor(sys.argv[2])
+uri, limit = sys.argv[3], float(sys.argv[4])
+for cmd in sys.argv[5:]:
+    cmd = json.loads(cmd)
+    src(cmd["execute"], **cmd.get("arguments", {}))
+start = time.monotonic()
+src("migrate", uri=uri)
+while True:
+    info = src("query-migrate")
+    if info.get("status") == "completed":
+        break
+    if info.get("status") in ("failed", "cancelled"):
+        sys.exit("migration %s: %s" % (info["status"], info.get("error-desc", "")))
+    if time.monotonic() - start > limit:
+        sys.exit("migration still %r after %s s" % (info.get("status"), limit))
+    time.sleep(0.005)
+while True:
+    state = dst("query-status")["status"]
+    if state in ("paused", "prelaunch"):
+        break
+    if state != "inmigrate":
+        sys.exit("destination status after the migration: %s" % state)
+    if time.monotonic() - start > limit + 30:
+        sys.exit("destination still loading")
+    time.sleep(0.005)
+print("%.3f" % (time.monotonic() - start))
+print(json.dumps(info))
+EOF
+secs=$(sed -n 1p "$work/migrated")
+info=$(sed -n 2p "$work/migrated")
+
+# The whole guest memory, compared. Under KVM the firmware's shadowed ROM
+# area (0xc0000-0xfffff, mapped by the chipset's PAM registers) reads back
+# 2 bytes apart even through plain socat, so it is left out there.
+size=$((MEM * mib))
+qmp "$work/src.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": $size, \"filename\": \"$work/src.mem\"}}" >/dev/null
+qmp "$work/dst.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": $size, \"filename\": \"$work/dst.mem\"}}" >/dev/null
+skip=""
+if [ "$ACCEL" != tcg ]; then
+    skip="0xc0000-0xfffff"
+fi
+"$PY" - "$work/src.mem" "$work/dst.mem" "$skip" <<'EOF' || fail "guest memory differs"
+import sys
+a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+if sys.argv[3]:
+    lo, hi = (int(x, 16) for x in sys.argv[3].split("-"))
+    a, b = a[:lo] + a[hi + 1:], b[:lo] + b[hi + 1:]
+if len(a) != len(b) or a != b:
+    first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
+    sys.exit("guest memory differs at byte %d (sizes %d, %d)" % (first, len(a), len(b)))
+EOF
+cmp -s <(tail -c +$((16 * mib + 1)) "$work/dst.mem" | head -c $((DATA * mib))) "$work/data.bin" ||
+    fail "the destination's memory at 16 MiB is not the loaded data"
+
+# The guest runs on in the destination from where it was (its counter
+# moves on).
+before=$(counter "$work/dst.mem")
+qmp "$work/dst.qmp" '{"execute": "cont"}' >/dev/null
+sleep 0.5
+dst=$(qmp "$work/dst.qmp" '{"execute": "query-status"}')
+[ "$(field "$dst" status)" = running ] || fail "the destination does not run after cont: $dst"
+qmp "$work/dst.qmp" "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": $((1 << 20)), \"filename\": \"$work/dst.after\"}}" >/dev/null
+after=$(counter "$work/dst.after")
+[ "$after" != "$before" ] || fail "the guest program does not run on the destination (counter stays $before)"
+
+# transit's own verdicts: each side's summary line (on QEMU's stderr).
+qmp "$work/src.qmp" '{"execute": "quit"}' >/dev/null || true
+qmp "$work/dst.qmp" '{"execute": "quit"}' >/dev/null || true
+for p in "${pids[@]}"; do
+    wait "$p" 2>/dev/null || true
+done
+pids=()
+grep -v '^\s*$' "$work/src.log" | grep -v 'warning: host doesn' | sed 's/^/source stderr: /' || true
+grep -v '^\s*$' "$work/dst.log" | grep -v 'warning: host doesn' | sed 's/^/destination stderr: /' || true
+total=$(field "$info" total-time)
+down=$(field "$info" downtime)
+syncs=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["ram"]["dirty-sync-count"])' "$info")
+echo "PASS: VIA=$VIA ACCEL=$ACCEL: a $MEM MiB guest migrated in $secs s, migrate command to destination loaded (QEMU's total-time $total ms, downtime $down ms, $syncs dirty-page syncs); memory identical${skip:+ outside $skip} (the $DATA MiB of random bytes at 16 MiB included); the guest's counter went on from $before to $after on the destination"
