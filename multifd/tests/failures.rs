@@ -96,6 +96,45 @@ fn a_flipped_byte_in_flight_fails_both_sides_with_a_mismatch() {
 }
 
 #[test]
+fn a_stream_that_fails_verification_never_reaches_its_sink_whole() {
+    // A consumer that acts on what it reads (QEMU loading a migration
+    // stream from `recv --output -`) must not get the whole of a stream
+    // that failed verification: it gets everything but the last chunk.
+    let text: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (mut send, recv) = unix_pairs(3);
+    let ch = send.remove(1);
+    send.insert(1, Tamper::corrupt(ch, 5000));
+    let sink = SharedSink::default();
+    let out = sink.clone();
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Writer(Box::new(sink)),
+    );
+    let main = send.remove(0);
+    let data = text.clone();
+    let chunk = SendConfig::default().packet_payload as usize;
+    let err = bounded(30, move || {
+        let mut tx = Sender::new(SendConfig::default(), Payload::Stream, main, send).unwrap();
+        tx.send_stream(&mut &data[..]).unwrap();
+        tx.finish().unwrap_err()
+    });
+    let rerr = rx.join().unwrap().unwrap_err();
+    for e in [&err, &rerr] {
+        assert!(matches!(e, Error::Mismatch { .. }), "not a mismatch: {e}");
+    }
+    let got = out.0.lock().unwrap().len();
+    assert_eq!(
+        got,
+        text.len() - chunk,
+        "a stream that failed verification reached its sink up to byte {got} of {}",
+        text.len()
+    );
+}
+
+#[test]
 fn aborting_the_receiver_tells_the_sender_why() {
     let spec = spec(16 << 20, 0.0, 4);
     let source = SourceImage::generate(&spec).unwrap();

@@ -2,7 +2,7 @@
 //! [`Barrier`], the shared destination image with its page bitmaps, and the
 //! main thread's record loop ([`Run`]).
 
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use transit_channel::{io as chio, Channel};
 
-use super::stream::{write_stream, Chunk, StreamShared, StreamState};
+use super::stream::{write_stream, Chunk, StreamEnd, StreamShared, StreamState};
 use super::{Conn, RecvOutcome, Target};
 use crate::digest::{page_hash, zero_hash, Digest};
 use crate::error::{Ctx, Error, Result, Stage};
@@ -477,7 +477,7 @@ pub(super) struct Run {
     /// Each page thread hands back its digest and its channel: the
     /// channels stay open until the verdict is written (see `finish`).
     threads: Vec<JoinHandle<(Digest, Box<dyn Channel>)>>,
-    writer: Option<JoinHandle<(Box<dyn Write + Send>, u64)>>,
+    writer: Option<JoinHandle<StreamEnd>>,
     activity: Arc<Activities>,
     /// The idle timeout (stops when the run is dropped).
     _watchdog: Option<Watchdog>,
@@ -770,7 +770,7 @@ impl Run {
             packets: stats.packets,
             stream_len: match self.session.layout {
                 Layout::Image { size } => size,
-                Layout::Stream => writer_out.as_ref().map_or(0, |w| w.1),
+                Layout::Stream => writer_out.as_ref().map_or(0, |w| w.len),
             },
             digest: if self.session.verify { digest.0 } else { 0 },
         };
@@ -805,6 +805,14 @@ impl Run {
                 return Err(self.fail(main, e));
             }
         }
+        // Verified: the stream's last chunk, held back until now, goes out
+        // (a stream that fails verification ends short of it).
+        if let Some(w) = writer_out.as_mut() {
+            if let Err(e) = w.write_tail() {
+                let e = Error::data("write the stream destination", e);
+                return Err(self.fail(main, e));
+            }
+        }
         stats.digest = got.digest;
         stats.stream_len = got.stream_len;
         let image = match self.image.take() {
@@ -821,7 +829,7 @@ impl Run {
             stats,
             session: self.session,
             image,
-            writer: writer_out.map(|w| w.0),
+            writer: writer_out.map(|w| w.sink),
         };
         // The verdict means "in place": the caller's commit (flush, fsync,
         // rename, write out) runs first, and its failure is what the

@@ -1,6 +1,14 @@
 //! Stream mode on the receiving side: the bounded reorder window shared by
 //! the channel threads and the writer thread that puts chunks in order
 //! into the sink.
+//!
+//! The writer holds the latest chunk back until the next one is written,
+//! and the last one until the session is verified (see [`StreamEnd`]): a
+//! sink that acts on what it reads (QEMU's `-incoming exec:` loading a
+//! migration stream from `transit recv --output -`) never sees the whole
+//! stream of a session whose totals or digest do not match. It sees a
+//! stream cut short, which it refuses, instead of a corrupt one it might
+//! load.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -15,8 +23,9 @@ use crate::wire::WireError;
 pub(super) const STREAM_DEPTH: usize = 2;
 
 /// Bytes of chunk buffers a stream session holds, at most, whatever the
-/// channel count (plus one chunk: the one the writer needs next always
-/// gets a buffer, so the window never deadlocks on the budget).
+/// channel count (plus two chunks: the one the writer needs next always
+/// gets a buffer, so the window never deadlocks on the budget, and the
+/// one the writer holds back).
 pub(super) const STREAM_BUDGET: usize = 64 << 20;
 
 /// Buffers of `chunk` bytes within [`STREAM_BUDGET`] (at least one). The
@@ -157,6 +166,13 @@ impl StreamShared {
         self.cv.notify_all();
     }
 
+    /// A buffer the writer held (no longer counted in use), written:
+    /// back to the pool.
+    pub(super) fn give_back(&self, b: Vec<u8>) {
+        lock(&self.st).free.push(b);
+        self.cv.notify_all();
+    }
+
     pub(super) fn push(&self, i: usize, c: Chunk) {
         lock(&self.st).queues[i].push_back(c);
         self.cv.notify_all();
@@ -168,21 +184,67 @@ impl StreamShared {
     }
 }
 
-/// The stream writer thread: write chunks in offset order; returns the
-/// sink and the stream length.
+/// What the stream writer thread leaves: the sink, the stream's length
+/// (the chunks written and the one held back) and the last chunk, held
+/// back until the session is verified ([`StreamEnd::write_tail`]).
+pub(super) struct StreamEnd {
+    pub(super) sink: Box<dyn Write + Send>,
+    pub(super) len: u64,
+    tail: Option<Chunk>,
+}
+
+impl StreamEnd {
+    /// The session is verified: write the held-back last chunk and flush.
+    pub(super) fn write_tail(&mut self) -> std::io::Result<()> {
+        if let Some(c) = self.tail.take() {
+            write_chunk(&mut self.sink, &c)?;
+        }
+        self.sink.flush()
+    }
+}
+
+/// Write one chunk's bytes (zeros for a chunk without data).
+fn write_chunk(sink: &mut Box<dyn Write + Send>, c: &Chunk) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let len = c.len as usize;
+    match &c.data {
+        Some(b) => sink.write_all(&b[..len]),
+        None => {
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(ZEROS.len());
+                sink.write_all(&ZEROS[..n])?;
+                left -= n;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The stream writer thread: write chunks in offset order, each once the
+/// next one has come (the last one is left for [`StreamEnd::write_tail`]).
 pub(super) fn write_stream(
     s: Arc<StreamShared>,
-    mut sink: Box<dyn Write + Send>,
+    sink: Box<dyn Write + Send>,
     ctxs: Vec<Ctx>,
-) -> (Box<dyn Write + Send>, u64) {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+) -> StreamEnd {
+    let mut end = StreamEnd {
+        sink,
+        len: 0,
+        tail: None,
+    };
+    let sink = &mut end.sink;
     let mut next = 0u64;
+    let mut held: Option<Chunk> = None;
+    let written =
+        |next: u64, held: &Option<Chunk>| next - held.as_ref().map_or(0, |c| u64::from(c.len));
     loop {
         let (_, chunk) = {
             let mut st = lock(&s.st);
             loop {
                 if s.failure.is_failed() {
-                    return (sink, next);
+                    end.len = written(next, &held);
+                    return end;
                 }
                 let mut found = None;
                 // No channel can still bring the chunk at `next` by
@@ -207,7 +269,8 @@ pub(super) fn write_stream(
                             let err = ctxs[i].proto(Stage::RecvPages, e);
                             drop(st);
                             s.failure.fail(err, true);
-                            return (sink, next);
+                            end.len = written(next, &held);
+                            return end;
                         }
                         Some(_) => finished = false,
                         None if st.done[i] => {}
@@ -241,7 +304,9 @@ pub(super) fn write_stream(
                         s.failure
                             .fail(Error::data("flush the stream destination", e), true);
                     }
-                    return (sink, next);
+                    end.len = next;
+                    end.tail = held;
+                    return end;
                 }
                 if stuck {
                     // Every channel holds a later chunk or is done: the
@@ -262,39 +327,38 @@ pub(super) fn write_stream(
                     );
                     drop(st);
                     s.failure.fail(err, true);
-                    return (sink, next);
+                    end.len = written(next, &held);
+                    return end;
                 }
                 st = s.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
+        // The chunk is taken: the window moves on past it (its buffer no
+        // longer counts against the window's budget while it is held).
+        next += u64::from(chunk.len);
+        {
+            let mut st = lock(&s.st);
+            st.next = next;
+            if chunk.data.is_some() {
+                st.in_use -= 1;
+                s.progress.buffers_in_use(st.in_use);
+            }
+        }
         // Let the channel read on while we write.
         s.cv.notify_all();
-        let len = chunk.len as usize;
-        let r = match &chunk.data {
-            Some(b) => sink.write_all(&b[..len]),
-            None => {
-                let mut left = len;
-                let mut r = Ok(());
-                while left > 0 && r.is_ok() {
-                    let n = left.min(ZEROS.len());
-                    r = sink.write_all(&ZEROS[..n]);
-                    left -= n;
-                }
-                r
-            }
+        // Write the chunk held back before it; hold this one.
+        let Some(prev) = held.replace(chunk) else {
+            continue;
         };
-        if r.is_ok() {
-            next += len as u64;
-            lock(&s.st).next = next;
-        }
-        match chunk.data {
-            Some(b) => s.release(b),
-            None => s.cv.notify_all(),
+        let r = write_chunk(sink, &prev);
+        if let Some(b) = prev.data {
+            s.give_back(b);
         }
         if let Err(e) = r {
             s.failure
                 .fail(Error::data("write the stream destination", e), true);
-            return (sink, next);
+            end.len = written(next, &held) - u64::from(prev.len);
+            return end;
         }
     }
 }
