@@ -106,6 +106,7 @@ pub fn open(path: &Path, map: bool) -> Result<Input, Error> {
             .as_fd()
             .try_clone_to_owned()
             .map_err(Error::Stdin)?;
+        transit_multifd::output::widen_pipe(&fd);
         return Ok(Input::Stream {
             reader: Box::new(File::from(fd)),
             name: "stdin".into(),
@@ -132,6 +133,7 @@ pub fn open(path: &Path, map: bool) -> Result<Input, Error> {
             path: path.to_path_buf(),
         });
     }
+    transit_multifd::output::widen_pipe(&file);
     Ok(Input::Stream {
         reader: Box::new(file),
         name: path.display().to_string(),
