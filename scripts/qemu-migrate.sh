@@ -37,6 +37,12 @@
 # where /dev/kvm is usable), TIMEOUT=120 (seconds for the migration),
 # EXTRA="..." (more `transit send` options, e.g. "--compress zstd").
 #
+# CORRUPT=OFFSET (VIA=transit) turns the check around: a proxy between
+# `transit send` and `transit recv` flips one bit at byte OFFSET of every
+# connection that long (the page channels), and the run passes only if
+# transit fails the session and the destination QEMU refuses the stream
+# (exits without loading a guest) instead of running a corrupt one.
+#
 # Limits: the guest dirties 144 pages (576 KiB) at a time, so QEMU's
 # later passes are short; the stream's shape (passes of dirty pages, QEMU's
 # own zero-page elision, device state at the end) is what a larger guest
@@ -53,6 +59,7 @@ ACCEL=${ACCEL:-tcg}
 TIMEOUT=${TIMEOUT:-120}
 EXTRA=${EXTRA:-}
 VIA=${VIA:-transit}
+CORRUPT=${CORRUPT:-}
 PY=${TRANSIT_PYTHON:-python3}
 
 if [ "$DATA" -gt $((MEM - 32)) ]; then
@@ -220,7 +227,45 @@ setup=('{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 107
 case "$VIA" in
 transit)
     addr=$(wait_listen "$work/dst.log") || fail "transit recv did not listen"
-    uri="exec:$q send $addr --input - --channels $CHANNELS --no-progress $EXTRA"
+    if [ -n "$CORRUPT" ]; then
+        # The proxy: every connection to $port goes on to recv's address,
+        # one bit flipped at byte CORRUPT of what the sender writes.
+        "$PY" - "$port" "${addr##*:}" "$CORRUPT" <<'EOF' &
+import socket, sys, threading
+
+listen, target, flip = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", listen))
+srv.listen(64)
+
+def pipe(a, b, at):
+    pos = 0
+    try:
+        while True:
+            d = a.recv(1 << 16)
+            if not d:
+                break
+            if at is not None and pos <= at < pos + len(d):
+                d = bytearray(d)
+                d[at - pos] ^= 0x10
+            pos += len(d)
+            b.sendall(d)
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        a.close()
+        b.close()
+
+while True:
+    c, _ = srv.accept()
+    u = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pipe, args=(c, u, flip), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, None), daemon=True).start()
+EOF
+        pids+=($!)
+        addr="tcp:127.0.0.1:$port"
+    fi
+    uri="exec:$q send $addr --input - --channels $CHANNELS --no-progress --retry 10 $EXTRA"
     ;;
 socat) uri="exec:socat -u STDIN TCP:127.0.0.1:$port,retry=100,interval=0.05" ;;
 tcp | multifd)
@@ -240,8 +285,8 @@ echo "source:      migrate \"$uri\""
 # so the time taken is the migration's, not the polling's). Prints the
 # seconds from the migrate command to the destination loaded, then the
 # source's last query-migrate answer.
-"$PY" - "$work/src.qmp" "$work/dst.qmp" "$uri" "$TIMEOUT" "${setup[@]}" >"$work/migrated" 2>"$work/migrate.err" <<'EOF' || fail "$(tail -n 1 "$work/migrate.err")"
-import json, socket, sys, time
+EXPECT_REFUSAL=${CORRUPT:+1} "$PY" - "$work/src.qmp" "$work/dst.qmp" "$uri" "$TIMEOUT" "${setup[@]}" >"$work/migrated" 2>"$work/migrate.err" <<'EOF' || fail "$(tail -n 1 "$work/migrate.err")"
+import json, os, socket, sys, time
 
 def monitor(path):
     sock = socket.socket(socket.AF_UNIX)
@@ -263,6 +308,7 @@ def monitor(path):
 
 src, dst = monitor(sys.argv[1]), monitor(sys.argv[2])
 uri, limit = sys.argv[3], float(sys.argv[4])
+refusal = os.environ.get("EXPECT_REFUSAL") == "1"
 for cmd in sys.argv[5:]:
     cmd = json.loads(cmd)
     src(cmd["execute"], **cmd.get("arguments", {}))
@@ -273,13 +319,23 @@ while True:
     if info.get("status") == "completed":
         break
     if info.get("status") in ("failed", "cancelled"):
+        if refusal:
+            break
         sys.exit("migration %s: %s" % (info["status"], info.get("error-desc", "")))
     if time.monotonic() - start > limit:
         sys.exit("migration still %r after %s s" % (info.get("status"), limit))
     time.sleep(0.005)
 while True:
-    state = dst("query-status")["status"]
+    try:
+        state = dst("query-status")["status"]
+    except (OSError, ValueError):
+        if not refusal:
+            raise
+        state = "exited"  # the destination QEMU is gone: it refused the stream
+        break
     if state in ("paused", "prelaunch"):
+        if refusal:
+            sys.exit("the destination QEMU loaded a stream that transit did not verify")
         break
     if state != "inmigrate":
         sys.exit("destination status after the migration: %s" % state)
@@ -291,6 +347,19 @@ print(json.dumps(info))
 EOF
 secs=$(sed -n 1p "$work/migrated")
 info=$(sed -n 2p "$work/migrated")
+
+if [ -n "$CORRUPT" ]; then
+    # The destination QEMU exits when its load fails.
+    code=0
+    wait "${pids[0]}" || code=$?
+    grep -q 'transit: error' "$work/dst.log" || fail "transit recv did not fail"
+    grep -q 'transit: error' "$work/src.log" || fail "transit send did not fail"
+    [ "$code" -ne 0 ] || fail "the destination QEMU exited 0"
+    grep -v '^\s*$' "$work/src.log" | sed 's/^/source stderr: /' || true
+    grep -v '^\s*$' "$work/dst.log" | sed 's/^/destination stderr: /' || true
+    echo "PASS: CORRUPT=$CORRUPT: transit failed the session and the destination QEMU refused the stream (exit status $code, no guest loaded; the source QEMU says '$(field "$info" status)')"
+    exit 0
+fi
 
 # The whole guest memory, compared. Under KVM the firmware's shadowed ROM
 # area (0xc0000-0xfffff, mapped by the chipset's PAM registers) reads back

@@ -100,10 +100,12 @@ fn peak_heap_stays_bounded_while_48_mib_stream_through() {
     });
     let got = rx.join().unwrap().unwrap();
     assert_eq!(stats.stream_len, LEN);
-    // 2 page channels x 2 buffers on each side = 8 chunks = 2 MiB; allow
-    // bookkeeping and thread stacks' heap parts, far below the 48 MiB.
+    // 2 page channels x 2 buffers on each side = 8 chunks = 2 MiB, plus
+    // the 4 MiB (and one chunk) the receiver holds back until the stream
+    // is verified; allow bookkeeping and thread stacks' heap parts, far
+    // below the 48 MiB.
     let peak = PEAK.load(SeqCst) - before;
-    assert!(peak < 6 << 20, "peak heap {peak} bytes");
+    assert!(peak < 9 << 20, "peak heap {peak} bytes");
     assert!(stats.peak_buffers <= 4 && got.stats.peak_buffers <= 4);
     // The sink saw every byte, in order.
     assert_eq!(got.stats.stream_len, LEN);

@@ -72,3 +72,16 @@ fn a_live_qemu_guest_migrates_over_one_compressed_channel() {
         "{out}"
     );
 }
+
+#[test]
+fn a_stream_corrupted_in_flight_is_refused_by_the_destination_qemu() {
+    // One bit flipped 1 MB into each page channel by a proxy: transit must
+    // fail the session, and the destination QEMU must never get the whole
+    // stream (it exits refusing it) rather than load a corrupt guest.
+    let out = migrate(&[("CHANNELS", "4"), ("CORRUPT", "1000000")]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PASS: CORRUPT=1000000: transit failed the session")),
+        "no PASS line:\n{out}"
+    );
+}

@@ -2,13 +2,16 @@
 //! the channel threads and the writer thread that puts chunks in order
 //! into the sink.
 //!
-//! The writer holds the latest chunk back until the next one is written,
-//! and the last one until the session is verified (see [`StreamEnd`]): a
-//! sink that acts on what it reads (QEMU's `-incoming exec:` loading a
-//! migration stream from `transit recv --output -`) never sees the whole
-//! stream of a session whose totals or digest do not match. It sees a
-//! stream cut short, which it refuses, instead of a corrupt one it might
-//! load.
+//! The writer holds the stream's latest [`STREAM_HOLD`] bytes back (at
+//! least its latest chunk) and writes them only once the session is
+//! verified (see [`StreamEnd`]): a sink that acts on what it reads (QEMU's
+//! `-incoming exec:` loading a migration stream from `transit recv
+//! --output -`) never sees the whole stream of a session whose totals or
+//! digest do not match. It sees a stream cut short, which it refuses,
+//! instead of a corrupt one it might load. The hold is bytes, not one
+//! chunk: a sender's last chunk may be a short trailer the consumer does
+//! not need (QEMU's device description after its end-of-stream marker
+//! came in a chunk of its own, and QEMU loaded the stream without it).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -23,10 +26,14 @@ use crate::wire::WireError;
 pub(super) const STREAM_DEPTH: usize = 2;
 
 /// Bytes of chunk buffers a stream session holds, at most, whatever the
-/// channel count (plus two chunks: the one the writer needs next always
-/// gets a buffer, so the window never deadlocks on the budget, and the
-/// one the writer holds back).
+/// channel count (plus one chunk: the one the writer needs next always
+/// gets a buffer, so the window never deadlocks on the budget; plus what
+/// the writer holds back, [`STREAM_HOLD`] and one chunk).
 pub(super) const STREAM_BUDGET: usize = 64 << 20;
+
+/// Bytes at the end of a stream the writer holds back until the session
+/// is verified (at least the last chunk, whatever its size).
+pub(super) const STREAM_HOLD: u64 = 4 << 20;
 
 /// Buffers of `chunk` bytes within [`STREAM_BUDGET`] (at least one). The
 /// pool also never holds more than [`STREAM_DEPTH`] buffers per channel.
@@ -185,21 +192,46 @@ impl StreamShared {
 }
 
 /// What the stream writer thread leaves: the sink, the stream's length
-/// (the chunks written and the one held back) and the last chunk, held
-/// back until the session is verified ([`StreamEnd::write_tail`]).
+/// (the chunks written and those held back) and the stream's last chunks,
+/// held back until the session is verified ([`StreamEnd::write_tail`]).
 pub(super) struct StreamEnd {
     pub(super) sink: Box<dyn Write + Send>,
     pub(super) len: u64,
-    tail: Option<Chunk>,
+    tail: VecDeque<Chunk>,
 }
 
 impl StreamEnd {
-    /// The session is verified: write the held-back last chunk and flush.
+    /// The session is verified: write the held-back chunks and flush.
     pub(super) fn write_tail(&mut self) -> std::io::Result<()> {
-        if let Some(c) = self.tail.take() {
+        while let Some(c) = self.tail.pop_front() {
             write_chunk(&mut self.sink, &c)?;
         }
         self.sink.flush()
+    }
+}
+
+/// The chunks the writer holds back: the stream's latest, at least
+/// [`STREAM_HOLD`] bytes of them once the stream is that long.
+#[derive(Default)]
+struct Hold {
+    chunks: VecDeque<Chunk>,
+    bytes: u64,
+}
+
+impl Hold {
+    fn push(&mut self, c: Chunk) {
+        self.bytes += u64::from(c.len);
+        self.chunks.push_back(c);
+    }
+
+    /// The oldest chunk, if the others still hold [`STREAM_HOLD`] bytes.
+    fn release(&mut self) -> Option<Chunk> {
+        let first = u64::from(self.chunks.front()?.len);
+        if self.bytes - first < STREAM_HOLD {
+            return None;
+        }
+        self.bytes -= first;
+        self.chunks.pop_front()
     }
 }
 
@@ -231,13 +263,12 @@ pub(super) fn write_stream(
     let mut end = StreamEnd {
         sink,
         len: 0,
-        tail: None,
+        tail: VecDeque::new(),
     };
     let sink = &mut end.sink;
     let mut next = 0u64;
-    let mut held: Option<Chunk> = None;
-    let written =
-        |next: u64, held: &Option<Chunk>| next - held.as_ref().map_or(0, |c| u64::from(c.len));
+    let mut held = Hold::default();
+    let written = |next: u64, held: &Hold| next - held.bytes;
     loop {
         let (_, chunk) = {
             let mut st = lock(&s.st);
@@ -305,7 +336,7 @@ pub(super) fn write_stream(
                             .fail(Error::data("flush the stream destination", e), true);
                     }
                     end.len = next;
-                    end.tail = held;
+                    end.tail = held.chunks;
                     return end;
                 }
                 if stuck {
@@ -346,19 +377,20 @@ pub(super) fn write_stream(
         }
         // Let the channel read on while we write.
         s.cv.notify_all();
-        // Write the chunk held back before it; hold this one.
-        let Some(prev) = held.replace(chunk) else {
-            continue;
-        };
-        let r = write_chunk(sink, &prev);
-        if let Some(b) = prev.data {
-            s.give_back(b);
-        }
-        if let Err(e) = r {
-            s.failure
-                .fail(Error::data("write the stream destination", e), true);
-            end.len = written(next, &held) - u64::from(prev.len);
-            return end;
+        // Hold this one; write those held back before it that the hold
+        // no longer needs.
+        held.push(chunk);
+        while let Some(prev) = held.release() {
+            let r = write_chunk(sink, &prev);
+            if let Some(b) = prev.data {
+                s.give_back(b);
+            }
+            if let Err(e) = r {
+                s.failure
+                    .fail(Error::data("write the stream destination", e), true);
+                end.len = written(next, &held) - u64::from(prev.len);
+                return end;
+            }
         }
     }
 }
