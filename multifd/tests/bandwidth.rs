@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use transit_multifd::image::SourceImage;
-use transit_multifd::{Destination, Payload, RecvConfig, SendConfig, Sender};
+use transit_multifd::{Payload, SendConfig, Sender};
 
 const CAP: u64 = 12 << 20;
 
@@ -39,17 +39,9 @@ fn an_image_over_4_channels_goes_no_faster_than_the_cap() {
 
 #[test]
 fn a_stream_goes_no_faster_than_the_cap() {
-    let input: Vec<u8> = (0..6u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let input = pattern(6 << 20);
     let (mut send, recv) = tcp_pairs(3);
-    let sink = SharedSink::default();
-    let out = sink.clone();
-    let rx = spawn_receiver(
-        recv,
-        RecvConfig::default(),
-        Destination::Writer(Box::new(sink)),
-    );
+    let (rx, out) = spawn_stream_receiver(recv);
     let main = send.remove(0);
     let data = input.clone();
     let t0 = Instant::now();

@@ -89,13 +89,7 @@ fn a_stream_compresses_and_auto_works_too() {
     let text: Vec<u8> = b"migration stream line, mostly the same\n".repeat(100_000);
     for mode in [Compress::Zstd { level: 3 }, Compress::Auto { level: 1 }] {
         let (mut send, recv) = tcp_pairs(3);
-        let sink = SharedSink::default();
-        let out = sink.clone();
-        let rx = spawn_receiver(
-            recv,
-            RecvConfig::default(),
-            Destination::Writer(Box::new(sink)),
-        );
+        let (rx, out) = spawn_stream_receiver(recv);
         let main = send.remove(0);
         let data = text.clone();
         let sent = bounded(60, move || {

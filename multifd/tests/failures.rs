@@ -102,19 +102,11 @@ fn a_stream_that_fails_verification_never_reaches_its_sink_whole() {
     // that failed verification: the receiver holds back the last 4 MiB,
     // whole chunks, also when the last chunk is short (here 100 bytes:
     // QEMU's trailer after its end-of-stream marker came alone like that).
-    let text: Vec<u8> = (0..(8u32 << 20) + 100)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let text = pattern((8 << 20) + 100);
     let (mut send, recv) = unix_pairs(3);
     let ch = send.remove(1);
     send.insert(1, Tamper::corrupt(ch, 5000));
-    let sink = SharedSink::default();
-    let out = sink.clone();
-    let rx = spawn_receiver(
-        recv,
-        RecvConfig::default(),
-        Destination::Writer(Box::new(sink)),
-    );
+    let (rx, out) = spawn_stream_receiver(recv);
     let main = send.remove(0);
     let data = text.clone();
     let err = bounded(30, move || {

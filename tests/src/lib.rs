@@ -20,6 +20,31 @@ use transit_multifd::{Content, ImageSpec, SourceImage};
 /// Upper bound of any single command in the tests.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
+/// Run `bash scripts/NAME` from the workspace root with this build's
+/// binary as `TRANSIT`, the environment `envs` and no stdin, within
+/// `within`; fails the test unless it exits 0, showing both outputs.
+/// Returns its stdout.
+pub fn run_script(name: &str, envs: &[(&str, &str)], within: Duration) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts").join(name))
+        .env("TRANSIT", transit_bin())
+        .envs(envs.iter().copied())
+        .current_dir(root)
+        .stdin(Stdio::null());
+    let done = Running::spawn(cmd).wait_within(within);
+    let out = done.stdout_text();
+    assert_eq!(
+        done.code(),
+        Some(0),
+        "scripts/{name} {envs:?} failed:\n{out}\n{}",
+        done.stderr
+    );
+    out
+}
+
 /// The path of the `transit` binary of this build.
 pub fn transit_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

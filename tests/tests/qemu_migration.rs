@@ -6,32 +6,14 @@
 //! memory of both sides and checks that the destination runs on. QEMU
 //! (qemu-system-x86) is installed by `.ci/run`; without it this fails.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use transit_tests::{transit_bin, Running};
+use transit_tests::run_script;
 
 fn migrate(envs: &[(&str, &str)]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/qemu-migrate.sh"))
-        .env("TRANSIT", transit_bin())
-        .env("TIMEOUT", "60")
-        .envs(envs.iter().copied())
-        .current_dir(root)
-        .stdin(Stdio::null());
-    let done = Running::spawn(cmd).wait_within(Duration::from_secs(180));
-    let out = done.stdout_text();
-    assert_eq!(
-        done.code(),
-        Some(0),
-        "scripts/qemu-migrate.sh {envs:?} failed:\n{out}\n{}",
-        done.stderr
-    );
-    out
+    let mut all = vec![("TIMEOUT", "60")];
+    all.extend_from_slice(envs);
+    run_script("qemu-migrate.sh", &all, Duration::from_secs(180))
 }
 
 #[test]

@@ -444,6 +444,29 @@ pub fn stream_header(channels: u32, chunk: u32) -> SessionHeader {
 #[derive(Clone, Default)]
 pub struct SharedSink(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+/// A receiver of a stream on `recv` (default config) into a
+/// [`SharedSink`], and that sink to read back.
+#[allow(dead_code)]
+pub fn spawn_stream_receiver(
+    recv: Chans,
+) -> (std::thread::JoinHandle<MfResult<RecvOutcome>>, SharedSink) {
+    let sink = SharedSink::default();
+    let rx = spawn_receiver(
+        recv,
+        RecvConfig::default(),
+        Destination::Writer(Box::new(sink.clone())),
+    );
+    (rx, sink)
+}
+
+/// `len` bytes of a fixed pattern with no runs (a stream's test content).
+#[allow(dead_code)]
+pub fn pattern(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
 impl std::io::Write for SharedSink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);
