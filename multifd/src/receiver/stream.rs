@@ -254,7 +254,8 @@ fn write_chunk(sink: &mut Box<dyn Write + Send>, c: &Chunk) -> std::io::Result<(
 }
 
 /// The stream writer thread: write chunks in offset order, each once the
-/// next one has come (the last one is left for [`StreamEnd::write_tail`]).
+/// chunks after it hold [`STREAM_HOLD`] bytes (the stream's last ones are
+/// left for [`StreamEnd::write_tail`]).
 pub(super) fn write_stream(
     s: Arc<StreamShared>,
     sink: Box<dyn Write + Send>,
