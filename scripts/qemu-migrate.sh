@@ -81,10 +81,19 @@ fi
 
 work=$(mktemp -d)
 pids=()
+# kill_tree PID: PID and every process it started (QEMU's exec: command,
+# the shell, transit), children first.
+kill_tree() {
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        kill_tree "$c"
+    done
+    kill "$1" 2>/dev/null || true
+}
 cleanup() {
     local p
     for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
+        kill_tree "$p"
     done
     for p in "${pids[@]}"; do
         wait "$p" 2>/dev/null || true
@@ -228,16 +237,20 @@ case "$VIA" in
 transit)
     addr=$(wait_listen "$work/dst.log") || fail "transit recv did not listen"
     if [ -n "$CORRUPT" ]; then
-        # The proxy: every connection to $port goes on to recv's address,
-        # one bit flipped at byte CORRUPT of what the sender writes.
-        "$PY" - "$port" "${addr##*:}" "$CORRUPT" <<'EOF' &
-import socket, sys, threading
+        # The proxy: it listens on a port of its own (written to
+        # proxy.port once it listens); every connection to it goes on to
+        # recv's address, one bit flipped at byte CORRUPT of what the
+        # sender writes.
+        "$PY" - "$work/proxy.port" "${addr##*:}" "$CORRUPT" <<'EOF' &
+import os, socket, sys, threading
 
-listen, target, flip = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+portfile, target, flip = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", listen))
+srv.bind(("127.0.0.1", 0))
 srv.listen(64)
+with open(portfile + ".tmp", "w") as f:
+    f.write("%d\n" % srv.getsockname()[1])
+os.rename(portfile + ".tmp", portfile)
 
 def pipe(a, b, at):
     pos = 0
@@ -263,7 +276,12 @@ while True:
     threading.Thread(target=pipe, args=(u, c, None), daemon=True).start()
 EOF
         pids+=($!)
-        addr="tcp:127.0.0.1:$port"
+        for _ in $(seq 1 200); do
+            [ -s "$work/proxy.port" ] && break
+            sleep 0.05
+        done
+        [ -s "$work/proxy.port" ] || fail "the proxy did not listen"
+        addr="tcp:127.0.0.1:$(cat "$work/proxy.port")"
     fi
     uri="exec:$q send $addr --input - --channels $CHANNELS --no-progress --retry 10 $EXTRA"
     ;;
@@ -328,10 +346,12 @@ while True:
 while True:
     try:
         state = dst("query-status")["status"]
-    except (OSError, ValueError):
+    except socket.timeout:
+        sys.exit("the destination QEMU does not answer its monitor")
+    except (ConnectionError, ValueError):
+        # The monitor closed (end of file, or a reset): QEMU exited.
         if not refusal:
             raise
-        state = "exited"  # the destination QEMU is gone: it refused the stream
         break
     if state in ("paused", "prelaunch"):
         if refusal:
@@ -349,7 +369,12 @@ secs=$(sed -n 1p "$work/migrated")
 info=$(sed -n 2p "$work/migrated")
 
 if [ -n "$CORRUPT" ]; then
-    # The destination QEMU exits when its load fails.
+    # The destination QEMU exits when its load fails (its monitor closed).
+    for _ in $(seq 1 300); do
+        kill -0 "${pids[0]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "${pids[0]}" 2>/dev/null && fail "the destination QEMU still runs 30 s after its monitor closed"
     code=0
     wait "${pids[0]}" || code=$?
     grep -q 'transit: error' "$work/dst.log" || fail "transit recv did not fail"

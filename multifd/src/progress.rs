@@ -257,7 +257,9 @@ pub struct Stats {
     /// Stream length (stream mode) or image size.
     pub stream_len: u64,
     /// Stream mode: most chunk buffers in use at once on this side (the
-    /// pool is bounded; this shows how much of it was needed).
+    /// pool is bounded; this shows how much of it was needed). On the
+    /// receiver, the chunks its writer holds back until the verdict (up
+    /// to 4 MiB and one chunk) are not counted.
     pub peak_buffers: u64,
     /// Zero-copy sessions (sender): flushes of page channels, one per
     /// channel before every SYNC and END and on `Sender::image_mut`.

@@ -34,6 +34,9 @@ pub fn run_script(name: &str, envs: &[(&str, &str)], within: Duration) -> String
         .envs(envs.iter().copied())
         .current_dir(root)
         .stdin(Stdio::null());
+    // Its own process group, so that a timeout kills what it started too
+    // (see `Running::wait_within`).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let done = Running::spawn(cmd).wait_within(within);
     let out = done.stdout_text();
     assert_eq!(
@@ -299,6 +302,15 @@ impl Running {
                 break s;
             }
             if start.elapsed() > within {
+                // A child that leads its own process group (a script run
+                // by `run_script`) takes what it started with it.
+                // SAFETY: getpgid and kill on our own child's pid.
+                unsafe {
+                    let pid = self.pid();
+                    if libc::getpgid(pid) == pid {
+                        libc::kill(-pid, libc::SIGKILL);
+                    }
+                }
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!(
