@@ -24,15 +24,9 @@ fn migrate(envs: &[(&str, &str)]) -> String {
     run_script("qemu-migrate.sh", &all, Duration::from_secs(240))
 }
 
-#[test]
-fn a_live_qemu_guest_migrates_over_four_channels_with_memory_identical() {
-    let out = migrate(&[("CHANNELS", "4")]);
-    let pass = out
-        .lines()
-        .find(|l| l.starts_with("PASS: VIA=transit"))
-        .unwrap_or_else(|| panic!("no PASS line:\n{out}"));
-    assert!(pass.contains("memory identical"), "{pass}");
-    // Both transit ends ran and verified the stream end to end.
+/// The script's PASS line of a transit migration, after checking that
+/// both transit ends verified the stream end to end over `channels`.
+fn passed(out: &str, channels: &str) -> String {
     for side in [
         "source stderr: transit: sent stream",
         "destination stderr: transit: received stream",
@@ -42,25 +36,27 @@ fn a_live_qemu_guest_migrates_over_four_channels_with_memory_identical() {
             .find(|l| l.starts_with(side))
             .unwrap_or_else(|| panic!("no {side:?} line:\n{out}"));
         assert!(
-            line.contains("over 4 channels") && line.ends_with("verified"),
+            line.contains(&format!("over {channels}")) && line.ends_with("verified"),
             "{line}"
         );
     }
+    out.lines()
+        .find(|l| l.starts_with("PASS: VIA=transit"))
+        .unwrap_or_else(|| panic!("no PASS line:\n{out}"))
+        .to_owned()
+}
+
+#[test]
+fn a_live_qemu_guest_migrates_over_four_channels_with_memory_identical() {
+    let pass = passed(&migrate(&[("CHANNELS", "4")]), "4 channels");
+    assert!(pass.contains("memory identical"), "{pass}");
 }
 
 #[test]
 fn a_live_qemu_guest_migrates_over_one_compressed_channel() {
     let out = migrate(&[("CHANNELS", "1"), ("EXTRA", "--compress zstd")]);
-    assert!(
-        out.lines().any(|l| l.starts_with("PASS: VIA=transit")),
-        "no PASS line:\n{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("source stderr: transit: sent stream")
-                && l.contains("over 1 channel")),
-        "{out}"
-    );
+    let pass = passed(&out, "1 channel");
+    assert!(pass.contains("memory identical"), "{pass}");
 }
 
 #[test]
@@ -79,20 +75,6 @@ fn a_stream_corrupted_in_flight_is_refused_by_the_destination_qemu() {
 #[test]
 fn a_linux_guest_rewriting_its_memory_migrates_and_runs_on() {
     let out = migrate(&[("GUEST", "linux"), ("CHANNELS", "4")]);
-    let pass = out
-        .lines()
-        .find(|l| l.starts_with("PASS: VIA=transit"))
-        .unwrap_or_else(|| panic!("no PASS line:\n{out}"));
+    let pass = passed(&out, "4 channels");
     assert!(pass.contains("a Linux guest rewriting"), "{pass}");
-    // Both transit ends verified the stream end to end.
-    for side in [
-        "source stderr: transit: sent stream",
-        "destination stderr: transit: received stream",
-    ] {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(side))
-            .unwrap_or_else(|| panic!("no {side:?} line:\n{out}"));
-        assert!(line.ends_with("verified"), "{line}");
-    }
 }
