@@ -133,38 +133,49 @@ fail() {
     exit 1
 }
 
-# qmp SOCKET COMMAND-JSON...: send each command to the QEMU monitor at
-# SOCKET (after the capabilities handshake) and print each one's "return"
-# as one JSON line; an "error" answer fails.
-qmp() {
-    "$PY" - "$@" <<'EOF'
+# A QMP client (monitor() for Python, and the qmp function below), written
+# once into the work directory.
+cat >"$work/qmp.py" <<'EOF'
 import json, socket, sys
 
-sock = socket.socket(socket.AF_UNIX)
-sock.settimeout(30)
-sock.connect(sys.argv[1])
-f = sock.makefile("rw")
 
-def answer():
-    while True:
-        line = f.readline()
-        if not line:
-            sys.exit("qmp: the monitor closed the connection")
-        msg = json.loads(line)
-        if "event" not in msg:
-            return msg
+def monitor(path):
+    """A call(cmd, **args) -> the answer's "return" on the QEMU monitor at
+    path, after the capabilities handshake; an "error" answer exits, and
+    a closed monitor raises ValueError (end of file) or ConnectionError."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(30)
+    sock.connect(path)
+    f = sock.makefile("rw")
 
-answer()  # the greeting
-for i, cmd in enumerate(['{"execute": "qmp_capabilities"}'] + sys.argv[2:]):
-    f.write(cmd + "\n")
-    f.flush()
-    msg = answer()
-    if "error" in msg:
-        sys.exit("qmp: %s: %s" % (cmd, msg["error"].get("desc", msg["error"])))
-    if i > 0:
-        print(json.dumps(msg["return"]))
+    def call(cmd, **args):
+        f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+        f.flush()
+        while True:
+            msg = json.loads(f.readline())
+            if "error" in msg:
+                sys.exit("qmp: %s: %s" % (cmd, msg["error"].get("desc", msg["error"])))
+            if "return" in msg:
+                return msg["return"]
+
+    f.readline()  # the greeting
+    call("qmp_capabilities")
+    return call
+
+
+if __name__ == "__main__":
+    try:
+        call = monitor(sys.argv[1])
+        for cmd in map(json.loads, sys.argv[2:]):
+            print(json.dumps(call(cmd["execute"], **cmd.get("arguments", {}))))
+    except (ValueError, ConnectionError):
+        sys.exit("qmp: the monitor closed the connection")
 EOF
-}
+
+# qmp SOCKET COMMAND-JSON...: send each command to the QEMU monitor at
+# SOCKET and print each one's "return" as one JSON line; an "error"
+# answer fails.
+qmp() { "$PY" "$work/qmp.py" "$@"; }
 
 # field JSON-LINE KEY: a top-level string or number of an answer.
 field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"; }
@@ -399,23 +410,8 @@ echo "source:      migrate \"$uri\""
 EXPECT_REFUSAL=${CORRUPT:+1} "$PY" - "$work/src.qmp" "$work/dst.qmp" "$uri" "$TIMEOUT" "${setup[@]}" >"$work/migrated" 2>"$work/migrate.err" <<'EOF' || fail "$(tail -n 1 "$work/migrate.err")"
 import json, os, socket, sys, time
 
-def monitor(path):
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(30)
-    sock.connect(path)
-    f = sock.makefile("rw")
-    def call(cmd, **args):
-        f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
-        f.flush()
-        while True:
-            msg = json.loads(f.readline())
-            if "error" in msg:
-                sys.exit("%s: %s" % (cmd, msg["error"]["desc"]))
-            if "return" in msg:
-                return msg["return"]
-    f.readline()  # the greeting
-    call("qmp_capabilities")
-    return call
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from qmp import monitor
 
 src, dst = monitor(sys.argv[1]), monitor(sys.argv[2])
 uri, limit = sys.argv[3], float(sys.argv[4])

@@ -805,8 +805,8 @@ impl Run {
                 return Err(self.fail(main, e));
             }
         }
-        // Verified: the stream's last chunk, held back until now, goes out
-        // (a stream that fails verification ends short of it).
+        // Verified: the stream's last 4 MiB, held back until now, go out
+        // (a stream that fails verification ends short of them).
         if let Some(w) = writer_out.as_mut() {
             if let Err(e) = w.write_tail() {
                 let e = Error::data("write the stream destination", e);
