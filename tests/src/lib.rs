@@ -25,6 +25,19 @@ pub const LIMIT: Duration = Duration::from_secs(120);
 /// `within`; fails the test unless it exits 0, showing both outputs.
 /// Returns its stdout.
 pub fn run_script(name: &str, envs: &[(&str, &str)], within: Duration) -> String {
+    let done = script(name, envs, within);
+    let out = done.stdout_text();
+    assert_eq!(
+        done.code(),
+        Some(0),
+        "scripts/{name} {envs:?} failed:\n{out}\n{}",
+        done.stderr
+    );
+    out
+}
+
+/// [`run_script`]'s run, whatever its exit status.
+pub fn script(name: &str, envs: &[(&str, &str)], within: Duration) -> Finished {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
@@ -37,15 +50,7 @@ pub fn run_script(name: &str, envs: &[(&str, &str)], within: Duration) -> String
     // Its own process group, so that a timeout kills what it started too
     // (see `Running::wait_within`).
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let done = Running::spawn(cmd).wait_within(within);
-    let out = done.stdout_text();
-    assert_eq!(
-        done.code(),
-        Some(0),
-        "scripts/{name} {envs:?} failed:\n{out}\n{}",
-        done.stderr
-    );
-    out
+    Running::spawn(cmd).wait_within(within)
 }
 
 /// The path of the `transit` binary of this build.

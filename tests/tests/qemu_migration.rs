@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use transit_tests::run_script;
+use transit_tests::{run_script, script};
 
 /// One migration at a time: two QEMU processes each, on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -72,9 +72,42 @@ fn a_stream_corrupted_in_flight_is_refused_by_the_destination_qemu() {
     );
 }
 
+/// A Linux guest must run on with its memory identical, and the stream
+/// must hash the same where the source QEMU wrote it and where the
+/// destination QEMU read it. QEMU before 9.0 under TCG loses guest writes
+/// made while it migrates (one migration in five here through any
+/// transport, with the guest's RAM a multiple of 256 KiB; the script
+/// gives it 8 KiB more, which QEMU tracks exactly). Should QEMU still
+/// lose writes, the script tells that case apart (exit 3, INCONCLUSIVE:
+/// the memory differs although the stream was identical at both QEMU
+/// ends); such a run says nothing about transit, so it is migrated again,
+/// a bounded number of times. Every other failure fails the test.
 #[test]
 fn a_linux_guest_rewriting_its_memory_migrates_and_runs_on() {
-    let out = migrate(&[("GUEST", "linux"), ("CHANNELS", "4")]);
-    let pass = passed(&out, "4 channels");
-    assert!(pass.contains("a Linux guest rewriting"), "{pass}");
+    const ATTEMPTS: usize = 4;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let envs = [("TIMEOUT", "60"), ("GUEST", "linux"), ("CHANNELS", "4")];
+    for attempt in 1..=ATTEMPTS {
+        let done = script("qemu-migrate.sh", &envs, Duration::from_secs(240));
+        let out = done.stdout_text();
+        match done.code() {
+            Some(0) => {
+                let pass = passed(&out, "4 channels");
+                assert!(pass.contains("a Linux guest rewriting"), "{pass}");
+                assert!(pass.contains("memory identical, the "), "{pass}");
+                assert!(pass.contains("-byte stream was identical where"), "{pass}");
+                return;
+            }
+            Some(3) if attempt < ATTEMPTS => {
+                eprintln!(
+                    "attempt {attempt}: QEMU lost guest writes:\n{out}\n{}",
+                    done.stderr
+                )
+            }
+            code => panic!(
+                "attempt {attempt}: scripts/qemu-migrate.sh {envs:?} exited {code:?}:\n{out}\n{}",
+                done.stderr
+            ),
+        }
+    }
 }
